@@ -1,0 +1,111 @@
+"""The event stream a session produces: frames in and out, document changes, broadcasts,
+presence, connection state and divergence transitions. `watch` prints them as JSON lines
+and the GUI timeline lists the same objects.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+
+# Event kinds
+FRAME = "frame"
+DOC_CHANGED = "doc_changed"
+BROADCAST = "broadcast"
+PRESENCE = "presence"
+CONNECTION = "connection"
+DIVERGENCE = "divergence"
+RESPONSE = "response"
+CONTROL = "control"  # v4 session-control frames
+ERROR = "error"
+KINDS = (FRAME, DOC_CHANGED, BROADCAST, PRESENCE, CONNECTION, DIVERGENCE, RESPONSE, CONTROL, ERROR)
+
+
+class FrameRecord(msgspec.Struct, frozen=True):
+    seq: int
+    t: float  # monotonic seconds
+    direction: str  # "in" | "out"
+    frame_type: int | None  # None for untyped frames (preamble, handshake, bootstrap reply)
+    type_name: str
+    size: int  # payload bytes, type byte included
+    doc: str | None = None  # which document a sync frame belongs to
+    body: bytes = b""  # kept for the hex view (capped by the log)
+
+
+class Event(msgspec.Struct, frozen=True):
+    seq: int
+    t: float  # monotonic seconds
+    wall: float  # seconds since the epoch
+    kind: str
+    summary: str
+    data: dict[str, Any] = {}
+    target: str | None = None  # tree path the event touches, e.g. "comms/<id>" or "cells/<id>"
+
+    def to_json(self) -> dict[str, Any]:
+        out = msgspec.to_builtins(self)
+        data = out.get("data")
+        if isinstance(data, dict) and "body" in data:
+            data.pop("body")
+        return out
+
+
+class EventLog:
+    """Bounded, append-only log with listeners; the session owns one."""
+
+    def __init__(self, maxlen: int = 50_000, body_cap: int = 64 * 1024) -> None:
+        self._events: collections.deque[Event] = collections.deque(maxlen=maxlen)
+        self._frames: collections.deque[FrameRecord] = collections.deque(maxlen=maxlen)
+        self._listeners: list[Callable[[Event], None]] = []
+        self._seq = 0
+        self._fseq = 0
+        self.body_cap = body_cap
+        self.dropped = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.frames_in = 0
+        self.frames_out = 0
+
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+    def emit(self, kind: str, summary: str, data: dict[str, Any] | None = None,
+             target: str | None = None, t: float | None = None) -> Event:
+        self._seq += 1
+        if len(self._events) == self._events.maxlen:
+            self.dropped += 1
+        ev = Event(self._seq, time.monotonic() if t is None else t, time.time(), kind, summary, data or {}, target)
+        self._events.append(ev)
+        for fn in list(self._listeners):
+            fn(ev)
+        return ev
+
+    def frame(self, direction: str, frame_type: int | None, type_name: str, payload_size: int,
+              body: bytes = b"", doc: str | None = None, t: float | None = None) -> FrameRecord:
+        self._fseq += 1
+        rec = FrameRecord(self._fseq, time.monotonic() if t is None else t, direction, frame_type, type_name,
+                          payload_size, doc, bytes(body[: self.body_cap]))
+        self._frames.append(rec)
+        if direction == "in":
+            self.bytes_in += payload_size
+            self.frames_in += 1
+        else:
+            self.bytes_out += payload_size
+            self.frames_out += 1
+        return rec
+
+    def events(self) -> list[Event]:
+        return list(self._events)
+
+    def frames(self) -> list[FrameRecord]:
+        return list(self._frames)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(list(self._events))
+
+    def __len__(self) -> int:
+        return len(self._events)
