@@ -1,0 +1,159 @@
+"""Desktop integration files: validators pass, ids agree, every icon size is really there."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import struct
+import subprocess
+import tomllib
+import xml.etree.ElementTree as ET
+import zlib
+from pathlib import Path
+
+import pytest
+
+import inspector
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = ROOT / "resources"
+APP_ID = inspector.APP_ID
+DESKTOP = RESOURCES / f"{APP_ID}.desktop"
+METAINFO = RESOURCES / f"{APP_ID}.metainfo.xml"
+HICOLOR = RESOURCES / "icons" / "hicolor"
+SVG = HICOLOR / "scalable" / "apps" / f"{APP_ID}.svg"
+PNG_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
+
+
+def _run_validator(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    if shutil.which(argv[0]) is None:
+        pytest.skip(f"{argv[0]} is not installed (apt-get install desktop-file-utils appstream)")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def _desktop_entry() -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # keys are case-sensitive in desktop files
+    parser.read(DESKTOP, encoding="utf-8")
+    return parser["Desktop Entry"]
+
+
+def _console_script() -> str:
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        scripts = tomllib.load(fh)["project"]["scripts"]
+    (name,) = [n for n, target in scripts.items() if target == "inspector.cli:main"]
+    return name
+
+
+def test_desktop_file_passes_desktop_file_validate() -> None:
+    result = _run_validator(["desktop-file-validate", str(DESKTOP)])
+    # desktop-file-validate prints hints on stdout even on success; errors make it exit non-zero.
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not any(k in result.stdout for k in (": error:", ": warning:")), result.stdout
+
+
+def test_metainfo_passes_appstreamcli_validate() -> None:
+    result = _run_validator(["appstreamcli", "validate", "--no-net", str(METAINFO)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Warnings fail flathub/distro checks even though appstreamcli exits 0 for some of them.
+    assert not any(line.startswith(("E:", "W:")) for line in result.stdout.splitlines()), result.stdout
+
+
+def test_ids_agree_across_desktop_file_metainfo_icon_and_package() -> None:
+    entry = _desktop_entry()
+    script = _console_script()
+    assert entry["Icon"] == APP_ID
+    assert entry["Exec"].split() == [script, "gui"]
+    assert entry["Type"] == "Application"
+    # Without a main category the launcher only lists the app under "Other".
+    assert "Development" in entry["Categories"].split(";")
+
+    component = ET.parse(METAINFO).getroot()
+    assert component.get("type") == "desktop-application"
+    assert component.findtext("id") == APP_ID
+    launchable = component.find("launchable")
+    assert launchable is not None and launchable.get("type") == "desktop-id"
+    assert launchable.text == DESKTOP.name
+    assert [b.text for b in component.iterfind("provides/binary")] == [script]
+    assert component.find("content_rating") is not None
+    assert SVG.is_file()
+
+
+def test_metainfo_release_matches_package_version_and_screenshots_live_in_docs() -> None:
+    component = ET.parse(METAINFO).getroot()
+    versions = [r.get("version") for r in component.iterfind("releases/release")]
+    # Releases are newest first; shipping a version without its release entry is a packaging bug.
+    assert versions and versions[0] == inspector.__version__
+    images = [i.text or "" for i in component.iterfind("screenshots/screenshot/image")]
+    assert images, "metainfo lists no screenshots"
+    for url in images:
+        assert url.startswith("https://"), url
+        assert "/docs/screenshots/" in url and url.endswith(".png"), url
+
+
+def _decode_png_rgba(path: Path) -> tuple[int, int, list[bytes]]:
+    """Minimal PNG reader (8-bit RGBA, non-interlaced): returns width, height, unfiltered rows."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+    assert header is not None, f"{path} has no IHDR"
+    width, height, depth, color_type, _, _, interlace = header
+    assert (depth, color_type, interlace) == (8, 6, 0), f"{path}: expected 8-bit RGBA, got {header}"
+    raw, bpp, stride = zlib.decompress(idat), 4, width * 4
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        ftype = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            if ftype == 1:
+                line[x] = (line[x] + a) & 0xFF
+            elif ftype == 2:
+                line[x] = (line[x] + b) & 0xFF
+            elif ftype == 3:
+                line[x] = (line[x] + (a + b) // 2) & 0xFF
+            elif ftype == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[x] = (line[x] + pred) & 0xFF
+        rows.append(bytes(line))
+        prev = line
+    return width, height, rows
+
+
+@pytest.mark.parametrize("size", PNG_SIZES)
+def test_png_icon_exists_at_its_size_and_is_a_real_drawing(size: int) -> None:
+    path = HICOLOR / f"{size}x{size}" / "apps" / f"{APP_ID}.png"
+    assert path.is_file(), f"missing {path.relative_to(ROOT)}; run python packaging/render_icons.py"
+    width, height, rows = _decode_png_rgba(path)
+    assert (width, height) == (size, size)
+
+    def alpha(x: int, y: int) -> int:
+        return rows[y][x * 4 + 3]
+
+    # Rounded tile: the corners stay transparent, the middle is opaque.
+    assert alpha(0, 0) == 0 and alpha(size - 1, size - 1) == 0
+    assert alpha(size // 2, size // 2) == 255
+    # More than a flat fill: the tile, both sync arcs and the handle give many distinct colours.
+    colours = {row[i : i + 3] for row in rows for i in range(0, len(row), 4) if row[i + 3] == 255}
+    assert len(colours) >= 8, f"{size}px icon looks blank ({len(colours)} colours)"
+
+
+def test_svg_icon_is_square_and_parses() -> None:
+    root = ET.parse(SVG).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    _, _, w, h = (float(v) for v in root.get("viewBox", "").split())
+    assert w == h
