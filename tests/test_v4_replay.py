@@ -15,8 +15,8 @@ import pytest
 from inspector.document import to_json
 from inspector.protocol import messages as m
 from inspector.snapshot import DaemonView
-from inspector.v4.room import load_room
 from inspector.v4.replay import replay_file
+from inspector.v4.room import load_room
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO.parent / "shared" / "fixtures" / "real-runtimed-2.9.0"
