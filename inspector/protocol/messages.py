@@ -494,6 +494,10 @@ def _decode(decoder: msgspec.json.Decoder, tag_key: str, data: bytes) -> Any:
         raise MessageError(f"invalid JSON: {exc}") from exc
 
 
+def encode_json(obj: Any) -> bytes:
+    return _enc.encode(obj)
+
+
 def decode_handshake(data: bytes) -> Handshake | Unknown:
     return _decode(_dec_handshake, "channel", data)
 

@@ -1,0 +1,293 @@
+"""Command line: `runtimed-inspector [gui|rooms|snapshot|watch|check|testbed|demo] ...`.
+
+Every failure prints one line naming its cause on stderr and exits with the code documented
+in the README (`inspector.errors.EXIT_CODES`). Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from . import events as ev
+from .errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InspectorError
+from .protocol import messages as m
+
+log = logging.getLogger("inspector")
+
+EXAMPLES = {
+    "rooms": "examples:\n  runtimed-inspector rooms\n  runtimed-inspector rooms --socket /tmp/rt.sock --json",
+    "snapshot": "examples:\n  runtimed-inspector snapshot --notebook 3f2a…\n"
+                "  runtimed-inspector snapshot --socket /tmp/rt.sock --notebook /home/me/a.ipynb --settle-ms 500 | jq .comms",
+    "watch": "examples:\n  runtimed-inspector watch --notebook 3f2a…\n"
+             "  runtimed-inspector watch --notebook 3f2a… --frames | jq -c 'select(.kind==\"broadcast\")'",
+}
+
+# Subcommands that live in their own modules: (module, attribute providing add_parser)
+PLUGINS = (
+    ("inspector.check", "add_parser"),
+    ("inspector.testbed.command", "add_parser"),
+    ("inspector.demo", "add_parser"),
+    ("inspector.ui.app", "add_parser"),
+)
+
+
+def _common(p: argparse.ArgumentParser, notebook: bool = True) -> None:
+    p.add_argument("--socket", metavar="PATH", help="daemon socket (default: $RUNTIMED_SOCKET_PATH, "
+                   "else the first runtimed socket found in the cache directory)")
+    p.add_argument("--allow-other-user", action="store_true",
+                   help="connect to a socket owned by another user (refused by default)")
+    if notebook:
+        p.add_argument("--notebook", metavar="ID", required=True, help="notebook id exactly as `rooms` lists it")
+        p.add_argument("--allow-kernel-launch", action="store_true",
+                       help="join an inactive room even though the daemon will launch a kernel for it")
+        p.add_argument("--no-blobs", action="store_true", help="do not resolve output manifests over HTTP")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runtimed-inspector",
+        description="See live what a runtimed notebook room holds, and where views of widget state disagree. "
+                    "With no command, opens the desktop app.",
+        epilog="exit codes:\n" + "\n".join(f"  {k:>3}  {v}" for k, v in sorted(EXIT_CODES.items())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"runtimed-inspector {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("rooms", help="list the daemon's rooms (no room is joined)", epilog=EXAMPLES["rooms"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p, notebook=False)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_rooms)
+
+    p = sub.add_parser("snapshot", help="join a room, wait until it settles, print one JSON snapshot, leave",
+                       epilog=EXAMPLES["snapshot"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--settle-ms", type=int, default=300, metavar="N",
+                   help="quiet time (no frame in) before the snapshot is taken (default 300)")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="give up after S seconds (default 20)")
+    p.add_argument("--indent", type=int, default=2, help="JSON indent (0 for one line)")
+    p.add_argument("--events", action="store_true", help="include the event log in the output")
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("watch", help="join a room and print one JSON object per event until interrupted",
+                       epilog=EXAMPLES["watch"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--frames", action="store_true", help="also print every frame in and out")
+    p.add_argument("--for", dest="duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: until interrupted)")
+    p.set_defaults(func=cmd_watch)
+
+    for mod_name, attr in PLUGINS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as exc:
+            if getattr(exc, "name", "") and not str(getattr(exc, "name", "")).startswith(mod_name):
+                log.debug("command module %s unavailable: %s", mod_name, exc)
+            continue
+        getattr(mod, attr)(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_socket(args: argparse.Namespace) -> str:
+    if getattr(args, "socket", None):
+        return args.socket
+    from .discovery import default_socket
+
+    return default_socket()
+
+
+def make_session(args: argparse.Namespace) -> Any:
+    from .session import PeerSession, SessionConfig
+
+    cfg = SessionConfig(
+        socket_path=resolve_socket(args),
+        notebook_id=args.notebook,
+        allow_other_user=args.allow_other_user,
+        allow_kernel_launch=getattr(args, "allow_kernel_launch", False),
+        resolve_blobs=not getattr(args, "no_blobs", False),
+        keep_frame_bodies=False,
+    )
+    session = PeerSession(cfg)
+    for fn in SESSION_SETUP:
+        fn(session, args)
+    return session
+
+
+# Engines (divergence, kernel tap) attach themselves to sessions the CLI creates.
+SESSION_SETUP: list[Any] = []
+
+
+def run_async(coro: Any) -> int:
+    """Run a command coroutine; Ctrl-C ends it cleanly with exit code 130."""
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def fail(exc: InspectorError) -> int:
+    print(f"runtimed-inspector: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_rooms(args: argparse.Namespace) -> int:
+    from .pool import probe
+
+    async def go() -> int:
+        p = await probe(resolve_socket(args), allow_other_user=args.allow_other_user)
+        if args.json:
+            print(json.dumps({
+                "daemon": {"socket": p.path, "protocol_version": p.protocol_version,
+                           "daemon_version": p.daemon_version, "blob_port": p.blob_port, "pid": p.pid},
+                "supported": p.supported,
+                "rooms": [m.to_builtins(r) for r in p.rooms],
+            }, indent=2))
+            return EXIT_OK
+        print(f"daemon {p.daemon_version or '?'} (protocol {p.protocol_version}) at {p.path}"
+              + ("" if p.supported else "  [unsupported protocol]"))
+        if not p.rooms:
+            print("no rooms")
+            return EXIT_OK
+        print(f"{'NOTEBOOK ID':<40} {'PEERS':>5}  {'KERNEL':<20} {'STATE':<9} PATH")
+        for r in p.rooms:
+            kernel = f"{r.kernel_type or '?'} {r.kernel_status or '?'}" if r.has_kernel else "-"
+            print(f"{r.notebook_id:<40} {r.active_peers:>5}  {kernel:<20} {r.state or '-':<9} {r.notebook_path or ''}")
+        return EXIT_OK
+
+    return _guarded(go)
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        session = make_session(args)
+        task = asyncio.create_task(session.run())
+        try:
+            waiter = asyncio.create_task(session.wait_settled(args.settle_ms / 1000, args.timeout))
+            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter not in done:
+                waiter.cancel()
+                task.result()  # raises the session's error
+                raise InspectorError("the connection ended before the snapshot was taken")
+            waiter.result()
+            snap = session.snapshot()
+            out = snap.to_json()
+            if args.events:
+                out["events"] = [e.to_json() for e in session.log.events()]
+            print(json.dumps(out, indent=args.indent or None, default=str))
+            return EXIT_OK
+        finally:
+            await session.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InspectorError):
+                await task
+
+    return _guarded(go)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        session = make_session(args)
+
+        def show(e: ev.Event) -> None:
+            if e.kind == ev.FRAME and not args.frames:
+                return
+            sys.stdout.write(json.dumps(e.to_json(), default=str) + "\n")
+            sys.stdout.flush()
+
+        session.log.subscribe(show)
+        task = asyncio.create_task(session.run())
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        timer = asyncio.create_task(asyncio.sleep(args.duration)) if args.duration else None
+        stopper = asyncio.create_task(stop.wait())
+        waits = {task, stopper} | ({timer} if timer else set())
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                task.result()
+                return EXIT_OK
+            return EXIT_INTERRUPTED if stopper in done else EXIT_OK
+        finally:
+            for t in (stopper, timer):
+                if t:
+                    t.cancel()
+            await session.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InspectorError):
+                await task
+
+    return _guarded(go)
+
+
+def _guarded(go: Any) -> int:
+    try:
+        return run_async(go())
+    except InspectorError as exc:
+        return fail(exc)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    commands = set(_subcommands(parser))
+    if not any(a in commands for a in argv) and not any(a in ("-h", "--help", "--version") for a in argv):
+        # No command: the desktop app. Leading global flags (-v) stay before it.
+        lead = 0
+        while lead < len(argv) and argv[lead] in ("-v", "-vv", "-vvv", "--verbose"):
+            lead += 1
+        argv = [*argv[:lead], "gui", *argv[lead:]]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
+    try:
+        from .logging_setup import setup_logging
+
+        setup_logging(args.verbose)
+    except ImportError:
+        logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    started = time.monotonic()
+    try:
+        code = args.func(args)
+    except InspectorError as exc:
+        code = fail(exc)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    log.debug("command %s finished in %.2f s with %s", args.command, time.monotonic() - started, code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

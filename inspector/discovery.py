@@ -1,0 +1,114 @@
+"""Finding runtimed sockets (wire-protocol §1, runtimed-v4 §1) and checking who owns them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import NoSocket, PermissionDenied
+
+NAMESPACES = ("runt", "runt-nightly")
+
+
+def cache_dir() -> Path:
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg)
+    home = os.environ.get("HOME")
+    return Path(home) / ".cache" if home else Path("/tmp")
+
+
+def _dev_hash() -> str | None:
+    path = os.environ.get("RUNTIMED_WORKSPACE_PATH")
+    if path is None:
+        try:
+            out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                                 timeout=2, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        path = out.stdout.strip() if out.returncode == 0 else ""
+        if not path or not os.path.exists(path):
+            return None
+    return hashlib.sha256(path.encode()).digest()[:6].hex()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str
+    origin: str  # env | stable | nightly | worktree | argument
+    exists: bool
+    info: dict | None = None  # daemon.json beside the socket, when present
+
+    @property
+    def label(self) -> str:
+        version = (self.info or {}).get("version")
+        return f"{self.path} ({self.origin}{', ' + version if version else ''})"
+
+
+def _daemon_json(sock: Path) -> dict | None:
+    try:
+        data = json.loads((sock.parent / "daemon.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def candidates() -> list[Candidate]:
+    """Every place a daemon of this user may listen, most specific first."""
+    env = os.environ.get("RUNTIMED_SOCKET_PATH", "").strip()
+    if env:
+        p = Path(env)
+        return [Candidate(str(p), "env", p.exists(), _daemon_json(p))]
+    base = cache_dir()
+    out: list[Candidate] = []
+    seen: set[str] = set()
+
+    def add(p: Path, origin: str) -> None:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(Candidate(str(p), origin, p.exists(), _daemon_json(p)))
+
+    if os.environ.get("RUNTIMED_DEV") == "1" or "RUNTIMED_WORKSPACE_PATH" in os.environ:
+        h = _dev_hash()
+        if h:
+            for ns in NAMESPACES:
+                add(base / ns / "worktrees" / h / "runtimed.sock", "worktree")
+    add(base / "runt" / "runtimed.sock", "stable")
+    add(base / "runt-nightly" / "runtimed.sock", "nightly")
+    for ns in NAMESPACES:
+        for p in sorted((base / ns / "worktrees").glob("*/runtimed.sock")):
+            add(p, "worktree")
+    return out
+
+
+def default_socket() -> str:
+    """The first existing candidate, else the stable default path."""
+    cands = candidates()
+    for c in cands:
+        if c.exists:
+            return c.path
+    return cands[0].path
+
+
+def check_socket(path: str, allow_other_user: bool = False) -> None:
+    """Refuse a path that is missing, not a socket, or owned by someone else."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NoSocket(f"no socket at {path}: the daemon is not running there "
+                       "(use --socket or RUNTIMED_SOCKET_PATH)") from None
+    except PermissionError:
+        raise PermissionDenied(f"permission denied reading {path}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise NoSocket(f"{path} exists but is not a Unix socket")
+    if not allow_other_user and hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise PermissionDenied(f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); "
+                               "pass --allow-other-user to connect anyway")

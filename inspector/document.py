@@ -1,0 +1,711 @@
+"""Automerge replicas and the tolerant reader that turns the notebook document into
+`CellView`/`CommView` parts of a snapshot.
+
+A replica is only ever changed by received sync messages; it never makes a local change.
+The reader caches per cell and per comm and re-reads only the entries a sync touched: the
+patch paths of `Document.diff` name them. When a patch cannot be attributed, it falls back
+to a full re-read (never a stale view).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from automerge import core as am
+
+from .snapshot import CellView, CommView, OutputView
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX_POSITION = re.compile(r"^(?:[0-9A-F]{2})+$")
+
+
+class DocError(Exception):
+    """A sync message that does not decode or that Automerge rejects."""
+
+
+# --------------------------------------------------------------------------- actors, ids
+
+
+def actor_label(actor: bytes) -> str:
+    """Actor ids are the UTF-8 bytes of a label from #833 on; random 16 bytes before."""
+    try:
+        text = actor.decode("utf-8")
+    except UnicodeDecodeError:
+        return actor.hex()
+    if text and all(ch.isprintable() for ch in text):
+        return text
+    return actor.hex()
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < len(data):
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+    raise ValueError("truncated LEB128")
+
+
+def parse_exid(exid: bytes) -> tuple[bytes, int] | None:
+    """(actor, counter) of an Automerge object/op id; None for ROOT or unknown layouts."""
+    if not exid or exid == am.ROOT:
+        return None
+    try:
+        n, pos = _uleb(exid, 1)
+        actor = exid[pos : pos + n]
+        pos += n
+        nums = []
+        while pos < len(exid):
+            v, pos = _uleb(exid, pos)
+            nums.append(v)
+        return actor, nums[-1] if nums else 0
+    except ValueError:
+        return None
+
+
+def exid_hex(exid: bytes) -> str:
+    parsed = parse_exid(exid)
+    if parsed is None:
+        return "root" if exid == am.ROOT else exid.hex()
+    actor, counter = parsed
+    return f"{counter}@{actor.hex()}"
+
+
+def latest_writer(exids: Iterable[bytes]) -> str | None:
+    """Actor label of the op with the highest Lamport counter among `exids`."""
+    best: tuple[int, bytes] | None = None
+    for e in exids:
+        p = parse_exid(e)
+        if p is not None and (best is None or (p[1], p[0]) > best):
+            best = (p[1], p[0])
+    return actor_label(best[1]) if best else None
+
+
+# --------------------------------------------------------------------------- value reading
+
+
+def kind_name(kind: Any) -> str:
+    """'Map', 'Text', 'Uint', ... for an ObjType or ScalarType (the binding's enums lack .name)."""
+    return str(kind).rsplit(".", 1)[-1]
+
+
+@dataclass
+class Typed:
+    """A read value with its Automerge kind: Map, List, Text or the scalar type name."""
+
+    kind: str
+    value: Any
+    exid: bytes = b""
+
+
+def read_entry(doc: am.Document, obj: bytes, prop: str | int) -> Typed | None:
+    got = doc.get(obj, prop)
+    if got is None:
+        return None
+    v, exid = got
+    if isinstance(v, am.ObjType):
+        return Typed(kind_name(v), to_json(doc, exid), exid)
+    kind, val = v
+    return Typed(kind_name(kind), val, exid)
+
+
+_DROP = object()
+
+
+def _scalar_json(kind: am.ScalarType, val: Any) -> Any:
+    if kind in (am.ScalarType.Counter, am.ScalarType.Timestamp, am.ScalarType.Bytes, am.ScalarType.Unknown):
+        return _DROP
+    if kind == am.ScalarType.F64 and isinstance(val, float) and (val != val or val in (float("inf"), float("-inf"))):
+        return None
+    return val
+
+
+def to_json(doc: am.Document, obj: bytes = am.ROOT) -> Any:
+    """Map → object, List → array, Text → string, scalars → JSON (document-schema §6.1).
+
+    Counter/Timestamp/Bytes have no JSON form: dropped in a Map, null in a List.
+    """
+    ot = doc.object_type(obj)
+    if ot == am.ObjType.Text:
+        return doc.text(obj)
+    if ot == am.ObjType.Map:
+        out: dict[str, Any] = {}
+        for k, (v, exid) in zip(doc.keys(obj), doc.values(obj), strict=False):
+            val = to_json(doc, exid) if isinstance(v, am.ObjType) else _scalar_json(*v)
+            if val is not _DROP:
+                out[k] = val
+        return out
+    items: list[Any] = []
+    for v, exid in doc.values(obj):
+        val = to_json(doc, exid) if isinstance(v, am.ObjType) else _scalar_json(*v)
+        items.append(None if val is _DROP else val)
+    return items
+
+
+def map_entries(doc: am.Document, obj: bytes) -> dict[str, tuple[Any, bytes]]:
+    """Raw (value, exid) pairs of a Map in two native calls."""
+    return dict(zip(doc.keys(obj), doc.values(obj), strict=False))
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+ALL = ("*",)  # dirty marker: everything
+
+
+class DocReplica:
+    """One Automerge document kept in sync with the daemon through one sync state."""
+
+    def __init__(self, name: str, frame_type: int) -> None:
+        self.name = name
+        self.frame_type = frame_type
+        self.doc = am.Document()
+        self.state = am.SyncState()
+        self.messages_in = 0
+        self.messages_out = 0
+        self.last_reply_empty = True
+        self.actors: set[str] = set()
+        self._changes_seen = 0
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(h.hex() for h in self.doc.get_heads())
+
+    def receive(self, body: bytes, want_dirty: bool = True) -> tuple[bytes | None, set[tuple[str, ...]]]:
+        """Apply one sync message; return (reply or None, dirty paths)."""
+        try:
+            msg = am.Message.decode(body)
+        except Exception as exc:  # the binding raises plain exceptions
+            raise DocError(f"{self.name}: sync message does not decode: {exc}") from exc
+        before = self.doc.get_heads()
+        try:
+            self.doc.receive_sync_message(self.state, msg)
+        except Exception as exc:
+            raise DocError(f"{self.name}: automerge rejected the sync message: {exc}") from exc
+        self.messages_in += 1
+        after = self.doc.get_heads()
+        dirty: set[tuple[str, ...]] = set()
+        if before != after:
+            dirty = dirty_paths(self.doc, before, after) if (want_dirty and before) else {ALL}
+        reply = self.generate()
+        return reply, dirty
+
+    def generate(self) -> bytes | None:
+        reply = self.doc.generate_sync_message(self.state)
+        self.last_reply_empty = reply is None
+        if reply is None:
+            return None
+        self.messages_out += 1
+        return reply.encode()
+
+    def change_actors(self) -> tuple[int, tuple[str, ...]]:
+        """(number of changes, actor labels that wrote them); incremental over new changes."""
+        changes = self.doc.get_changes([])
+        if len(changes) != self._changes_seen:
+            for ch in changes[self._changes_seen :]:
+                self.actors.add(actor_label(ch.actor_id))
+            self._changes_seen = len(changes)
+        return self._changes_seen, tuple(sorted(self.actors))
+
+
+_PATCH_PATH = re.compile(r'Map\("((?:[^"\\]|\\.)*)"\)|Seq\((\d+)\)')
+_PATCH_KEY = re.compile(r'action: (?:PutMap|DeleteMap) \{ key: "((?:[^"\\]|\\.)*)"')
+_RUST_ESCAPE = re.compile(r'\\(u\{[0-9a-fA-F]+\}|.)')
+
+
+def _unescape_rust(s: str) -> str:
+    def sub(mt: re.Match[str]) -> str:
+        e = mt.group(1)
+        if e.startswith("u{"):
+            return chr(int(e[2:-1], 16))
+        return {"n": "\n", "t": "\t", "r": "\r", "0": "\0"}.get(e, e)
+
+    return _RUST_ESCAPE.sub(sub, s)
+
+
+def dirty_paths(doc: am.Document, before: list[bytes], after: list[bytes]) -> set[tuple[str, ...]]:
+    """Top two levels of every path the changes between `before` and `after` touched.
+
+    The binding's patches expose their path only through their debug text, so parse that;
+    anything unparseable marks the whole document dirty.
+    """
+    out: set[tuple[str, ...]] = set()
+    try:
+        patches = doc.diff(before, after)
+    except Exception:
+        return {ALL}
+    for p in patches:
+        text = repr(p)
+        start = text.find("path: [")
+        end = text.find("], action: ", start)
+        if start < 0 or end < 0:
+            return {ALL}
+        segs: list[str] = []
+        for mt in _PATCH_PATH.finditer(text, start, end + 1):
+            segs.append(_unescape_rust(mt.group(1)) if mt.group(1) is not None else mt.group(2))
+            if len(segs) >= 2:
+                break
+        if len(segs) < 2:
+            km = _PATCH_KEY.search(text, end)
+            if km:
+                segs.append(_unescape_rust(km.group(1)))
+            elif not segs:
+                return {ALL}
+        out.add(tuple(segs[:2]))
+    return out
+
+
+# --------------------------------------------------------------------------- notebook reader
+
+OutputResolver = Callable[[str], OutputView]
+
+
+def _plain_output_ref(ref: str) -> OutputView:
+    if HEX64.match(ref):
+        return OutputView(ref=ref, error="blob server not consulted")
+    try:
+        raw = json.loads(ref)
+    except ValueError as exc:
+        return OutputView(ref="raw", error=f"neither a manifest hash nor JSON: {exc}")
+    ot = raw.get("output_type") if isinstance(raw, dict) else None
+    return OutputView(ref="raw", manifest=raw if isinstance(raw, dict) else None, output_type=ot,
+                      error=None if isinstance(raw, dict) else "raw output is not an object")
+
+
+def parse_execution_count(value: Any, flags: list[str]) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        flags.append("execution_count stored as a number")
+        return value
+    if not isinstance(value, str):
+        if value is not None:
+            flags.append(f"execution_count has kind {type(value).__name__}")
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        flags.append(f"execution_count {value!r} does not parse")
+        return None
+    if parsed is None or (isinstance(parsed, int) and not isinstance(parsed, bool)):
+        return parsed
+    flags.append(f"execution_count {value!r} is not an integer")
+    return None
+
+
+CELL_KEYS = {"id", "cell_type", "position", "source", "execution_count", "outputs", "metadata",
+             "resolved_assets", "execution_id", "attachments"}
+COMM_KEYS = {"target_name", "model_module", "model_name", "state", "outputs", "seq", "capture_msg_id"}
+
+
+@dataclass
+class NotebookReader:
+    """Cached, incremental reader of the notebook document (schema v1/v2/v3/v5 tolerant)."""
+
+    resolve: OutputResolver = _plain_output_ref
+    cells: dict[str, CellView] = field(default_factory=dict)
+    comms: dict[str, CommView] = field(default_factory=dict)
+    metadata: Any = field(default_factory=dict)
+    schema_version: int | None = None
+    notebook_id: str | None = None
+    extra_root: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    has_comms_map: bool = False
+    cells_layout: str = "missing"  # map | list | missing | invalid
+    _order: tuple[CellView, ...] | None = None
+    _comm_order: tuple[CommView, ...] | None = None
+    # Output refs each cell/comm holds, to re-resolve when a manifest arrives
+    _refs: dict[str, set[str]] = field(default_factory=dict)
+
+    # -- entry point -------------------------------------------------------------------------
+
+    def refresh(self, doc: am.Document, dirty: set[tuple[str, ...]]) -> set[str]:
+        """Re-read what `dirty` names; return the tree paths that changed ("cells/<id>", ...)."""
+        changed: set[str] = set()
+        if not dirty:
+            return changed
+        if ALL in dirty:
+            return self._read_all(doc)
+        root = map_entries(doc, am.ROOT)
+        roots_done: set[str] = set()
+        for path in dirty:
+            top = path[0]
+            if top == "cells" and len(path) == 2 and self.cells_layout == "map" and "cells" not in roots_done:
+                changed |= self._read_cell(doc, root, path[1])
+            elif top == "comms" and len(path) == 2 and "comms" not in roots_done and self.has_comms_map:
+                changed |= self._read_comm(doc, root, path[1])
+            elif top not in roots_done:
+                roots_done.add(top)
+                changed |= self._read_root_key(doc, root, top)
+        return changed
+
+    def invalidate_refs(self, doc: am.Document, refs: set[str]) -> set[str]:
+        """Re-build the entries that show any of `refs` (a manifest just resolved)."""
+        touched = {path for path, held in self._refs.items() if held & refs}
+        if not touched:
+            return set()
+        root = map_entries(doc, am.ROOT)
+        changed: set[str] = set()
+        for path in touched:
+            kind, _, key = path.partition("/")
+            changed |= self._read_cell(doc, root, key) if kind == "cells" else self._read_comm(doc, root, key)
+        return changed
+
+    # -- whole-document reads ------------------------------------------------------------------
+
+    def _read_all(self, doc: am.Document) -> set[str]:
+        old_cells, old_comms = set(self.cells), set(self.comms)
+        self.cells.clear()
+        self.comms.clear()
+        self._refs.clear()
+        self.extra_root.clear()
+        root = map_entries(doc, am.ROOT)
+        changed = {"root"}
+        for key in set(root) | {"cells", "comms", "metadata", "schema_version", "notebook_id"}:
+            changed |= self._read_root_key(doc, root, key)
+        changed |= {f"cells/{k}" for k in old_cells} | {f"comms/{k}" for k in old_comms}
+        return changed
+
+    def _read_root_key(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str) -> set[str]:
+        entry = root.get(key)
+        if key == "cells":
+            return self._read_cells(doc, entry)
+        if key == "comms":
+            return self._read_comms(doc, entry)
+        if key == "metadata":
+            if entry is None:
+                self.metadata = {}
+            elif isinstance(entry[0], am.ObjType):
+                self.metadata = to_json(doc, entry[1])
+            else:
+                self.metadata = {}
+                self._warn(f"root metadata is a {kind_name(entry[0][0])}, not a Map")
+            return {"metadata"}
+        if key == "schema_version":
+            self.schema_version = None
+            if entry is not None and not isinstance(entry[0], am.ObjType):
+                kind, val = entry[0]
+                if kind in (am.ScalarType.Uint, am.ScalarType.Int):
+                    self.schema_version = int(val)
+            elif entry is not None:
+                self._warn("schema_version is an object")
+            return {"root"}
+        if key == "notebook_id":
+            self.notebook_id = None
+            if entry is not None and not isinstance(entry[0], am.ObjType):
+                self.notebook_id = str(entry[0][1])
+            elif entry is not None and entry[0] == am.ObjType.Text:
+                self.notebook_id = doc.text(entry[1])
+            return {"root"}
+        # unknown root keys are kept and shown
+        if entry is None:
+            self.extra_root.pop(key, None)
+        else:
+            v, exid = entry
+            self.extra_root[key] = to_json(doc, exid) if isinstance(v, am.ObjType) else _json_safe(v[1])
+        return {"root"}
+
+    def _read_cells(self, doc: am.Document, entry: tuple[Any, bytes] | None) -> set[str]:
+        changed = {f"cells/{k}" for k in self.cells} | {"cells"}
+        self.cells.clear()
+        self._refs = {k: v for k, v in self._refs.items() if not k.startswith("cells/")}
+        self._order = None
+        if entry is None:
+            self.cells_layout = "missing"
+            return changed
+        v, obj = entry
+        if v == am.ObjType.Map:
+            self.cells_layout = "map"
+            root = {"cells": entry}
+            for key in doc.keys(obj):
+                changed |= self._read_cell(doc, root, key)
+        elif v == am.ObjType.List:
+            self.cells_layout = "list"  # schema v1: index order
+            for idx in range(doc.length(obj)):
+                got = doc.get(obj, idx)
+                if got is None or got[0] != am.ObjType.Map:
+                    continue
+                view = self._cell_from_map(doc, got[1], f"{idx}", list_index=idx)
+                if view is not None:
+                    self.cells[view.key] = view
+                    changed.add(f"cells/{view.key}")
+        else:
+            self.cells_layout = "invalid"
+            self._warn("root cells is neither a Map nor a List")
+        return changed
+
+    def _read_comms(self, doc: am.Document, entry: tuple[Any, bytes] | None) -> set[str]:
+        changed = {f"comms/{k}" for k in self.comms} | {"comms"}
+        self.comms.clear()
+        self._refs = {k: v for k, v in self._refs.items() if not k.startswith("comms/")}
+        self._comm_order = None
+        self.has_comms_map = entry is not None and entry[0] == am.ObjType.Map
+        if entry is None:
+            return changed
+        if not self.has_comms_map:
+            self._warn("root comms is not a Map")
+            return changed
+        root = {"comms": entry}
+        for key in doc.keys(entry[1]):
+            changed |= self._read_comm(doc, root, key)
+        return changed
+
+    # -- one cell -----------------------------------------------------------------------------
+
+    def _read_cell(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str) -> set[str]:
+        self._order = None
+        path = f"cells/{key}"
+        cells = root.get("cells")
+        got = doc.get(cells[1], key) if cells is not None and cells[0] == am.ObjType.Map else None
+        self._refs.pop(path, None)
+        if got is None or got[0] != am.ObjType.Map:
+            self.cells.pop(key, None)
+            if got is not None:
+                self._warn(f"cell {key!r} is not a Map")
+            return {path, "cells"}
+        view = self._cell_from_map(doc, got[1], key)
+        if view is None:
+            self.cells.pop(key, None)
+        else:
+            self.cells[key] = view
+        return {path}
+
+    def _cell_from_map(self, doc: am.Document, obj: bytes, key: str, list_index: int | None = None) -> CellView | None:
+        ent = map_entries(doc, obj)
+        flags: list[str] = []
+
+        def scalar_str(name: str, default: str) -> str:
+            e = ent.get(name)
+            if e is None:
+                return default
+            v, exid = e
+            if isinstance(v, am.ObjType):
+                if v == am.ObjType.Text:
+                    flags.append(f"{name} is Text, expected Str")
+                    return doc.text(exid)
+                flags.append(f"{name} is a {kind_name(v)}")
+                return default
+            if v[0] != am.ScalarType.Str:
+                flags.append(f"{name} is {kind_name(v[0])}, expected Str")
+                return str(v[1]) if v[1] is not None else default
+            return v[1]
+
+        if "id" not in ent:
+            self._warn(f"cell under key {key!r} has no id: skipped (as the daemon does)")
+            return None
+        cell_id = scalar_str("id", key)
+        if list_index is None and cell_id != key:
+            flags.append(f"id {cell_id!r} differs from its map key {key!r}")
+        position = scalar_str("position", "80") if list_index is None else f"{list_index:04d}"
+        if list_index is None and "position" not in ent:
+            flags.append("no position (default 80)")
+        elif list_index is None and not HEX_POSITION.match(position):
+            flags.append(f"position {position!r} is not uppercase hex")
+        src = ent.get("source")
+        source = ""
+        if src is not None:
+            v, exid = src
+            if v == am.ObjType.Text:
+                source = doc.text(exid)
+            elif not isinstance(v, am.ObjType) and v[0] == am.ScalarType.Str:
+                source = v[1]
+                flags.append("source is Str, expected Text")
+            else:
+                flags.append("source has an unexpected kind")
+        ec_entry = ent.get("execution_count")
+        ec_raw: Any = "null"
+        if ec_entry is not None and not isinstance(ec_entry[0], am.ObjType):
+            ec_raw = ec_entry[0][1]
+        execution_count = parse_execution_count(ec_raw, flags)
+        refs: list[str] = []
+        out_entry = ent.get("outputs")
+        if out_entry is not None:
+            if out_entry[0] == am.ObjType.List:
+                for v, exid in doc.values(out_entry[1]):
+                    if isinstance(v, am.ObjType):
+                        refs.append(json.dumps(to_json(doc, exid)) if v != am.ObjType.Text else doc.text(exid))
+                        flags.append("an outputs entry is an object, expected Str")
+                    else:
+                        refs.append(str(v[1]))
+            else:
+                flags.append("outputs is not a List")
+        md_entry = ent.get("metadata")
+        metadata: Any = {}
+        if md_entry is not None:
+            v, exid = md_entry
+            if isinstance(v, am.ObjType):
+                metadata = to_json(doc, exid)
+            elif v[0] == am.ScalarType.Str:
+                flags.append("legacy metadata (JSON string)")
+                try:
+                    metadata = json.loads(v[1])
+                except ValueError:
+                    flags.append("legacy metadata does not parse: {} used")
+                    metadata = {}
+        exec_id = None
+        ee = ent.get("execution_id")
+        if ee is not None and not isinstance(ee[0], am.ObjType) and ee[0][0] == am.ScalarType.Str:
+            exec_id = ee[0][1]
+        extra = {k: (to_json(doc, e[1]) if isinstance(e[0], am.ObjType) else _json_safe(e[0][1]))
+                 for k, e in ent.items() if k not in CELL_KEYS}
+        for k in ("resolved_assets", "attachments"):
+            if k in ent and isinstance(ent[k][0], am.ObjType):
+                val = to_json(doc, ent[k][1])
+                if val:
+                    extra[k] = val
+        path = f"cells/{cell_id if list_index is None else key}"
+        if refs:
+            self._refs[path] = set(refs)
+        return CellView(
+            id=cell_id,
+            cell_type=scalar_str("cell_type", ""),
+            position=position,
+            source=source,
+            execution_count=execution_count,
+            outputs=tuple(self.resolve(r) for r in refs),
+            metadata=metadata,
+            key=key,
+            flags=tuple(flags),
+            extra=extra,
+            execution_id=exec_id,
+            obj_id=exid_hex(obj),
+        )
+
+    # -- one comm -------------------------------------------------------------------------------
+
+    def _read_comm(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str) -> set[str]:
+        self._comm_order = None
+        path = f"comms/{key}"
+        comms = root.get("comms")
+        got = doc.get(comms[1], key) if comms is not None and comms[0] == am.ObjType.Map else None
+        self._refs.pop(path, None)
+        if got is None:
+            self.comms.pop(key, None)
+            return {path, "comms"}
+        if got[0] != am.ObjType.Map:
+            self.comms[key] = CommView(comm_id=key, seq=None, target_name=None, model_module=None,
+                                       model_name=None, state=None, state_error=None, outputs=(),
+                                       flags=("entry is not a Map",), obj_id=exid_hex(got[1]))
+            return {path}
+        self.comms[key] = read_comm_entry(doc, got[1], key, self.resolve, self._refs)
+        return {path}
+
+    # -- ordered views ----------------------------------------------------------------------------
+
+    def ordered_cells(self) -> tuple[CellView, ...]:
+        if self._order is None:
+            self._order = tuple(sorted(self.cells.values(), key=lambda c: (c.position, c.id)))
+        return self._order
+
+    def ordered_comms(self) -> tuple[CommView, ...]:
+        if self._comm_order is None:
+            self._comm_order = tuple(sorted(
+                self.comms.values(), key=lambda c: (c.seq is None, c.seq if c.seq is not None else 0, c.comm_id)))
+        return self._comm_order
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+
+def read_comm_entry(doc: am.Document, obj: bytes, comm_id: str, resolve: OutputResolver,
+                    refs_out: dict[str, set[str]] | None = None) -> CommView:
+    """One `comms/<id>` entry with the #808 tolerances (document-schema §10.3)."""
+    ent = map_entries(doc, obj)
+    flags: list[str] = []
+
+    def opt_str(name: str) -> str | None:
+        e = ent.get(name)
+        if e is None:
+            flags.append(f"missing {name}")
+            return None
+        v, exid = e
+        if v == am.ObjType.Text:
+            return doc.text(exid) or None
+        if isinstance(v, am.ObjType) or v[0] != am.ScalarType.Str:
+            flags.append(f"{name} has kind {kind_name(v if isinstance(v, am.ObjType) else v[0])}")
+            return None
+        return v[1] or None
+
+    target = opt_str("target_name")
+    mm = opt_str("model_module")
+    mn = opt_str("model_name")
+    seq: int | None = None
+    seq_type = None
+    se = ent.get("seq")
+    if se is None:
+        flags.append("missing seq")
+    elif isinstance(se[0], am.ObjType):
+        flags.append("seq is an object")
+    else:
+        seq_type = kind_name(se[0][0])
+        if se[0][0] in (am.ScalarType.Uint, am.ScalarType.Int):
+            seq = int(se[0][1])
+            if se[0][0] == am.ScalarType.Int:
+                flags.append("seq stored as Int, not Uint")
+        else:
+            flags.append(f"seq has kind {seq_type}")
+    state: Any = None
+    state_error = None
+    st = ent.get("state")
+    if st is None:
+        flags.append("missing state")
+    else:
+        v, exid = st
+        if v == am.ObjType.Map:
+            state = to_json(doc, exid)
+        elif v == am.ObjType.Text or (not isinstance(v, am.ObjType) and v[0] == am.ScalarType.Str):
+            text = doc.text(exid) if v == am.ObjType.Text else v[1]
+            try:
+                state = json.loads(text)
+            except ValueError as exc:
+                state, state_error = text, f"state is not valid JSON: {exc}"
+        else:
+            state_error = "state has an unexpected kind"
+    refs: list[str] = []
+    oe = ent.get("outputs")
+    if oe is not None and oe[0] == am.ObjType.List:
+        for v, exid in doc.values(oe[1]):
+            if isinstance(v, am.ObjType):
+                refs.append(json.dumps(to_json(doc, exid)))
+            else:
+                refs.append(str(v[1]))
+    elif oe is not None:
+        flags.append("outputs is not a List")
+    extra = {k: (to_json(doc, e[1]) if isinstance(e[0], am.ObjType) else _json_safe(e[0][1]))
+             for k, e in ent.items() if k not in COMM_KEYS}
+    capture = None
+    ce = ent.get("capture_msg_id")
+    if ce is not None and not isinstance(ce[0], am.ObjType):
+        capture = str(ce[0][1])
+    if refs and refs_out is not None:
+        refs_out[f"comms/{comm_id}"] = set(refs)
+    return CommView(
+        comm_id=comm_id,
+        seq=seq,
+        target_name=target,
+        model_module=mm,
+        model_name=mn,
+        state=state,
+        state_error=state_error,
+        outputs=tuple(resolve(r) for r in refs),
+        flags=tuple(flags),
+        extra=extra,
+        writer=latest_writer(e[1] for e in ent.values()),
+        seq_type=seq_type,
+        capture_msg_id=capture,
+        obj_id=exid_hex(obj),
+    )
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return v

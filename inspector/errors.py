@@ -1,0 +1,85 @@
+"""Errors the CLI and GUI show, each with a one-line cause and a documented exit code."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_DIVERGED = 1
+EXIT_USAGE = 2
+EXIT_NO_SOCKET = 3
+EXIT_PERMISSION = 4
+EXIT_NOT_RUNTIMED = 5
+EXIT_PROTOCOL_VERSION = 6
+EXIT_UNKNOWN_NOTEBOOK = 7
+EXIT_BAD_FRAME = 8
+EXIT_CLOSED = 9
+EXIT_TIMEOUT = 10
+EXIT_WOULD_LAUNCH = 11
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_DIVERGED: "check: something diverged",
+    EXIT_USAGE: "bad command line",
+    EXIT_NO_SOCKET: "no daemon socket at the path (missing, not a socket, or nothing listening)",
+    EXIT_PERMISSION: "permission denied, or the socket belongs to another user",
+    EXIT_NOT_RUNTIMED: "the socket does not speak the runtimed protocol",
+    EXIT_PROTOCOL_VERSION: "the daemon speaks a protocol version this command cannot use",
+    EXIT_UNKNOWN_NOTEBOOK: "no room with that notebook id",
+    EXIT_BAD_FRAME: "malformed, oversized or unexpected data from the daemon",
+    EXIT_CLOSED: "the daemon closed the connection",
+    EXIT_TIMEOUT: "timed out",
+    EXIT_WOULD_LAUNCH: "joining would make the daemon launch a kernel (pass --allow-kernel-launch)",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+
+class InspectorError(Exception):
+    """A failure with a specific, user-facing cause."""
+
+    exit_code = EXIT_BAD_FRAME
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class NoSocket(InspectorError):
+    exit_code = EXIT_NO_SOCKET
+
+
+class PermissionDenied(InspectorError):
+    exit_code = EXIT_PERMISSION
+
+
+class NotRuntimed(InspectorError):
+    exit_code = EXIT_NOT_RUNTIMED
+
+
+class ProtocolMismatch(InspectorError):
+    exit_code = EXIT_PROTOCOL_VERSION
+
+    def __init__(self, message: str, *, version: int | None = None, daemon_version: str | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.daemon_version = daemon_version
+
+
+class UnknownNotebook(InspectorError):
+    exit_code = EXIT_UNKNOWN_NOTEBOOK
+
+
+class BadFrame(InspectorError):
+    exit_code = EXIT_BAD_FRAME
+
+
+class Closed(InspectorError):
+    exit_code = EXIT_CLOSED
+
+
+class Timeout(InspectorError):
+    exit_code = EXIT_TIMEOUT
+
+
+class WouldLaunchKernel(InspectorError):
+    exit_code = EXIT_WOULD_LAUNCH
