@@ -107,6 +107,8 @@ class KeyDiff(msgspec.Struct, frozen=True):
     feed_age_ms: float | None = None
     kernel_age_ms: float | None = None
     present: tuple[str, ...] = ()  # which sides hold the key
+    values: dict[str, Any] = {}  # side name -> value, for any pair of views (v4: topology, state, ...)
+    ages_ms: dict[str, float] = {}  # side name -> ms since that side last changed the key
 
 
 class Divergence(msgspec.Struct, frozen=True):
