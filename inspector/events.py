@@ -98,6 +98,16 @@ class EventLog:
             self.frames_out += 1
         return rec
 
+    def frame_by_seq(self, seq: int) -> FrameRecord | None:
+        """The recorded frame with this sequence number, while it is still kept (for hex views)."""
+        if not self._frames:
+            return None
+        i = seq - self._frames[0].seq  # frame seqs are contiguous in the deque
+        if 0 <= i < len(self._frames):
+            rec = self._frames[i]
+            return rec if rec.seq == seq else None
+        return None
+
     def events(self) -> list[Event]:
         return list(self._events)
 
