@@ -35,6 +35,8 @@ CellSpec = str | dict[str, Any]
 class Testbed:
     """Start/stop the server; create rooms, run cells and read state in-process."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, socket_path: str, notebooks: Iterable[str] = (), faults: Iterable[Fault | str] = (), *,
                  keep_alive: float = 30.0, auto_launch: bool = True, blob_dir: str | None = None,
                  write_daemon_json: bool = True) -> None:

@@ -331,12 +331,14 @@ class Room:
             return m.KernelInfo(kernel_type=None, env_source=None, status="not_started")
         return m.KernelInfo(kernel_type=k.kernel_type, env_source=k.env_source, status=k.status)
 
-    def room_info(self) -> m.RoomInfo:
-        k = self.kernel
-        if k is None:
-            return m.RoomInfo(notebook_id=self.notebook_id, active_peers=len(self.peers), has_kernel=False)
-        return m.RoomInfo(notebook_id=self.notebook_id, active_peers=len(self.peers), has_kernel=True,
-                          kernel_type=k.kernel_type, env_source=k.env_source, kernel_status=k.status)
+    def room_info(self) -> dict[str, Any]:
+        """RoomInfo as the daemon serializes it: the kernel keys exactly when has_kernel."""
+        info: dict[str, Any] = {"notebook_id": self.notebook_id, "active_peers": len(self.peers),
+                                "has_kernel": self.kernel is not None}
+        if self.kernel is not None:
+            info.update(kernel_type=self.kernel.kernel_type, env_source=self.kernel.env_source,
+                        kernel_status=self.kernel.status)
+        return info
 
     # -- execution queue -------------------------------------------------------------------
 

@@ -356,7 +356,7 @@ class Daemon:
                 for room in list(self.rooms.values()):  # blocks while any room launches a kernel
                     async with room.kernel_lock:
                         pass
-                resp = m.RoomsList(rooms=[r.room_info() for r in self.rooms.values()])
+                resp = {"type": "rooms_list", "rooms": [r.room_info() for r in self.rooms.values()]}
             elif isinstance(req, m.PoolStatus):
                 resp = m.Stats(stats={"uv_available": 1, "uv_warming": 0, "uv_target": 1,
                                       "conda_available": 0, "conda_warming": 0, "conda_target": 0})
@@ -365,17 +365,18 @@ class Daemon:
                 if room is None:
                     resp = m.PoolError(message=f"Notebook not found: no active room and no persisted file at {req.notebook_id!r}")
                 else:
-                    cells = [{**c, "metadata": c["metadata"]} for c in room.doc.cells()]
                     info = room.kernel_info()
-                    resp = m.NotebookState(
-                        notebook_id=room.notebook_id, cells=cells, source="live_room",
-                        kernel_info=None if room.kernel is None else
-                        {"kernel_type": info.kernel_type, "env_source": info.env_source, "status": info.status})
+                    resp = {"type": "notebook_state", "notebook_id": room.notebook_id, "cells": room.doc.cells(),
+                            "source": "live_room",
+                            "kernel_info": None if room.kernel is None else {
+                                "kernel_type": info.kernel_type, "env_source": info.env_source,
+                                "status": info.status}}
             elif isinstance(req, m.Unknown):
                 resp = m.PoolError(message=f"unsupported request type {req.tag!r}")
             else:
                 resp = m.PoolError(message=f"unsupported request {m.tag_of(req)}")
-            writer.write(encode_frame(m.encode(resp)))
+            body = json.dumps(resp, separators=(",", ":")).encode() if isinstance(resp, dict) else m.encode(resp)
+            writer.write(encode_frame(body))
             await writer.drain()
 
     async def _blob_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
