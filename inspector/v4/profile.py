@@ -4,6 +4,7 @@ v4 divergence sources (topology, state, echo broadcasts).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ class V4Profile(Profile):
         self.room: V4Room | None = None
         self.divergence = V4Divergence()
         self._session: PeerSession | None = None
+        self._recheck: asyncio.TimerHandle | None = None
 
     def handshake(self, notebook_id: str) -> m.NotebookSync:
         # typed_bootstrap: the reply is a 0x07 frame like every later one; never working_dir /
@@ -104,7 +106,27 @@ class V4Profile(Profile):
         found = self.divergence.evaluate(self.room.runtime.comms,
                                          {c: s.state for c, s in self.room.comms.comms.items()}, time.monotonic())
         sources = ("topology", "state", "echo") + (("kernel",) if self.divergence.kernel is not None else ())
+        pending = [d.since_ms for d in found if d.status == "pending"]
+        if pending and self._session is not None:
+            # a pending difference matures without any frame arriving: wake the session then
+            self._schedule_recheck(self.divergence.settle_s - max(pending) / 1000)
         return msgspec.structs.replace(snap, divergence=snap.divergence + found, sources=sources)
+
+    def _schedule_recheck(self, delay: float) -> None:
+        if self._recheck is not None and not self._recheck.cancelled():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        session = self._session
+
+        def fire() -> None:
+            self._recheck = None
+            if session is not None:
+                session._changed({"divergence"})
+
+        self._recheck = loop.call_later(max(0.01, delay) + 0.01, fire)
 
     # -- snapshot parts -------------------------------------------------------------------------
 
