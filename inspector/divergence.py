@@ -1116,3 +1116,205 @@ def _key_diff(key: str, vals: dict[str, Any], times: dict[str, float], now: floa
         present=tuple(vals),
         values=dict(vals), ages_ms={s: a for s in times if (a := age(s)) is not None},
     )
+
+
+# -- binding to a v2 peer session ---------------------------------------------------------------
+
+
+class SessionDivergence:
+    """Runs an engine inside a `PeerSession` (protocol profiles with a CommSync feed).
+
+    Uses the session's extension points only: `hooks` (doc changes, broadcasts), a listener
+    (connection state), `snapshot_filters` (fills `divergence` and `sources`), and `log` (one
+    DIVERGENCE event per transition). An optional kernel tap adds the kernel view.
+    """
+
+    def __init__(self, session: Any, config: SettleConfig | None = None,
+                 kernel_connection: str | None = None) -> None:
+        self.session = session
+        self.engine = DivergenceEngine(config, on_transition=self._emit)
+        self.doc = self.engine.add_source(DocSource())
+        self.doc.ready = False  # until the comms map exists and the join has converged
+        self.feed_src: FeedSource | None = None
+        self.tap: Any = None
+        self.kernel_src: TableSource | None = None
+        self._tap_task: Any = None
+        self._timer: Any = None
+        self._timer_due: float | None = None
+        self._shutdown_pending = False
+        self._joined = False
+        if kernel_connection:
+            from .kernel_tap import KernelTap
+
+            self.tap = KernelTap(kernel_connection, listener=self._on_tap)
+            self.kernel_src = TableSource("kernel", self.tap.table, partial=True)
+            self.engine.add_source(self.kernel_src)
+        session.hooks.append(self._on_hook)
+        session.add_listener(self._on_session_change)
+        session.snapshot_filters.append(self._filter)
+        session.divergence = self
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _active(self) -> bool:
+        prof = self.session.profile
+        return prof is not None and getattr(prof, "has_feed", False)
+
+    def _feed_source(self) -> FeedSource:
+        feed = self.session.feed
+        if self.feed_src is None or self.feed_src.feed is not feed:  # a reconnect makes a new feed
+            if self.feed_src is not None:
+                self.engine.remove_source(self.feed_src.name)
+            self.feed_src = FeedSource(feed)
+            self.engine.add_source(self.feed_src)
+        return self.feed_src
+
+    def _on_hook(self, what: str, payload: Any) -> None:
+        if not self._active():
+            return
+        now = time.monotonic()
+        if what == "broadcast":
+            src = self._feed_source()
+            src.on_broadcast(payload, now)
+            self._shutdown_pending = self.session.feed.shutdown_pending
+        elif what == "doc":
+            _name, changed = payload
+            reader = getattr(self.session.profile, "reader", None)
+            comms = reader.comms if reader is not None else {c.comm_id: c for c in self.session.profile.comms(self.session)}
+            ids = {p[6:] for p in changed if p.startswith("comms/")}
+            self.doc.refresh([comms[c] for c in ids if c in comms], now, changed_ids=ids)
+            self._update_ready(reader)
+            if self._shutdown_pending and not self.session.feed.shutdown_pending:
+                self._shutdown_pending = False  # the doc resolved an ambiguous shutdown
+                self._feed_source().sync_all(now)
+        else:
+            return
+        self.run(now)
+
+    def _update_ready(self, reader: Any) -> None:
+        ready = bool(getattr(reader, "has_comms_map", True)) and self._joined
+        if ready != self.doc.ready:
+            self.doc.ready = ready
+            self.doc.notify(set(self.doc.comms))
+
+    def _on_session_change(self, paths: set[str]) -> None:
+        if "connection" not in paths:
+            return
+        state = self.session.state
+        if state == "live" and not self._joined:
+            self._joined = True  # the initial sync converged (T1 is over)
+            if self._active():
+                self._update_ready(getattr(self.session.profile, "reader", None))
+                self.run()
+        elif state in ("connecting", "disconnected"):
+            self._joined = False
+            self.doc.ready = False
+        if self.tap is not None and self._tap_task is None and state in ("connecting", "syncing", "live"):
+            import asyncio
+
+            self._tap_task = asyncio.get_running_loop().create_task(self._run_tap())
+        if state in ("closed", "error") and self.tap is not None:
+            self.tap.stop()
+
+    async def _run_tap(self) -> None:
+        from . import events as ev
+        from .kernel_tap import TapError
+
+        self.session.log.emit(ev.CONNECTION, f"kernel tap: subscribing to {self.tap.connection.iopub_url}",
+                              {"kernel_tap": self.tap.summary()})
+        try:
+            await self.tap.run()
+        except TapError as exc:
+            self.session.log.emit(ev.ERROR, f"kernel tap: {exc}", {"kernel_tap": self.tap.summary()})
+
+    def _on_tap(self, what: str, payload: Any) -> None:
+        from . import events as ev
+
+        src = self.kernel_src
+        assert src is not None
+        now = time.monotonic()
+        if what == "comm":
+            src.sync([payload], now)
+        elif what == "shutdown":
+            src.clear("shutdown_request", now)
+            self.session.log.emit(ev.CONNECTION, "kernel tap: the kernel answered a shutdown request",
+                                  {"kernel_tap": self.tap.summary()})
+        elif what == "dead":
+            src.dead = True
+            src.mark_clear("dead", now)
+            src.sync_all(now)
+            self.session.log.emit(ev.ERROR, f"kernel tap: kernel dead ({payload})", {"kernel_tap": self.tap.summary()})
+        elif what == "rejected":
+            self.session.log.emit(ev.ERROR, f"kernel tap: rejected an IOPub message ({payload}); "
+                                  f"{self.tap.rejected} rejected so far", {"kernel_tap": self.tap.summary()})
+            return
+        else:
+            return
+        self.run(now)
+
+    # -- evaluation and the timer -------------------------------------------------------------
+
+    def run(self, now: float | None = None) -> list[Transition]:
+        trs = self.engine.update(now)
+        self._schedule()
+        if trs:
+            self.session._changed({"divergence"})
+        return trs
+
+    def _schedule(self) -> None:
+        due = self.engine.next_deadline()
+        if due is None or due == self._timer_due:
+            return
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = loop.call_later(max(0.0, due - time.monotonic()) + 0.001, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_due = None
+        self.run()
+
+    def _emit(self, tr: Transition) -> None:
+        from . import events as ev
+
+        self.session.log.emit(ev.DIVERGENCE, transition_summary(tr), tr.to_json(),
+                              target=f"comms/{tr.comm_id}", t=tr.t)
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def sources(self) -> tuple[str, ...]:
+        out = [n for n, s in self.engine.sources.items() if s.ready]
+        if self.tap is not None and "kernel" not in out:
+            out.append("kernel")
+        return tuple(out)
+
+    def _filter(self, snap: Any) -> Any:
+        import msgspec
+
+        if not self._active():
+            return snap
+        self.engine.update()
+        return msgspec.structs.replace(snap, divergence=self.engine.divergences(), sources=self.sources())
+
+
+def transition_summary(tr: Transition) -> str:
+    after = "+".join(tr.after)
+    if not tr.divergences or tr.after == (IN_SYNC,):
+        return f"comm {tr.comm_id}: {'+'.join(tr.before)} -> {after}"
+    d = tr.divergences[0]
+    keys = ", ".join(f"{k.key}: " + ", ".join(f"{s} {_short(v)}" for s, v in k.values.items())
+                     for k in d.keys[:3])
+    return (f"comm {tr.comm_id} ({d.model_name or '?'}): {after} [{d.severity}] {d.detail}"
+            + (f" — {keys}" if keys else ""))
+
+
+def _short(v: Any, n: int = 32) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[: n - 1] + "…"

@@ -1,0 +1,187 @@
+"""`runtimed-inspector check`: watch a room for a while and fail if comm views diverged.
+
+Made for CI jobs of widget libraries: exit 0 when nothing diverged during the watch, 1 with
+one line per divergence (comm id, model, kind, keys) when something did. Also attaches the
+divergence engine (and, with `--kernel-connection`, the kernel IOPub tap) to every session the
+CLI creates, so `snapshot` and `watch` report divergence too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+from .divergence import IN_SYNC, PENDING, SEVERITY_RANK, SessionDivergence, SettleConfig
+from .errors import EXIT_DIVERGED, EXIT_OK, InspectorError
+from .snapshot import Divergence
+
+EXAMPLES = """examples:
+  runtimed-inspector check --notebook 3f2a… --for 30
+  runtimed-inspector check --socket /tmp/rt.sock --notebook 3f2a… --for 10 \\
+      --kernel-connection ~/.cache/runt/connections/lawful-owl.json"""
+
+
+def add_kernel_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel-connection", metavar="FILE", default=None,
+                   help="the kernel's Jupyter connection file: also compare with the kernel's own view, "
+                        "replayed from its IOPub channel (read-only, HMAC-verified)")
+
+
+def add_settle_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet-ms", type=int, default=250, metavar="N",
+                   help="a difference is reported once both views were quiet for N ms (default 250)")
+    p.add_argument("--clear-ms", type=int, default=2000, metavar="N",
+                   help="...and N ms after a kernel launch, shutdown or death (default 2000)")
+    p.add_argument("--no-update-dual-write", action="store_true",
+                   help="the daemon does not write every state update to the document (68abbd94 era): "
+                        "state differences are information only")
+
+
+def settle_config(args: argparse.Namespace) -> SettleConfig:
+    return SettleConfig(quiet_s=getattr(args, "quiet_ms", 250) / 1000,
+                        clear_s=getattr(args, "clear_ms", 2000) / 1000,
+                        updates_dual_written=not getattr(args, "no_update_dual_write", False))
+
+
+def setup_session(session: Any, args: argparse.Namespace) -> None:
+    """Attach the divergence engine to a session the CLI made."""
+    if getattr(session, "divergence", None) is None:
+        SessionDivergence(session, settle_config(args), getattr(args, "kernel_connection", None))
+
+
+def add_parser(subparsers: Any) -> None:
+    from . import cli
+
+    p = subparsers.add_parser(
+        "check", help="watch a room for S seconds; exit 1 with a summary if comm views diverged",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli._common(p)
+    p.add_argument("--for", dest="duration", type=float, default=10.0, metavar="S",
+                   help="how long to watch, in seconds (default 10)")
+    p.add_argument("--strict", action="store_true",
+                   help="information-grade findings (feed gaps, comms kept after a kernel death) fail too")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="S",
+                   help="give up if the room cannot be joined within S seconds (default 20)")
+    add_kernel_option(p)
+    add_settle_options(p)
+    p.set_defaults(func=run)
+    # snapshot and watch get the kernel view and the engine too
+    for name in ("snapshot", "watch"):
+        other = subparsers.choices.get(name)
+        if other is not None and not any("--kernel-connection" in a.option_strings for a in other._actions):
+            add_kernel_option(other)
+    if setup_session not in cli.SESSION_SETUP:
+        cli.SESSION_SETUP.append(setup_session)
+
+
+def _fails(d: Divergence, strict: bool) -> bool:
+    if d.status == "pending" or d.kind in (PENDING, IN_SYNC):
+        return False
+    return strict or SEVERITY_RANK.get(d.severity, 0) >= SEVERITY_RANK["warn"]
+
+
+def summary_line(d: Divergence) -> str:
+    keys = "; ".join(
+        f"{k.key}: " + ", ".join(f"{side} {json.dumps(v, default=str)[:40]}" for side, v in k.values.items())
+        for k in d.keys[:4])
+    return (f"{d.comm_id}  {d.model_name or '-'}  {d.kind}  [{d.severity}]"
+            + (f"  keys {keys}" if keys else "") + (f"  — {d.detail}" if d.detail else ""))
+
+
+async def watch_room(session: Any, duration: float, join_timeout: float) -> dict[tuple[str, str], Divergence]:
+    """Run the session for `duration` seconds after the join; every divergence reported meanwhile."""
+    seen: dict[tuple[str, str], Divergence] = {}
+    sd: SessionDivergence = session.divergence
+
+    def on_event(e: Any) -> None:
+        if e.kind != "divergence":
+            return
+        for raw in e.data.get("divergences", ()):
+            if raw.get("status") != "pending":
+                seen[(raw["comm_id"], raw["kind"])] = _div(raw)
+
+    session.log.subscribe(on_event)
+    task = asyncio.create_task(session.run())
+    try:
+        deadline = time.monotonic() + join_timeout
+        while session.state != "live":
+            if task.done():
+                task.result()
+                raise InspectorError("the connection ended before the room was joined")
+            if time.monotonic() > deadline:
+                from .errors import Timeout
+
+                raise Timeout(f"could not join the room within {join_timeout:.0f} s")
+            await asyncio.sleep(0.02)
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            if task.done():
+                task.result()
+                raise InspectorError("the connection ended during the check")
+            await asyncio.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        # Let what is still pending settle (bounded by the settle windows).
+        cfg = sd.engine.config
+        limit = time.monotonic() + cfg.clear_s + cfg.quiet_s + 0.5
+        while time.monotonic() < limit:
+            sd.run()
+            due = sd.engine.next_deadline()
+            if due is None:
+                break
+            await asyncio.sleep(min(0.05, max(0.0, due - time.monotonic()) + 0.005))
+        sd.run()
+        for d in sd.engine.divergences(include_pending=False):
+            seen[(d.comm_id, d.kind)] = d
+        return seen
+    finally:
+        await session.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, InspectorError):
+            await task
+
+
+def _div(raw: dict[str, Any]) -> Divergence:
+    import msgspec
+
+    return msgspec.convert(raw, Divergence)
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import cli
+
+    async def go() -> int:
+        session = cli.make_session(args)
+        found = await watch_room(session, args.duration, args.timeout)
+        failing = [d for d in found.values() if _fails(d, args.strict)]
+        notes = [d for d in found.values() if not _fails(d, args.strict)]
+        failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
+        tap = session.divergence.tap
+        if args.json:
+            import msgspec
+
+            print(json.dumps({
+                "ok": not failing,
+                "diverged": [msgspec.to_builtins(d) for d in failing],
+                "info": [msgspec.to_builtins(d) for d in notes],
+                "sources": list(session.divergence.sources()),
+                "kernel_tap": tap.summary() if tap is not None else None,
+            }, indent=2, default=str))
+        else:
+            for d in failing:
+                print(summary_line(d))
+            for d in notes:
+                print("note: " + summary_line(d))
+            if tap is not None and tap.rejected:
+                print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
+                      f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
+            srcs = ", ".join(session.divergence.sources())
+            verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
+            print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
+        return EXIT_DIVERGED if failing else EXIT_OK
+
+    return cli._guarded(go)
