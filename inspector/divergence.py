@@ -647,8 +647,9 @@ class SeqTracker:
 class RefTracker:
     """`IPY_MODEL_<id>` references in one source, against membership and order of another."""
 
-    def __init__(self, ref_source: str, order_source: str) -> None:
+    def __init__(self, ref_source: str, order_source: str, open_order: tuple[str, ...] = ()) -> None:
         self.ref_source, self.order_source = ref_source, order_source
+        self.open_order = open_order or (order_source,)
         self.refs: dict[str, frozenset[str]] = {}
         self.referrers: dict[str, set[str]] = {}
 
@@ -685,13 +686,15 @@ class DivergenceEngine:
     def __init__(self, config: SettleConfig | None = None, pairs: Iterable[Pair] = V2_PAIRS,
                  seq_checks: Iterable[tuple[str, str]] = (("doc", "feed"),),
                  ref_check: tuple[str, str] | None = ("doc", "doc"),
+                 ref_open_order: tuple[str, ...] = ("feed", "doc"),
                  on_transition: Callable[[Transition], None] | None = None) -> None:
         self.config = config or SettleConfig()
         self.pairs = tuple(pairs)
         self.sources: dict[str, CommSource] = {}
         self.on_transition = on_transition
         self.seq = [SeqTracker(p, r) for p, r in seq_checks]
-        self.refs = RefTracker(*ref_check) if (ref_check and self.config.check_refs) else None
+        self.refs = (RefTracker(*ref_check, open_order=ref_open_order)
+                     if (ref_check and self.config.check_refs) else None)
         self._results: dict[str, _CommResult] = {}
         self._dirty: set[str] = set()
         self._heap: list[tuple[float, str]] = []
@@ -729,7 +732,7 @@ class DivergenceEngine:
                 for cid in ids:
                     v = source.comms.get(cid)
                     self.refs.set_refs(cid, v.state if v is not None and v.is_widget else None)
-            if name == self.refs.order_source:
+            if name == self.refs.order_source or name in self.refs.open_order:
                 for cid in ids:
                     self._dirty |= self.refs.referrers.get(cid, set())
 
@@ -1008,8 +1011,20 @@ class DivergenceEngine:
         if me is None:
             return None  # membership findings cover it
         missing = sorted(t for t in targets if t not in osrc.comms)
-        later = sorted(t for t in targets if t in osrc.comms and me.order is not None
-                       and osrc.comms[t].order is not None and osrc.comms[t].order > me.order)
+        # "Opened later" is judged by the best open order available: the first of `open_order`
+        # sources that knows both comms (the feed's arrival order beats a possibly wrong seq).
+        order_srcs = [s for n in self.refs.open_order if (s := self.sources.get(n)) is not None and s.ready]
+        later = []
+        for t in targets:
+            if t not in osrc.comms:
+                continue
+            for src in order_srcs:
+                mv, tv = src.comms.get(cid), src.comms.get(t)
+                if mv is not None and tv is not None and mv.order is not None and tv.order is not None:
+                    if tv.order > mv.order:
+                        later.append(t)
+                    break
+        later.sort()
         t_comm = max([rsrc.changed_at(cid)] + [osrc.changed_at(t) for t in targets])
         t_src = max(rsrc.last_change, osrc.last_change)
         sides = (rsrc.name,) if rsrc is osrc else (rsrc.name, osrc.name)

@@ -233,7 +233,7 @@ class KernelTap:
 
 def _reject_reason(exc: Exception) -> str:
     text = str(exc)
-    for known in ("Unsigned Message", "Invalid Signature", "Duplicate Signature", "DELIM"):
+    for known in ("Unsigned Message", "Invalid Signature", "Duplicate Signature", "<IDS|MSG>"):
         if known.lower() in text.lower():
-            return {"DELIM": "not a Jupyter message"}.get(known, known.lower())
+            return {"<IDS|MSG>": "not a Jupyter message"}.get(known, known.lower())
     return f"malformed: {type(exc).__name__}"
