@@ -66,15 +66,16 @@ def make_cell(i: int, n_comms: int = 0) -> CellView:
     if i % 3 == 1:
         outputs = (OutputView(ref=f"{i:064x}", output_type="stream",
                               manifest={"output_type": "stream", "name": "stdout", "text": {"inline": f"step {i}\n"}},
-                              resolved={"text": f"step {i} done\n"}),)
+                              resolved={"text": {"inline": f"step {i} done\n"}}),)
     elif i % 3 == 2 and n_comms:
         cid = comm_id(i % n_comms)
         outputs = (OutputView(ref=f"{i + 7:064x}", output_type="display_data",
                               manifest={"output_type": "display_data", "data": {
                                   "application/vnd.jupyter.widget-view+json": {"inline": {"model_id": cid}}}},
-                              resolved={"application/vnd.jupyter.widget-view+json":
-                                        {"model_id": cid, "version_major": 2, "version_minor": 0},
-                                        "text/plain": "IntSlider(value=50)"}),)
+                              resolved={"application/vnd.jupyter.widget-view+json": {
+                                  "inline": f'{{"model_id": "{cid}", "version_major": 2, "version_minor": 0}}',
+                                  "json": {"model_id": cid, "version_major": 2, "version_minor": 0}},
+                                  "text/plain": {"inline": "IntSlider(value=50)"}}),)
     src = f"slider_{i} = widgets.IntSlider(value=50)\nslider_{i}" if i % 3 == 2 else f"result_{i} = compute({i})\nprint('step', {i})"
     return CellView(id=cell_id(i), cell_type=kind, position=f"{0x80 + i:04X}", source=src, execution_count=i,
                     outputs=outputs, metadata={"tags": ["widget"]} if i % 7 == 0 else {}, key=cell_id(i),

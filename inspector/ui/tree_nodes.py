@@ -136,20 +136,34 @@ def json_node(key: str, value: Any, path: str, prev: Prev, doc_path: str = "") -
 
 # -- cells --------------------------------------------------------------------------------------
 
+def content_text(entry: Any) -> str | None:
+    """The text of one resolved content entry ({"inline": ...} or a raw value)."""
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        if isinstance(entry.get("inline"), str):
+            return entry["inline"]
+        if "value" in entry and isinstance(entry["value"], str):
+            return entry["value"]
+    if isinstance(entry, list) and all(isinstance(x, str) for x in entry):
+        return "".join(entry)
+    return None
+
+
 def output_summary(out: OutputView) -> str:
     res = out.resolved or {}
-    if "text/plain" in res and isinstance(res["text/plain"], str):
-        return first_line(res["text/plain"])
-    if "text" in res and isinstance(res["text"], str):
-        return first_line(res["text"])
-    if "ename" in res:
-        return f"{res.get('ename')}: {first_line(str(res.get('evalue', '')))}"
+    for key in ("text/plain", "text"):
+        text = content_text(res.get(key))
+        if text:
+            return first_line(text)
+    man = out.manifest or {}
+    if man.get("output_type") == "error" or "ename" in man:
+        return f"{man.get('ename')}: {first_line(str(man.get('evalue', '')))}"
     if res:
         return ", ".join(sorted(res)[:4])
-    if out.manifest:
-        data = out.manifest.get("data")
-        if isinstance(data, dict):
-            return ", ".join(sorted(data)[:4])
+    data = man.get("data")
+    if isinstance(data, dict):
+        return ", ".join(sorted(data)[:4])
     return ""
 
 
@@ -215,7 +229,7 @@ def _fmt_ms(ms: float | None) -> str:
 
 
 def divergence_tooltip(d: Divergence, key: KeyDiff | None = None) -> str:
-    lines = [f"{d.status.upper()}: {d.kind} ({d.severity})", f"since {_fmt_ms(d.since_ms)}"]
+    lines = [f"{d.status.upper()}: {badge_kind(d)} ({d.severity})", f"for {_fmt_ms(d.since_ms)}"]
     if d.sides:
         lines.append("compared: " + " vs ".join(d.sides))
     if d.moved:
@@ -232,6 +246,18 @@ def divergence_tooltip(d: Divergence, key: KeyDiff | None = None) -> str:
     if key is None and len(d.keys) > 8:
         lines.append(f"… {len(d.keys) - 8} more keys")
     return "\n".join(lines)
+
+
+def badge_kind(d: Divergence) -> str:
+    """The kind to show: a pending finding names the kind it would become ("state_mismatch?")."""
+    if d.kind == "pending" and "? " in d.detail:
+        return d.detail.split("? ", 1)[0] + "?"
+    return d.kind
+
+
+def badge(d: Divergence) -> str:
+    kind = badge_kind(d)
+    return kind if d.status in ("info", kind) else f"{d.status}: {kind}"
 
 
 def worst(divs: list[Divergence]) -> Divergence | None:
@@ -252,7 +278,7 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
     target = (comm.target_name if comm else None) or (feed.target_name if feed else None) or ""
     seq = "#–" if comm is None or comm.seq is None else f"#{comm.seq}"
     if d is not None:
-        badge_text = f"{d.status}: {d.kind}" if d.status != "info" else d.kind
+        badge_text = badge(d)
         if len(divs) > 1:
             badge_text += f" +{len(divs) - 1}"
         status = d.status
@@ -304,7 +330,7 @@ def state_key_node(comm_id: str, key: str, value: Any, div: tuple[Divergence, Ke
         d, kd = div
         status = d.status
         tooltip = divergence_tooltip(d, kd)
-        info = f"{d.status}: {d.kind}" if d.status != "info" else d.kind
+        info = badge(d)
     if missing:
         info = (info + " · " if info else "") + "missing in doc"
     writer = comm.key_writers.get(key) if comm else None

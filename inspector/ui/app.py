@@ -1,0 +1,144 @@
+"""`runtimed-inspector gui`: the desktop app's entry point.
+
+This module imports no Qt at import time, so the CLI can register the subcommand (and print a
+clear message) on machines without PySide6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import EXIT_USAGE
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("gui", help="open the desktop app (the default with no command)",
+                              description="Open the live inspector window.")
+    p.add_argument("--socket", metavar="PATH", help="daemon socket (default: discovered)")
+    p.add_argument("--notebook", metavar="ID", help="attach to this room right away")
+    p.add_argument("--allow-other-user", action="store_true", help="connect to a socket owned by another user")
+    p.add_argument("--allow-kernel-launch", action="store_true",
+                   help="join an inactive room even though the daemon will launch a kernel for it")
+    p.add_argument("--screenshot", metavar="FILE", help="write a PNG of the window (at --quit-after, else after 3 s)")
+    p.add_argument("--quit-after", metavar="S", type=float, help="close the app after S seconds")
+    p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)  # synthetic data, for docs
+    p.set_defaults(func=run_gui)
+    return p
+
+
+def icon_paths() -> list[Path]:
+    """Application icons shipped with the package or the source tree, largest first."""
+    roots = [Path(__file__).parent / "resources", Path(__file__).resolve().parents[2] / "resources" / "icons"]
+    found: list[Path] = []
+    for root in roots:
+        if root.is_dir():
+            found += sorted(root.rglob("*.png"), key=lambda p: -_size_hint(p)) + sorted(root.rglob("*.svg"))
+    return found
+
+
+def _size_hint(p: Path) -> int:
+    for part in reversed(p.parts):
+        head = part.split("x")[0]
+        if head.isdigit():
+            return int(head)
+    return 0
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    try:
+        import qasync  # noqa: F401
+        from PySide6.QtWidgets import QApplication  # noqa: F401
+    except ImportError as exc:
+        print(f"runtimed-inspector: the desktop app needs PySide6 and qasync ({exc}); "
+              "install with `pip install runtimed-inspector[gui]`, or use the rooms/snapshot/watch commands",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return _run(args)
+
+
+def make_app(argv: list[str] | None = None) -> Any:
+    from PySide6.QtGui import QGuiApplication, QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from .. import APP_ID, APP_NAME, __version__
+
+    app = QApplication.instance() or QApplication(argv or [APP_NAME])
+    QApplication.setApplicationName(APP_NAME)
+    QApplication.setApplicationDisplayName("Runtimed Inspector")
+    QApplication.setApplicationVersion(__version__)
+    QApplication.setOrganizationName(APP_NAME)
+    QGuiApplication.setDesktopFileName(APP_ID)
+    icon = QIcon()
+    for path in icon_paths():
+        icon.addFile(str(path))
+    if not icon.isNull():
+        app.setWindowIcon(icon)
+    return app
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import qasync
+
+    from .. import discovery
+    from .main_window import InspectorWindow
+
+    app = make_app(sys.argv[:1])
+    window = InspectorWindow()
+    exit_code = 0
+
+    async def main() -> None:
+        nonlocal exit_code
+        done = asyncio.Event()
+        app.aboutToQuit.connect(done.set)
+        window.show()
+        if getattr(args, "demo", False):
+            _demo(window)
+        elif args.notebook:
+            window.attach(args.socket or discovery.default_socket(), args.notebook)
+        else:
+            if args.socket:
+                window.attach_view.extra_sockets.insert(0, args.socket)
+                window.attach_view.socket_edit.setText(args.socket)
+            window.show_attach()
+        if args.screenshot and args.quit_after is None:
+            asyncio.get_event_loop().call_later(3.0, lambda: save_screenshot(window, args.screenshot))
+        if args.quit_after is not None:
+            async def quit_later() -> None:
+                await asyncio.sleep(args.quit_after)
+                if args.screenshot:
+                    save_screenshot(window, args.screenshot)
+                window.close()
+                app.quit()
+            asyncio.get_event_loop().create_task(quit_later())
+        window.destroyed.connect(done.set)
+        await done.wait()
+        await window.shutdown()
+
+    try:
+        qasync.run(main())
+    except KeyboardInterrupt:
+        exit_code = 130
+    return exit_code
+
+
+def save_screenshot(window: Any, path: str) -> bool:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ok = bool(window.grab().save(path, "PNG"))
+    print(f"screenshot {'written to' if ok else 'FAILED:'} {path}", file=sys.stderr)
+    return ok
+
+
+def _demo(window: Any) -> None:
+    """Synthetic data in the window (docs only): no daemon involved."""
+    from . import sample_snapshots as ss
+
+    snap = ss.make_snapshot(n_cells=24, n_comms=14)
+    snap = ss.diverge(snap, 2, 3, 7)
+    snap = ss.diverge(snap, 6, 41, 42, status="pending", since_ms=90)
+    window.stack.setCurrentWidget(window.main_split)
+    window.apply_snapshot(snap)

@@ -1,0 +1,129 @@
+"""Runs one PeerSession on the Qt event loop (asyncio via qasync) and turns its activity into
+coalesced Qt signals: at most one snapshot refresh per `min_interval_ms`, however fast frames
+arrive, and a retry countdown while disconnected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from .. import events as ev
+from ..snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def make_session(socket_path: str, notebook_id: str, *, allow_other_user: bool = False,
+                 allow_kernel_launch: bool = False, resolve_blobs: bool = True) -> Any:
+    """A session exactly as the CLI makes one (engines attached), keeping frame bytes for the hex view."""
+    from .. import cli
+
+    args = argparse.Namespace(socket=socket_path, notebook=notebook_id, allow_other_user=allow_other_user,
+                              allow_kernel_launch=allow_kernel_launch, no_blobs=not resolve_blobs)
+    session = cli.make_session(args)
+    session.config.keep_frame_bodies = True
+    return session
+
+
+class SessionController(QObject):
+    """Owns the session task; the window only listens to these signals."""
+
+    state_changed = Signal(str, str)  # state, detail (e.g. "reconnecting in 3 s", an error message)
+    snapshot_ready = Signal(object)  # Snapshot
+    countdown = Signal(float)  # seconds until the next reconnect attempt
+
+    def __init__(self, parent: QObject | None = None, min_interval_ms: int = 80) -> None:
+        super().__init__(parent)
+        self.session: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        self._unsubs: list[Any] = []
+        self.min_interval = min_interval_ms / 1000
+        self._last_refresh = 0.0
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.refresh_now)
+        self._tick = QTimer(self)
+        self._tick.setInterval(200)
+        self._tick.timeout.connect(self._on_tick)
+        self.refreshes = 0
+        self.last_detail = ""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, session: Any) -> None:
+        """Adopt `session` and keep it connected (reconnecting with backoff) until `stop()`."""
+        self.session = session
+        self._unsubs = [session.add_listener(self._on_change), session.log.subscribe(self._on_event)]
+        self._task = asyncio.get_event_loop().create_task(self._run(session))
+        self._tick.start()
+        self.state_changed.emit(session.state, "")
+        self.schedule_refresh()
+
+    async def _run(self, session: Any) -> None:
+        try:
+            await session.run_forever()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a crash of the window
+            log.exception("session ended")
+            self.state_changed.emit("error", f"{type(exc).__name__}: {exc}")
+
+    async def stop(self) -> None:
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs = []
+        self._tick.stop()
+        self._timer.stop()
+        session, task = self.session, self._task
+        self._task = None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.stop(), 3)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    # -- coalescing ----------------------------------------------------------------------------
+
+    def _on_change(self, paths: set[str]) -> None:
+        self.schedule_refresh()
+
+    def schedule_refresh(self) -> None:
+        if self._timer.isActive():
+            return  # already due: this change rides along
+        wait = max(0.0, self.min_interval - (time.monotonic() - self._last_refresh))
+        self._timer.start(int(wait * 1000))
+
+    def refresh_now(self) -> Snapshot | None:
+        if self.session is None:
+            return None
+        self._last_refresh = time.monotonic()
+        snap = self.session.snapshot()
+        self.refreshes += 1
+        self.snapshot_ready.emit(snap)
+        return snap
+
+    # -- connection state ----------------------------------------------------------------------
+
+    def _on_event(self, event: ev.Event) -> None:
+        if event.kind == ev.CONNECTION:
+            self.last_detail = event.data.get("detail", "")
+            self.state_changed.emit(event.data.get("state", ""), self.last_detail)
+        elif event.kind == ev.ERROR and self.session is not None and self.session.state == "error":
+            self.state_changed.emit("error", event.summary)
+
+    def _on_tick(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        retry_at = getattr(s, "retry_at", None)
+        if retry_at is not None:
+            self.countdown.emit(max(0.0, retry_at - time.monotonic()))

@@ -1,0 +1,414 @@
+"""The detail pane: what the selected tree node holds, in full.
+
+* every node: pretty JSON (pygments-highlighted), its raw document path and Automerge object id;
+* a comm or one of its keys: the doc, feed and kernel views side by side, differing keys
+  marked, with each side's age;
+* an output: the resolved manifest and its content (text, JSON, images shown as images).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pygments.lexers.data import JsonLexer
+from pygments.token import Keyword, Name, Number, Punctuation, String, Token
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPixmap, QSyntaxHighlighter, QTextCharFormat, QTextDocument
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QScrollArea,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..snapshot import CommView, Divergence, FeedCommView, KeyDiff, OutputView
+from . import theme as th
+from .tree_nodes import Node, content_text, preview
+
+MAX_JSON_CHARS = 400_000
+
+
+class JsonHighlighter(QSyntaxHighlighter):
+    """Line-by-line pygments JSON lexing; pretty-printed JSON never spans lines in a token."""
+
+    def __init__(self, document: QTextDocument) -> None:
+        super().__init__(document)
+        self._lexer = JsonLexer()
+        self._formats: dict[Any, QTextCharFormat] = {}
+        self.retheme()
+
+    def retheme(self) -> None:
+        t = th.theme()
+
+        def fmt(colour: QColor, bold: bool = False) -> QTextCharFormat:
+            f = QTextCharFormat()
+            f.setForeground(colour)
+            if bold:
+                f.setFontWeight(QFont.Weight.DemiBold)
+            return f
+
+        self._formats = {Name.Tag: fmt(t.json_key), String: fmt(t.json_string), Number: fmt(t.json_number),
+                         Keyword: fmt(t.json_keyword, True), Punctuation: fmt(t.json_punct)}
+        self.rehighlight()
+
+    def _format_for(self, ttype: Any) -> QTextCharFormat | None:
+        while ttype is not Token and ttype is not None:
+            f = self._formats.get(ttype)
+            if f is not None:
+                return f
+            ttype = ttype.parent
+        return None
+
+    def highlightBlock(self, text: str) -> None:
+        for pos, ttype, value in self._lexer.get_tokens_unprocessed(text):
+            f = self._format_for(ttype)
+            if f is not None:
+                self.setFormat(pos, len(value), f)
+
+
+def pretty(value: Any) -> str:
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if len(text) > MAX_JSON_CHARS:
+        text = text[:MAX_JSON_CHARS] + f"\n… ({len(text) - MAX_JSON_CHARS:,} more characters)"
+    return text
+
+
+def json_view(parent: QWidget) -> QPlainTextEdit:
+    edit = QPlainTextEdit(parent)
+    edit.setReadOnly(True)
+    edit.setFont(th.mono_font())
+    edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+    edit.setFrameShape(QFrame.Shape.NoFrame)
+    edit.highlighter = JsonHighlighter(edit.document())  # type: ignore[attr-defined]
+    return edit
+
+
+def _age(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+class DetailPane(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.fetch_blob: Callable[[str], Awaitable[Any]] | None = None
+        self._shown: tuple[int, Any] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+        self.title = QLabel("Nothing selected", self)
+        f = self.title.font()
+        f.setPointSizeF(f.pointSizeF() * 1.15)
+        f.setBold(True)
+        self.title.setFont(f)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.meta = QLabel(self)
+        self.meta.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.meta.setWordWrap(True)
+        self.meta.setTextFormat(Qt.TextFormat.RichText)
+
+        self.tabs = QTabWidget(self)
+        self.tabs.setDocumentMode(True)
+        self.compare = QTableWidget(0, 5, self)
+        self.compare.setHorizontalHeaderLabels(["Key", "Document", "Feed", "Kernel", "Age (doc / feed / kernel)"])
+        self.compare.verticalHeader().setVisible(False)
+        self.compare.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.compare.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.compare.setShowGrid(False)
+        self.compare.setWordWrap(False)
+        self.compare.setAlternatingRowColors(True)
+        self.compare.verticalHeader().setDefaultSectionSize(22)
+        hh = self.compare.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setStretchLastSection(True)
+        for col, w in enumerate((150, 170, 170, 120)):
+            hh.resizeSection(col, w)
+        self.json = json_view(self)
+        self.content_area = QScrollArea(self)
+        self.content_area.setWidgetResizable(True)
+        self.content_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.tabs.addTab(self.compare, "Compare")
+        self.tabs.addTab(self.json, "JSON")
+        self.tabs.addTab(self.content_area, "Content")
+        self._prefer_json = False
+        self.tabs.tabBarClicked.connect(self._on_tab_clicked)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(10, 8, 10, 6)
+        lay.setSpacing(4)
+        lay.addWidget(self.title)
+        lay.addWidget(self.meta)
+        lay.addWidget(self.tabs, 1)
+        self._set_tabs(compare=False, content=False)
+
+    # -- public --------------------------------------------------------------------------------
+
+    def show_node(self, node: Node | None, force: bool = False) -> None:
+        """Render `node`; cheap when called again for an unchanged node."""
+        key = (id(node), node.sig if node is not None else None)
+        if not force and self._shown is not None and self._shown[0] == key[0] and self._shown[1] is key[1]:
+            return
+        self._shown = key
+        if node is None:
+            self.title.setText("Nothing selected")
+            self.meta.setText("")
+            self.json.setPlainText("")
+            self._set_tabs(compare=False, content=False)
+            return
+        self.title.setText(self._title(node))
+        muted = th.theme().muted_fg.name()
+        meta = [f"<span style='color:{muted}'>path</span> <code>{_esc(node.doc_path or node.path)}</code>"]
+        if node.obj_id:
+            meta.append(f"<span style='color:{muted}'>object</span> <code>{_esc(node.obj_id)}</code>")
+        if node.status:
+            colour = {"diverged": th.theme().diverged_fg, "pending": th.theme().pending_fg}.get(
+                node.status, th.theme().info_fg).name()
+            meta.append(f"<b style='color:{colour}'>{_esc(node.cols[2])}</b>")
+        self.meta.setText(" &nbsp;·&nbsp; ".join(meta))
+        self.json.setPlainText(pretty(node.value))
+        if node.kind == "comm":
+            comm, feed, divs = node.ref
+            self._fill_compare(comm, feed, divs, None)
+            self._set_tabs(compare=True, content=False)
+        elif node.kind == "statekey":
+            comm_id, key, _div = node.ref
+            comm_node = node.parent
+            if comm_node is not None and comm_node.kind == "comm":
+                comm, feed, divs = comm_node.ref
+                self._fill_compare(comm, feed, divs, key)
+                self._set_tabs(compare=True, content=False)
+            else:
+                self._set_tabs(compare=False, content=False)
+        elif node.kind == "output" and isinstance(node.ref, OutputView):
+            self._fill_content(node.ref)
+            self._set_tabs(compare=False, content=True)
+        else:
+            self._set_tabs(compare=False, content=False)
+
+    def _set_tabs(self, compare: bool, content: bool) -> None:
+        self.tabs.setTabVisible(0, compare)
+        self.tabs.setTabVisible(2, content)
+        if compare and not self._prefer_json:
+            self.tabs.setCurrentIndex(0)
+        elif content and not self._prefer_json:
+            self.tabs.setCurrentIndex(2)
+        elif not self.tabs.isTabVisible(self.tabs.currentIndex()) or not (compare or content):
+            self.tabs.setCurrentIndex(1)
+
+    def _on_tab_clicked(self, index: int) -> None:
+        self._prefer_json = index == 1
+
+    @staticmethod
+    def _title(node: Node) -> str:
+        if node.kind == "comm":
+            return f"Comm {node.cols[0]}"
+        if node.kind == "cell":
+            return f"{node.cols[0].capitalize()} cell {node.key}"
+        if node.kind == "statekey":
+            return f"State key “{node.cols[0]}”"
+        if node.kind == "output":
+            return f"Output {node.cols[0]}"
+        return node.cols[0]
+
+    # -- comm comparison -----------------------------------------------------------------------------
+
+    def _fill_compare(self, comm: CommView | None, feed: FeedCommView | None, divs: tuple[Divergence, ...],
+                      focus: str | None) -> None:
+        t = th.theme()
+        doc_state = comm.state if comm is not None and isinstance(comm.state, dict) else {}
+        feed_state = feed.state if feed is not None and isinstance(feed.state, dict) else {}
+        diffs: dict[str, tuple[Divergence, KeyDiff]] = {}
+        for d in divs:
+            for k in d.keys:
+                if k.key not in diffs or d.status == "diverged":
+                    diffs[k.key] = (d, k)
+        keys = list(dict.fromkeys([*doc_state, *feed_state, *diffs]))
+        # differing keys first, then the rest in state order
+        keys.sort(key=lambda k: 0 if k in diffs else (1 if doc_state.get(k, _MISSING) != feed_state.get(k, _MISSING)
+                                                       else 2))
+        self.compare.setRowCount(len(keys) + (1 if comm is not None and isinstance(comm.state, str) else 0))
+        focus_row = -1
+        mono = th.mono_font()
+        for row, k in enumerate(keys):
+            d, kd = diffs.get(k, (None, None))
+            doc_v = kd.doc if kd is not None and "doc" in kd.present else doc_state.get(k, _MISSING)
+            feed_v = kd.feed if kd is not None and "feed" in kd.present else feed_state.get(k, _MISSING)
+            if kd is not None and not kd.present:
+                doc_v = kd.doc if kd.doc is not None else doc_state.get(k, _MISSING)
+                feed_v = kd.feed if kd.feed is not None else feed_state.get(k, _MISSING)
+            kern_v = kd.kernel if kd is not None and (kd.kernel is not None or "kernel" in kd.present) else _MISSING
+            differs = d is not None or (comm is not None and feed is not None and doc_v != feed_v)
+            cells = [k, _cell(doc_v), _cell(feed_v), _cell(kern_v)]
+            ages = ""
+            if kd is not None:
+                ages = " / ".join(_age(x) or "—" for x in (kd.doc_age_ms, kd.feed_age_ms, kd.kernel_age_ms))
+            cells.append(ages)
+            status = d.status if d is not None else ("pending" if differs else None)
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col in (1, 2, 3):
+                    item.setFont(mono)
+                    item.setToolTip(text if len(text) > 30 else "")
+                if col == 0 and status:
+                    item.setIcon(th.status_icon(status))
+                    item.setText(f"{k}  ≠")
+                    if d is not None:
+                        item.setToolTip(f"{d.status}: {d.kind}" + (f" — {d.detail}" if d.detail else ""))
+                if status == "diverged":
+                    item.setBackground(t.diverged_bg)
+                    if col == 0:
+                        item.setForeground(t.diverged_fg)
+                elif status == "pending":
+                    item.setBackground(t.pending_bg)
+                if col == 4:
+                    item.setForeground(t.muted_fg)
+                self.compare.setItem(row, col, item)
+            if k == focus:
+                focus_row = row
+        if comm is not None and isinstance(comm.state, str):
+            row = len(keys)
+            item = QTableWidgetItem("(state)")
+            self.compare.setItem(row, 0, item)
+            bad = QTableWidgetItem(f"unparsable: {comm.state_error or ''} {comm.state[:80]!r}")
+            bad.setForeground(t.diverged_fg)
+            self.compare.setItem(row, 1, bad)
+        if focus_row >= 0:
+            self.compare.selectRow(focus_row)
+            self.compare.scrollToItem(self.compare.item(focus_row, 0))
+        else:
+            self.compare.clearSelection()
+
+    # -- output content ----------------------------------------------------------------------------
+
+    def _fill_content(self, out: OutputView) -> None:
+        box = QWidget()
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(6)
+        muted = th.theme().muted_fg.name()
+        if out.error:
+            err = QLabel(f"<b>Not resolved:</b> {_esc(out.error)}")
+            err.setWordWrap(True)
+            lay.addWidget(err)
+        for mime, entry in (out.resolved or {}).items():
+            cap = QLabel(f"<span style='color:{muted}'>{_esc(mime)}</span>")
+            lay.addWidget(cap)
+            lay.addWidget(self._content_widget(mime, entry, box))
+        if out.manifest is not None:
+            cap = QLabel(f"<span style='color:{muted}'>manifest</span>")
+            lay.addWidget(cap)
+            view = json_view(box)
+            view.setPlainText(pretty(out.manifest))
+            view.setMinimumHeight(160)
+            lay.addWidget(view)
+        lay.addStretch(1)
+        self.content_area.setWidget(box)
+
+    def _content_widget(self, mime: str, entry: Any, parent: QWidget) -> QWidget:
+        if mime.startswith("image/") and not mime.endswith("+xml"):
+            label = QLabel(parent)
+            label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+            text = content_text(entry)
+            if text is not None:
+                self._set_image(label, text.encode())
+            elif isinstance(entry, dict) and isinstance(entry.get("blob"), str):
+                label.setText(f"fetching blob {entry['blob'][:12]}…")
+                self._fetch_image(label, entry["blob"])
+            else:
+                label.setText("(no image data)")
+            return label
+        if isinstance(entry, dict) and "json" in entry:
+            view = json_view(parent)
+            view.setPlainText(pretty(entry["json"]))
+            view.setMinimumHeight(min(300, 40 + 16 * view.document().blockCount()))
+            return view
+        text = content_text(entry)
+        view = QPlainTextEdit(parent)
+        view.setReadOnly(True)
+        view.setFont(th.mono_font())
+        if text is None:
+            if isinstance(entry, dict) and "blob" in entry:
+                text = f"blob {entry['blob']} ({entry.get('size') or '?'} bytes), not fetched"
+            else:
+                text = pretty(entry)
+        view.setPlainText(text)
+        view.setMinimumHeight(min(260, 30 + 16 * max(1, text.count("\n") + 1)))
+        return view
+
+    @staticmethod
+    def _set_image(label: QLabel, data: bytes) -> bool:
+        img = QImage()
+        if not img.loadFromData(data):
+            try:
+                img.loadFromData(base64.b64decode(data.strip(), validate=False))
+            except (binascii.Error, ValueError):
+                pass
+        if img.isNull():
+            label.setText("(image could not be decoded)")
+            return False
+        pm = QPixmap.fromImage(img)
+        if pm.width() > 640:
+            pm = pm.scaledToWidth(640, Qt.TransformationMode.SmoothTransformation)
+        label.setPixmap(pm)
+        label.setToolTip(f"{img.width()} × {img.height()} px")
+        return True
+
+    def _fetch_image(self, label: QLabel, digest: str) -> None:
+        if self.fetch_blob is None:
+            label.setText(f"blob {digest[:12]}… (no blob server)")
+            return
+
+        async def run() -> None:
+            try:
+                blob = await self.fetch_blob(digest)  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - any failure is shown, not raised
+                if _alive(label):
+                    label.setText(f"blob {digest[:12]}…: {exc}")
+                return
+            if _alive(label):
+                self._set_image(label, blob.data)
+
+        try:
+            task = asyncio.get_running_loop().create_task(run())
+        except RuntimeError:
+            label.setText(f"blob {digest[:12]}… (not fetched)")
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "—"
+
+
+_MISSING: Any = _Missing()
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is _MISSING else preview(value, 200)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _alive(widget: QWidget) -> bool:
+    try:
+        import shiboken6
+
+        return shiboken6.isValid(widget)
+    except ImportError:
+        return True
