@@ -55,7 +55,7 @@ class Daemon:
     def __init__(self, socket_path: str, *, faults: FaultSet | None = None, keep_alive: float = 30.0,
                  auto_launch: bool = True, blob_dir: str | None = None) -> None:
         self.socket_path = socket_path
-        self.faults = faults or FaultSet()
+        self.faults = faults if faults is not None else FaultSet()  # shared: toggled at runtime
         self.keep_alive = keep_alive
         self.auto_launch = auto_launch
         self.blobs = BlobStore(blob_dir)
