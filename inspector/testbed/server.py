@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import uuid
 from typing import Any
 
@@ -120,6 +121,8 @@ class Daemon:
         await self.blob_server.stop()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
+        if self.blobs.owned:
+            shutil.rmtree(self.blobs.root, ignore_errors=True)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
