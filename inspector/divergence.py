@@ -792,6 +792,9 @@ class DivergenceEngine:
             f = self._check_refs(cid)
             if f is not None:
                 _merge(findings, f)
+        sm = findings.get(STATE_MISMATCH)
+        if sm is not None and sm.keys:
+            self._add_other_views(cid, sm)
         res = self._results.get(cid)
         if res is None:
             if not findings:
@@ -804,6 +807,20 @@ class DivergenceEngine:
             res.first_seen.setdefault(kind, now)
         res.findings = findings
         self._classify(cid, res, now, out)
+
+    def _add_other_views(self, cid: str, f: Finding) -> None:
+        """Show every view's value of the differing keys, not only the pair that differed."""
+        for name, src in self.sources.items():
+            if name in f.sides or not src.ready:
+                continue
+            v = src.comms.get(cid)
+            if v is None or not isinstance(v.state, dict):
+                continue
+            for k, vals in f.keys.items():
+                if k in v.state:
+                    vals[name] = v.state[k]
+                    f.key_times.setdefault(k, {})[name] = v.key_times.get(k, v.opened_at)
+            f.sides = (*f.sides, name)
 
     def _settle_at(self, res: _CommResult, f: Finding) -> float:
         c = self.config
@@ -1041,7 +1058,7 @@ class DivergenceEngine:
     def _divergences(self, cid: str, res: _CommResult, now: float) -> list[Divergence]:
         out = []
         model = None
-        for s in self.sources.values():
+        for s in reversed(self.sources.values()):  # the kernel-fed views before the document
             v = s.comms.get(cid)
             if v is not None and v.model_name:
                 model = v.model_name
