@@ -20,14 +20,23 @@ from ..snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 
-def make_session(socket_path: str, notebook_id: str, *, allow_other_user: bool = False,
-                 allow_kernel_launch: bool = False, resolve_blobs: bool = True) -> Any:
-    """A session exactly as the CLI makes one (engines attached), keeping frame bytes for the hex view."""
+def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace | None = None) -> Any:
+    """A session exactly as the CLI makes one (divergence engine attached), keeping frame bytes
+    for the hex view. `options` carries the gui command's flags (--kernel-connection, settle...)."""
     from .. import cli
 
-    args = argparse.Namespace(socket=socket_path, notebook=notebook_id, allow_other_user=allow_other_user,
-                              allow_kernel_launch=allow_kernel_launch, no_blobs=not resolve_blobs)
+    args = argparse.Namespace(**vars(options)) if options is not None else argparse.Namespace()
+    args.socket, args.notebook = socket_path, notebook_id
+    for name, default in (("allow_other_user", False), ("allow_kernel_launch", False), ("no_blobs", False)):
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
     session = cli.make_session(args)
+    try:
+        from .. import check
+
+        check.setup_session(session, args)  # no-op when the CLI already attached the engine
+    except ImportError:
+        pass
     session.config.keep_frame_bodies = True
     return session
 

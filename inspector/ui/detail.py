@@ -131,10 +131,12 @@ class DetailPane(QWidget):
         self.compare.setAlternatingRowColors(True)
         self.compare.verticalHeader().setDefaultSectionSize(22)
         hh = self.compare.horizontalHeader()
-        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.setStretchLastSection(True)
-        for col, w in enumerate((150, 170, 170, 120)):
-            hh.resizeSection(col, w)
+        hh.setStretchLastSection(False)
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        hh.resizeSection(0, 150)
+        for col in (1, 2, 3):
+            hh.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(4, QHeaderView.ResizeMode.ResizeToContents)
         self.json = json_view(self)
         self.content_area = QScrollArea(self)
         self.content_area.setWidgetResizable(True)
@@ -277,6 +279,10 @@ class DetailPane(QWidget):
                 self.compare.setItem(row, col, item)
             if k == focus:
                 focus_row = row
+        # the kernel column and the ages only when some side reported them
+        has_kernel = any(kd.kernel is not None or "kernel" in kd.present for _d, kd in diffs.values())
+        self.compare.setColumnHidden(3, not has_kernel)
+        self.compare.setColumnHidden(4, not diffs)
         if comm is not None and isinstance(comm.state, str):
             row = len(keys)
             item = QTableWidgetItem("(state)")

@@ -54,6 +54,7 @@ class InspectorWindow(QMainWindow):
         self.snapshot: Snapshot | None = None
         self.socket_path = ""
         self.notebook_id = ""
+        self.session_options: Any = None  # argparse.Namespace of the gui command (engine options)
 
         # tree
         self.model = DocumentTreeModel(self)
@@ -206,7 +207,7 @@ class InspectorWindow(QMainWindow):
         self.socket_path, self.notebook_id = socket_path, notebook_id
         self.setWindowTitle(f"{os.path.basename(notebook_id) or notebook_id} — {APP_NAME}")
         self.stack.setCurrentWidget(self.main_split)
-        session = session or make_session(socket_path, notebook_id)
+        session = session or make_session(socket_path, notebook_id, self.session_options)
         self.timeline.attach(session.log)
         self.detail.fetch_blob = self._fetch_blob
         self.controller.start(session)

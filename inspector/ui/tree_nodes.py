@@ -363,7 +363,7 @@ def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
         seen_cells.add(node.key)
         cells.append(node)
     cg = Node("cells", "group", ("Cells", f"{len(cells)} cells", _cell_counts(snap.cells), ""), badge=("group", "≡"),
-              value=None, doc_path="cells")
+              value=[c.id for c in snap.cells], sig=None, doc_path="cells")
     cg.children = _place(cells, "cells")
 
     divs = divergences_by_comm(snap)
@@ -384,7 +384,9 @@ def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
     nd = sum(1 for d in snap.divergence if d.status == "diverged")
     np_ = sum(1 for d in snap.divergence if d.status == "pending")
     ginfo = ", ".join(x for x in (f"{nd} diverged" if nd else "", f"{np_} pending" if np_ else "") if x)
-    mg = Node("comms", "group", ("Comms", f"{len(comm_nodes)} comms · feed {snap.feed.baseline}", ginfo, ""),
+    feed_label = {"comm_sync": "feed from comm_sync", "empty": "feed from broadcasts only", "pending": "feed pending",
+                      "none": "no feed"}.get(snap.feed.baseline, f"feed {snap.feed.baseline}")
+    mg = Node("comms", "group", ("Comms", f"{len(comm_nodes)} comms · {feed_label}", ginfo, ""),
               badge=("group", "≡"), status="diverged" if nd else ("pending" if np_ else None), doc_path="comms")
     mg.children = _place(comm_nodes, "comms")
 
