@@ -55,6 +55,7 @@ LIVE = "live"
 DISCONNECTED = "disconnected"
 ERROR = "error"
 CLOSED = "closed"
+CONVERGED_QUIET_S = 0.1
 
 
 @dataclass
@@ -100,6 +101,7 @@ class PeerSession:
         self._request_lock = asyncio.Lock()
         self._snapshot_cache: Snapshot | None = None
         self._dirty = True
+        self._live_timer: asyncio.TimerHandle | None = None
         self.hooks: list[Callable[[str, Any], None]] = []  # (what, payload) for engines (divergence)
         self.snapshot_filters: list[Callable[[Snapshot], Snapshot]] = []  # engines add fields to snapshots
 
@@ -326,7 +328,16 @@ class PeerSession:
                 self.feed.resolve_shutdown({c.comm_id for c in self.profile.comms(self)})
             self._hook("doc", (replica.name, changed))
             self._changed(changed | {f"doc:{replica.name}"})
-        if self.state == SYNCING and all(r.messages_in for r in self.replicas.values()) and reply is None:
+        if self.state == SYNCING:
+            # Converged once every document has synced and no sync frame came for a moment
+            # (the reference client's rule: 100 ms of quiet).
+            if self._live_timer is not None:
+                self._live_timer.cancel()
+            self._live_timer = asyncio.get_running_loop().call_later(CONVERGED_QUIET_S, self._maybe_live)
+
+    def _maybe_live(self) -> None:
+        self._live_timer = None
+        if self.state == SYNCING and self.profile is not None and all(r.messages_in for r in self.replicas.values()):
             self._set_state(LIVE, f"{self.profile.name} daemon {self.daemon_version or '?'}")
 
     def _handle_broadcast(self, body: bytes, now: float) -> None:
@@ -458,7 +469,6 @@ class PeerSession:
 
     def settled(self, settle_s: float) -> bool:
         return (self.state == LIVE and self.quiet_for() >= settle_s
-                and all(r.last_reply_empty for r in self.replicas.values())
                 and not (self.resolver and self.resolver.busy))
 
     async def wait_settled(self, settle_s: float, timeout: float) -> None:
@@ -477,6 +487,22 @@ class PeerSession:
             wait = min(deadline - now, max(0.01, settle_s - self.quiet_for()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._activity.wait(), wait)
+
+    async def wait_for(self, predicate: Callable[[Snapshot], bool], timeout: float) -> Snapshot:
+        """Until `predicate(snapshot)` holds; re-checked after every change the session sees."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            if predicate(snap):
+                return snap
+            if self.error is not None:
+                raise self.error
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout(f"condition not met within {timeout:.1f} s (state {self.state})")
+            self._activity.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._activity.wait(), remaining)
 
     # -- snapshots --------------------------------------------------------------------------------
 
