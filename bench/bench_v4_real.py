@@ -1,0 +1,141 @@
+"""Benchmark on a real runtimed 2.9.0 room (run it through .ci/real_daemon.sh):
+
+    .ci/real_daemon.sh python bench/bench_v4_real.py [--cells 1000] [--sliders 200]
+
+1. connect-to-complete-tree: the inspector (join, five documents synced, snapshot built with
+   every cell and comm) against the wheel's own Python client joining the same room (until its
+   replica shows every cell and widget); best of N runs each.
+2. per-frame cost while the kernel sets a slider 100 times a second: frame handling plus a
+   fresh snapshot after every frame (what the GUI does), per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "real_daemon"))
+
+from conftest import TOOLS, RoomDriver  # noqa: E402
+
+from inspector.session import PeerSession, SessionConfig  # noqa: E402
+
+WHEEL_JOIN = textwrap.dedent("""
+    import asyncio, json, sys, time, runtimed
+    async def main(sock, nb, cells, comms):
+        t0 = time.perf_counter()
+        client = runtimed.Client(socket_path=sock, peer_label="bench")
+        n = await client.join_notebook(nb)
+        while len(n.cells.ids) < cells or len(n._widgets) < comms:
+            await asyncio.sleep(0.002)
+        dt = time.perf_counter() - t0
+        await n.disconnect()
+        print(json.dumps({"seconds": dt}))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+""")
+
+
+async def inspector_join(sock: str, nb: str, cells: int, comms: int) -> float:
+    t0 = time.perf_counter()
+    s = PeerSession(SessionConfig(sock, nb))
+    task = asyncio.create_task(s.run())
+    try:
+        while True:
+            if s.error is not None:
+                raise s.error
+            if s.state == "live":
+                snap = s.snapshot()
+                if len(snap.cells) >= cells and len(snap.comms) >= comms:
+                    return time.perf_counter() - t0
+            s._activity.clear()
+            try:
+                await asyncio.wait_for(s._activity.wait(), 0.05)
+            except TimeoutError:
+                pass
+    finally:
+        await s.stop()
+        try:
+            await task
+        except Exception:
+            pass
+
+
+def wheel_join(sock: str, nb: str, cells: int, comms: int) -> float:
+    out = subprocess.run([str(TOOLS / "pyrt.sh"), "-c", WHEEL_JOIN, sock, nb, str(cells), str(comms)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+async def per_frame(sock: str, nb: str, drv: RoomDriver, seconds: float) -> dict:
+    s = PeerSession(SessionConfig(sock, nb))
+    task = asyncio.create_task(s.run())
+    await s.wait_settled(0.3, 60)
+    costs: list[float] = []
+    orig = s._dispatch
+
+    async def timed(ft, body, size, payload, now):
+        t = time.perf_counter()
+        await orig(ft, body, size, payload, now)
+        s.snapshot()
+        costs.append(time.perf_counter() - t)
+
+    s._dispatch = timed  # type: ignore[method-assign]
+    n = int(seconds * 100)
+    await drv.acall(op="run", source=f"import time\nfor i in range({n}):\n    s.value = i % 10\n    time.sleep(0.01)",
+                    timeout=seconds + 60)
+    await asyncio.sleep(0.5)
+    await s.stop()
+    try:
+        await task
+    except Exception:
+        pass
+    costs.sort()
+    return {"frames": len(costs), "mean_ms": statistics.mean(costs) * 1000,
+            "p95_ms": costs[int(len(costs) * 0.95)] * 1000, "max_ms": costs[-1] * 1000}
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cells", type=int, default=1000)
+    ap.add_argument("--sliders", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args()
+    sock = os.environ["RUNTIMED_REAL_SOCKET"]
+    drv = RoomDriver(sock)
+    try:
+        nb = drv.call(op="create")["notebook_id"]
+        t = time.perf_counter()
+        drv.call(op="cells", n=a.cells - 2)
+        res = drv.call(op="run", source=f"import ipywidgets as w\nsl = [w.IntSlider(value=i) for i in range({a.sliders})]\n"
+                                        "s = sl[0]\nlen(sl)", timeout=300)
+        assert res["success"], res
+        print(f"room {nb}: {a.cells} cells, {3 * a.sliders} comms prepared in {time.perf_counter() - t:.1f} s")
+        cells, comms = a.cells - 1, 3 * a.sliders
+        await asyncio.sleep(1.0)
+        ins = [await inspector_join(sock, nb, cells, comms) for _ in range(a.runs)]
+        whl = [await asyncio.to_thread(wheel_join, sock, nb, cells, comms) for _ in range(a.runs)]
+        bi, bw = min(ins), min(whl)
+        print(f"connect-to-complete-tree: inspector {bi * 1000:.0f} ms (runs {[round(x * 1000) for x in ins]}), "
+              f"wheel client {bw * 1000:.0f} ms (runs {[round(x * 1000) for x in whl]}): {bw / bi:.2f}x faster")
+        pf = await per_frame(sock, nb, drv, 3.0)
+        print(f"per-frame cost at 100 slider sets/s: {pf['frames']} frames, mean {pf['mean_ms']:.2f} ms, "
+              f"p95 {pf['p95_ms']:.2f} ms, max {pf['max_ms']:.2f} ms")
+        ok = bw / bi >= 2.5 and pf["p95_ms"] < 10
+        print("PASS" if ok else "FAIL")
+        return 0 if ok else 1
+    finally:
+        drv.close()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
