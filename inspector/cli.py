@@ -183,11 +183,15 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         try:
             waiter = asyncio.create_task(session.wait_settled(args.settle_ms / 1000, args.timeout))
             done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done and isinstance(waiter.exception(), InspectorError):
+                raise waiter.exception()  # the session's own error, or a timeout
             if waiter not in done:
                 waiter.cancel()
-                task.result()  # raises the session's error
+                with contextlib.suppress(asyncio.CancelledError, InspectorError):
+                    await waiter
+                if task.done():
+                    task.result()  # raises the session's error
                 raise InspectorError("the connection ended before the snapshot was taken")
-            waiter.result()
             snap = session.snapshot()
             out = snap.to_json()
             if args.events:

@@ -1,0 +1,152 @@
+"""The headless CLI as a user runs it: a real process, JSON on stdout, one-line errors and
+documented exit codes on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from scripted_daemon import ScriptedDaemon, build_doc
+from test_core_session import CELLS, LAYOUT, SLIDER
+
+from inspector import errors
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "inspector", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "RUNTIMED_INSPECTOR_LOG_DIR": tempfile.gettempdir()})
+
+
+@contextlib.contextmanager
+def daemon_thread(**kw: Any) -> Iterator[ScriptedDaemon]:
+    """A scripted daemon on its own loop in a thread, so the CLI can run as a real process."""
+    d = tempfile.mkdtemp(prefix="rti-", dir="/tmp")
+    path = os.path.join(d, "rt.sock")
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            stop = asyncio.Event()
+            holder["stop"], holder["loop"] = stop, asyncio.get_running_loop()
+            doc = kw.pop("doc", None) or build_doc(CELLS, schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
+            async with ScriptedDaemon(path, doc, **kw) as daemon:
+                holder["daemon"] = daemon
+                ready.set()
+                await stop.wait()
+
+        asyncio.run(main())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        yield holder["daemon"]
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        t.join(10)
+
+
+def test_rooms_and_snapshot_json() -> None:
+    comm_sync = [{"comm_id": "lay", "target_name": "jupyter.widget", "state": LAYOUT["state"]},
+                 {"comm_id": "sl", "target_name": "jupyter.widget", "state": SLIDER["state"],
+                  "model_module": "@jupyter-widgets/controls", "model_name": "IntSliderModel"}]
+    with daemon_thread(comm_sync=comm_sync) as d:
+        rooms = run_cli("rooms", "--socket", d.path, "--json")
+        assert rooms.returncode == 0, rooms.stderr
+        data = json.loads(rooms.stdout)
+        assert data["daemon"]["protocol_version"] == 2 and data["rooms"][0]["notebook_id"] == "nb-1"
+        table = run_cli("rooms", "--socket", d.path)
+        assert "nb-1" in table.stdout and "protocol 2" in table.stdout
+
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1", "--settle-ms", "200")
+        assert res.returncode == 0, res.stderr
+        snap = json.loads(res.stdout)  # exactly one JSON object
+        assert snap["daemon"]["protocol"] == "v2" and snap["notebook_id"] == "nb-1" and snap["schema_version"] == 3
+        assert [c["id"] for c in snap["cells"]] == ["c-a", "c-b", "c-tie1", "c-tie2"]
+        cell = snap["cells"][1]
+        assert set(cell) >= {"id", "cell_type", "position", "source", "execution_count", "outputs", "metadata"}
+        assert cell["execution_count"] == 7 and set(cell["outputs"][0]) >= {"ref", "manifest", "error"}
+        assert [c["comm_id"] for c in snap["comms"]] == ["lay", "sl"]
+        assert set(snap["comms"][1]) >= {"comm_id", "seq", "target_name", "model_module", "model_name", "state",
+                                         "state_error", "outputs"}
+        assert snap["feed"]["received_comm_sync"] is True
+        assert [c["comm_id"] for c in snap["feed"]["comms"]] == ["lay", "sl"]
+        assert set(snap["feed"]["comms"][0]) >= {"comm_id", "target_name", "model_module", "model_name", "state"}
+        assert "status" in snap["kernel"] and all(len(h) == 64 for h in snap["heads"])
+
+
+def test_watch_prints_one_json_object_per_event() -> None:
+    with daemon_thread() as d:
+        res = run_cli("watch", "--socket", d.path, "--notebook", "nb-1", "--for", "1.0")
+        assert res.returncode == 0, res.stderr
+        lines = [json.loads(line) for line in res.stdout.splitlines()]
+        kinds = [e["kind"] for e in lines]
+        assert "connection" in kinds and "doc_changed" in kinds and "frame" not in kinds
+        changed = next(e for e in lines if e["kind"] == "doc_changed")
+        assert any(p.startswith("cells/") for p in changed["data"]["paths"]) or changed["data"]["full_read"]
+        states = [e["data"]["state"] for e in lines if e["kind"] == "connection"]
+        assert states[:3] == ["connecting", "syncing", "live"]
+
+
+@pytest.mark.parametrize("case", ["missing", "not_socket", "refused", "other_user"])
+def test_socket_errors_are_one_line_with_exit_codes(case: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "rt.sock")
+    expected = errors.EXIT_NO_SOCKET
+    if case == "not_socket":
+        open(path, "w").close()
+    elif case == "refused":
+        import socket
+
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.close()  # bound, never listening: ECONNREFUSED (a stale socket)
+    elif case == "other_user":
+        import socket
+
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.listen()
+        os.chown(path, 4242, 4242)
+        expected = errors.EXIT_PERMISSION
+    res = run_cli("snapshot", "--socket", path, "--notebook", "x")
+    assert res.returncode == expected, res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("runtimed-inspector: ")
+
+
+def test_daemon_errors_exit_codes() -> None:
+    with daemon_thread() as d:
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nope")
+        assert res.returncode == errors.EXIT_UNKNOWN_NOTEBOOK and "no room 'nope'" in res.stderr
+    with daemon_thread(refuse_v2_notebook=True,
+                       pool_pong={"type": "pong", "protocol_version": 7, "daemon_version": "9.9.9+x"}) as d:
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1")
+        assert res.returncode == errors.EXIT_PROTOCOL_VERSION
+        assert "protocol 7" in res.stderr and "Traceback" not in res.stderr
+
+    async def oversized(daemon: ScriptedDaemon, peer: Any) -> None:
+        await daemon.send_oversized_length()
+
+    with daemon_thread(after_join=oversized) as d:
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1")
+        assert res.returncode == errors.EXIT_BAD_FRAME and "oversized" in res.stderr
+
+
+def test_help_has_examples_and_version() -> None:
+    for cmd in ("rooms", "snapshot", "watch"):
+        res = run_cli(cmd, "--help")
+        assert res.returncode == 0 and "examples:" in res.stdout
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.startswith("runtimed-inspector ")
+    res = run_cli("snapshot")
+    assert res.returncode == errors.EXIT_USAGE
