@@ -173,6 +173,7 @@ class DocReplica:
         self.last_reply_empty = True
         self.actors: set[str] = set()
         self._changes_seen = 0
+        self._actor_heads: list[bytes] = []
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -206,12 +207,13 @@ class DocReplica:
         return reply.encode()
 
     def change_actors(self) -> tuple[int, tuple[str, ...]]:
-        """(number of changes, actor labels that wrote them); incremental over new changes."""
-        changes = self.doc.get_changes([])
-        if len(changes) != self._changes_seen:
-            for ch in changes[self._changes_seen :]:
+        """(number of changes, actor labels that wrote them); reads only changes new since last time."""
+        heads = self.doc.get_heads()
+        if heads != self._actor_heads:
+            for ch in self.doc.get_changes(self._actor_heads):
                 self.actors.add(actor_label(ch.actor_id))
-            self._changes_seen = len(changes)
+                self._changes_seen += 1
+            self._actor_heads = heads
         return self._changes_seen, tuple(sorted(self.actors))
 
 
