@@ -268,8 +268,9 @@ async def test_doc_delay_applies_writes_late_but_in_order(bed: TestbedThread) ->
             await bed.testbed.wait_until(lambda: len(room.session.snapshot().comms) == 3, 10)
             assert differences(await room.settle()) == set()
             await call(bed, bed.testbed.run_cell, room.nid, 1)
-            feed_slider = next(c for c in room.session.snapshot().feed.comms if c.model_name == SLIDER)
-            assert feed_slider.state["value"] == 9
+            await bed.testbed.wait_until(
+                lambda: next(c for c in room.session.snapshot().feed.comms if c.model_name == SLIDER).state["value"] == 9,
+                10)
             doc_slider = next(c for c in room.session.snapshot().comms if c.model_name == SLIDER)
             assert doc_slider.state["value"] == 1  # still stale right after execution_done
             await bed.testbed.wait_until(
