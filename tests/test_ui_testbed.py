@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import shutil
 import tempfile
@@ -43,7 +44,17 @@ def loop(qapp):
     lp = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(lp)
     yield lp
+    # finish what the sessions left behind (blob fetches) while the loop still runs, then close it
+    pending = [t for t in asyncio.all_tasks(lp) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        lp.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    lp.close()
     asyncio.set_event_loop(None)
+
+
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="testbed-call")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +96,8 @@ def until(loop, pred: Callable[[], Any], timeout: float = 30.0, what: str = "") 
 
 
 def tb(loop, bed: TestbedThread, fn: Callable[..., Any], *args: Any) -> Any:
-    return loop.run_until_complete(asyncio.to_thread(bed.call, fn, *args))
+    """Run a testbed call in a plain worker thread while the Qt/asyncio loop keeps running."""
+    return loop.run_until_complete(asyncio.wrap_future(_POOL.submit(bed.call, fn, *args)))
 
 
 def comm_rows(win: InspectorWindow) -> list[tuple[str, str, str]]:

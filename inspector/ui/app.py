@@ -83,6 +83,11 @@ def make_app(argv: list[str] | None = None) -> Any:
         icon.addFile(str(path))
     if not icon.isNull():
         app.setWindowIcon(icon)
+    import gc
+
+    # Everything imported so far lives for the whole run: keep it out of full collections, whose
+    # pauses would otherwise show up as stalls of the event loop during update storms.
+    gc.freeze()
     return app
 
 

@@ -17,8 +17,8 @@ def default_path() -> Path:
 
 
 class RecentConnections:
-    def __init__(self, path: Path | None = None, limit: int = 12) -> None:
-        self.path = path or default_path()
+    def __init__(self, path: Path | str | None = None, limit: int = 12) -> None:
+        self.path = Path(path) if path else default_path()
         self.limit = limit
 
     def load(self) -> list[dict[str, str | float]]:

@@ -353,7 +353,7 @@ def divergences_by_comm(snap: Snapshot) -> dict[str, tuple[Divergence, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
+def _cells_group(snap: Snapshot, prev: Prev) -> Node:
     cells = []
     seen_cells: set[str] = set()
     for c in snap.cells:
@@ -363,9 +363,13 @@ def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
         seen_cells.add(node.key)
         cells.append(node)
     cg = Node("cells", "group", ("Cells", f"{len(cells)} cells", _cell_counts(snap.cells), ""), badge=("group", "≡"),
-              value=[c.id for c in snap.cells], sig=None, doc_path="cells")
+              value=[c.id for c in snap.cells], sig=("cells", snap.cells), doc_path="cells")
     cg.children = _place(cells, "cells")
 
+    return cg
+
+
+def _comms_group(snap: Snapshot, prev: Prev) -> Node:
     divs = divergences_by_comm(snap)
     feed = {f.comm_id: f for f in snap.feed.comms}
     comm_nodes = []
@@ -385,11 +389,24 @@ def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
     np_ = sum(1 for d in snap.divergence if d.status == "pending")
     ginfo = ", ".join(x for x in (f"{nd} diverged" if nd else "", f"{np_} pending" if np_ else "") if x)
     feed_label = {"comm_sync": "feed from comm_sync", "empty": "feed from broadcasts only", "pending": "feed pending",
-                      "none": "no feed"}.get(snap.feed.baseline, f"feed {snap.feed.baseline}")
+                  "none": "no feed"}.get(snap.feed.baseline, f"feed {snap.feed.baseline}")
     mg = Node("comms", "group", ("Comms", f"{len(comm_nodes)} comms · {feed_label}", ginfo, ""),
-              badge=("group", "≡"), status="diverged" if nd else ("pending" if np_ else None), doc_path="comms")
+              badge=("group", "≡"), sig=("comms", snap.comms, snap.feed.comms, snap.feed.baseline, snap.divergence),
+              value=[n.key for n in comm_nodes], status="diverged" if nd else ("pending" if np_ else None), doc_path="comms")
     mg.children = _place(comm_nodes, "comms")
 
+    return mg
+
+
+def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
+    # whole groups are reused when their inputs are the same objects (or equal): a storm on
+    # one comm must not cost a pass over 1,000 cells
+    cg = _reuse(prev, "cells", ("cells", snap.cells))
+    if cg is None:
+        cg = _cells_group(snap, prev)
+    mg = _reuse(prev, "comms", ("comms", snap.comms, snap.feed.comms, snap.feed.baseline, snap.divergence))
+    if mg is None:
+        mg = _comms_group(snap, prev)
     meta = _reuse(prev, "metadata", ("meta", snap.metadata))
     if meta is None:
         meta = Node("metadata", "group", ("Metadata", preview(snap.metadata), "", ""), sig=("meta", snap.metadata),
