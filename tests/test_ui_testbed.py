@@ -248,10 +248,12 @@ def test_reconnect_after_testbed_restart_and_error_states(window, loop, tmp_path
         bed2 = TestbedThread(sock, keep_alive=60.0).start()
         bed2.call(bed2.testbed.create_room, ["x = 1", "y = 2"], nid)
         until(loop, lambda: window.state == "live", timeout=40, what="live again")
+        until(loop, lambda: not window.banner.isVisible(), what="banner gone once live")
         until(loop, lambda: window.model.rowCount(window.model.index_for_path("cells")) == 2, what="two cells")
         # a room that does not exist: the error says so
         window.attach(sock, "no-such-room")
         until(loop, lambda: "no room" in window.status_conn.text(), what="unknown room error")
+        until(loop, lambda: window.banner.isVisible() and "no room" in window.banner.text(), what="error banner")
         window.grab().save(os.path.join(SHOTS, "error-state.png"))
     finally:
         for b in (first, bed2):

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QToolBar,
     QTreeView,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -80,8 +81,22 @@ class InspectorWindow(QMainWindow):
         self.timeline = TimelineView(self)
         self.timeline.target_selected.connect(self.select_path)
 
+        # a banner over the tree says why there is nothing live (error text, retry countdown)
+        self.banner = QLabel(self)
+        self.banner.setWordWrap(True)
+        self.banner.setTextFormat(Qt.TextFormat.RichText)
+        t = th.theme()
+        self.banner.setStyleSheet(f"QLabel {{ background: {t.diverged_bg.name()}; color: {t.diverged_fg.name()};"
+                                  " padding: 8px 12px; border-radius: 4px; }")
+        self.banner.hide()
+        left = QWidget(self)
+        left_lay = QVBoxLayout(left)
+        left_lay.setContentsMargins(0, 0, 0, 0)
+        left_lay.setSpacing(4)
+        left_lay.addWidget(self.banner)
+        left_lay.addWidget(self.tree, 1)
         top = QSplitter(Qt.Orientation.Horizontal, self)
-        top.addWidget(self.tree)
+        top.addWidget(left)
         top.addWidget(self.detail)
         top.setStretchFactor(0, 3)
         top.setStretchFactor(1, 2)
@@ -257,6 +272,11 @@ class InspectorWindow(QMainWindow):
             shown = detail
         self.status_conn.setText(f"{text}{': ' + shown if shown else ''}")
         self.status_conn.setStyleSheet(f"color: {colour if state in ('error',) else 'palette(text)'}")
+        if state == "error" and detail:
+            self.banner.setText(f"<b>Cannot attach:</b> {_esc(detail)}")
+            self.banner.show()
+        elif state in ("live", "syncing", "idle"):
+            self.banner.hide()
 
     def _on_countdown(self, remaining: float) -> None:
         if self.state not in ("disconnected", "error"):
@@ -265,6 +285,9 @@ class InspectorWindow(QMainWindow):
         why = f"{err} — " if err is not None else ""
         secs = max(0, int(remaining + 0.999))
         self.status_conn.setText(f"Disconnected: {why}retrying in {secs} s")
+        self.banner.setText(f"<b>Disconnected.</b> {_esc(str(err)) + ' — ' if err is not None else ''}"
+                            f"retrying in {secs} s (Ctrl+R to retry now)")
+        self.banner.show()
         colour = STATE_COLOURS["disconnected"]
         self.conn_label.setText(f"<span style='color:{colour}; font-size:14px'>●</span>&nbsp;<b>Retry in {secs} s</b>")
 
@@ -367,6 +390,10 @@ class InspectorWindow(QMainWindow):
             return
         QGuiApplication.clipboard().setText(json.dumps(node.value, indent=2, ensure_ascii=False, default=str))
         self.statusBar().showMessage(f"Copied {node.path} as JSON", 2000)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _bytes(n: int) -> str:
