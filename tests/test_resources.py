@@ -89,6 +89,9 @@ def test_metainfo_release_matches_package_version_and_screenshots_live_in_docs()
     for url in images:
         assert url.startswith("https://"), url
         assert "/docs/screenshots/" in url and url.endswith(".png"), url
+        # The URLs point at files of this repository; a renamed screenshot must not leave a dead link.
+        in_repo = ROOT / "docs" / "screenshots" / url.rsplit("/", 1)[1]
+        assert in_repo.is_file(), f"{url} names {in_repo.relative_to(ROOT)}, which does not exist"
 
 
 def _decode_png_rgba(path: Path) -> tuple[int, int, list[bytes]]:
