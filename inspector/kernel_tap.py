@@ -139,6 +139,11 @@ class KernelTap:
             buffers = [bytes(b) for b in msg.get("buffers") or []]
             apply_iopub_comm(self.table, msg_type, content, buffers, now)
             cid = content.get("comm_id")
+            rec = self.table.comms.get(cid) if msg_type == "comm_open" and isinstance(cid, str) else None
+            if rec is not None and rec.is_output_widget:
+                # `with out:` captures are routed by the daemon by parent msg_id; the kernel's own
+                # widget never holds them, so its outputs are unknown here, not empty.
+                rec.captured = None
             if isinstance(cid, str):
                 self._tell("comm", cid)
         elif msg_type == "status":
