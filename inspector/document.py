@@ -17,6 +17,7 @@ from typing import Any
 
 from automerge import core as am
 
+from .change_ops import ChangeFormatError, decode_change
 from .snapshot import CellView, CommView, OutputView
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -57,6 +58,10 @@ def parse_exid(exid: bytes) -> tuple[bytes, int] | None:
     """(actor, counter) of an Automerge object/op id; None for ROOT or unknown layouts."""
     if not exid or exid == am.ROOT:
         return None
+    n = exid[1] if len(exid) > 2 else 0x80
+    if n < 0x80 and len(exid) >= 2 + n + 2 and exid[-1] < 0x80 and exid[-2] < 0x80:
+        # common layout: short actor, one-byte actor index and counter
+        return exid[2 : 2 + n], exid[-1]
     try:
         n, pos = _uleb(exid, 1)
         actor = exid[pos : pos + n]
@@ -174,6 +179,7 @@ class DocReplica:
         self.actors: set[str] = set()
         self._changes_seen = 0
         self._actor_heads: list[bytes] = []
+        self.paths = ObjectPaths()
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -194,7 +200,9 @@ class DocReplica:
         after = self.doc.get_heads()
         dirty: set[tuple[str, ...]] = set()
         if before != after:
-            dirty = dirty_paths(self.doc, before, after) if (want_dirty and before) else {ALL}
+            dirty = self.paths.dirty(self.doc, before) if (want_dirty and before) else {ALL}
+            if ALL in dirty:
+                self.paths.rebuild(self.doc)
         reply = self.generate()
         return reply, dirty
 
@@ -215,6 +223,65 @@ class DocReplica:
                 self._changes_seen += 1
             self._actor_heads = heads
         return self._changes_seen, tuple(sorted(self.actors))
+
+
+class ObjectPaths:
+    """Object id -> the top two levels of its path ("cells", "<id>"), kept current from the
+    changes themselves (objects a change creates are registered from their make op)."""
+
+    def __init__(self) -> None:
+        self._paths: dict[tuple[int, bytes], tuple[str, ...]] = {}
+        self.fallbacks = 0  # incremental reads that had to fall back to a full read
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def rebuild(self, doc: am.Document) -> None:
+        self._paths.clear()
+        stack: list[tuple[bytes, tuple[str, ...], bool]] = [(am.ROOT, (), True)]
+        while stack:
+            obj, path, is_map = stack.pop()
+            if is_map:
+                items: Iterable[tuple[str | None, tuple[Any, bytes]]] = zip(doc.keys(obj), doc.values(obj), strict=False)
+            else:
+                items = ((None, v) for v in doc.values(obj))
+            for k, (v, exid) in items:
+                if not isinstance(v, am.ObjType):
+                    continue
+                child = path + (k,) if (k is not None and len(path) < 2) else path
+                parsed = parse_exid(exid)
+                if parsed is not None:
+                    self._paths[(parsed[1], parsed[0])] = child
+                if v != am.ObjType.Text:
+                    stack.append((exid, child, v == am.ObjType.Map))
+
+    def dirty(self, doc: am.Document, before: list[bytes]) -> set[tuple[str, ...]]:
+        """Paths the changes since `before` touched; {ALL} when one cannot be placed."""
+        out: set[tuple[str, ...]] = set()
+        try:
+            changes = doc.get_changes(before)
+            for ch in changes:
+                ops = decode_change(ch.raw_bytes)
+                for i, (obj, key) in enumerate(zip(ops.objs, ops.keys, strict=False)):
+                    if obj is None:
+                        parent: tuple[str, ...] | None = ()
+                    else:
+                        parent = self._paths.get(obj)
+                        if parent is None:
+                            self.fallbacks += 1
+                            return {ALL}
+                    path = parent + (key,) if (key is not None and len(parent) < 2) else parent
+                    if not path:
+                        self.fallbacks += 1
+                        return {ALL}
+                    out.add(path[:2])
+                    op_id = (ops.start_op + i, ops.actor)
+                    if op_id in ops.created:
+                        self._paths[op_id] = path[:2]
+        except (ChangeFormatError, ValueError, IndexError):
+            self.fallbacks += 1
+            return {ALL}
+        return out
 
 
 _PATCH_PATH = re.compile(r'Map\("((?:[^"\\]|\\.)*)"\)|Seq\((\d+)\)')
@@ -320,7 +387,11 @@ class NotebookReader:
     has_comms_map: bool = False
     cells_layout: str = "missing"  # map | list | missing | invalid
     _order: tuple[CellView, ...] | None = None
+    _order_index: dict[str, int] = field(default_factory=dict)
+    _order_patch: dict[str, CellView] = field(default_factory=dict)
     _comm_order: tuple[CommView, ...] | None = None
+    _comm_index: dict[str, int] = field(default_factory=dict)
+    _comm_patch: dict[str, CommView] = field(default_factory=dict)
     # Output refs each cell/comm holds, to re-resolve when a manifest arrives
     _refs: dict[str, set[str]] = field(default_factory=dict)
 
@@ -460,7 +531,18 @@ class NotebookReader:
     # -- one cell -----------------------------------------------------------------------------
 
     def _read_cell(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str) -> set[str]:
-        self._order = None
+        old = self.cells.get(key)
+        changed = self._read_cell_inner(doc, root, key)
+        new = self.cells.get(key)
+        if old is not None and new is not None and (old.position, old.id) == (new.position, new.id) \
+                and self._order is not None:
+            # same place in the order: swap the entry instead of re-sorting every cell
+            self._order_patch[key] = new
+        else:
+            self._order = None
+        return changed
+
+    def _read_cell_inner(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str) -> set[str]:
         path = f"cells/{key}"
         cells = root.get("cells")
         got = doc.get(cells[1], key) if cells is not None and cells[0] == am.ObjType.Map else None
@@ -581,7 +663,16 @@ class NotebookReader:
     # -- one comm -------------------------------------------------------------------------------
 
     def _read_comm(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str) -> set[str]:
-        self._comm_order = None
+        old = self.comms.get(key)
+        changed = self._read_comm_inner(doc, root, key)
+        new = self.comms.get(key)
+        if old is not None and new is not None and old.seq == new.seq and self._comm_order is not None:
+            self._comm_patch[key] = new
+        else:
+            self._comm_order = None
+        return changed
+
+    def _read_comm_inner(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str) -> set[str]:
         path = f"comms/{key}"
         comms = root.get("comms")
         got = doc.get(comms[1], key) if comms is not None and comms[0] == am.ObjType.Map else None
@@ -602,12 +693,28 @@ class NotebookReader:
     def ordered_cells(self) -> tuple[CellView, ...]:
         if self._order is None:
             self._order = tuple(sorted(self.cells.values(), key=lambda c: (c.position, c.id)))
+            self._order_index = {c.key: i for i, c in enumerate(self._order)}
+            self._order_patch.clear()
+        elif self._order_patch:
+            items = list(self._order)
+            for key, view in self._order_patch.items():
+                items[self._order_index[key]] = view
+            self._order = tuple(items)
+            self._order_patch.clear()
         return self._order
 
     def ordered_comms(self) -> tuple[CommView, ...]:
         if self._comm_order is None:
             self._comm_order = tuple(sorted(
                 self.comms.values(), key=lambda c: (c.seq is None, c.seq if c.seq is not None else 0, c.comm_id)))
+            self._comm_index = {c.comm_id: i for i, c in enumerate(self._comm_order)}
+            self._comm_patch.clear()
+        elif self._comm_patch:
+            items = list(self._comm_order)
+            for key, view in self._comm_patch.items():
+                items[self._comm_index[key]] = view
+            self._comm_order = tuple(items)
+            self._comm_patch.clear()
         return self._comm_order
 
     def _warn(self, text: str) -> None:
