@@ -148,6 +148,10 @@ class BlobResolver:
         except (BlobError, ValueError) as exc:
             self.failures += 1
             view = OutputView(ref=ref, error=str(exc))
+        except RuntimeError as exc:  # the loop stopped under us (app closing): fetch again next time
+            self._pending.pop(ref, None)
+            view = OutputView(ref=ref, error=f"fetch interrupted: {exc}")
+            return
         self.manifests[ref] = view
         self._pending.pop(ref, None)
         if self.on_resolved:
