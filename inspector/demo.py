@@ -32,6 +32,9 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InspectorError
 log = logging.getLogger("inspector.demo")
 
 SAMPLE = "widgets-demo.ipynb"
+DIR_PREFIX = "runtimed-inspector-demo-"
+SOCKET_NAME = "runtimed.sock"
+SOCKET_PATH_MAX = 100  # sun_path is 104 bytes on macOS, 108 on Linux (with the NUL)
 
 # The faults offered in the window, in menu order (all of them: each shows up differently).
 # doc-delay-ms needs a value: long enough to see the doc lag, short enough to catch up.
@@ -80,10 +83,14 @@ class DemoScenario:
     # -- the private directory ---------------------------------------------------------------
 
     def make_dir(self) -> str:
-        # mkdtemp creates the directory 0700: nobody else can reach the socket inside it
-        self.dir = tempfile.mkdtemp(prefix="runtimed-inspector-demo-")
+        # mkdtemp creates the directory 0700: nobody else can reach the socket inside it.
+        # A socket path has ~104 bytes at most: under a long $TMPDIR, use /tmp instead.
+        base = tempfile.gettempdir()
+        if len(os.path.join(base, DIR_PREFIX + "x" * 8, SOCKET_NAME).encode()) > SOCKET_PATH_MAX and os.path.isdir("/tmp"):
+            base = "/tmp"
+        self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=base)
         os.chmod(self.dir, 0o700)
-        self.socket_path = os.path.join(self.dir, "runtimed.sock")
+        self.socket_path = os.path.join(self.dir, SOCKET_NAME)
         # A copy, so the room (and the kernel's working directory) never touch the installed file
         self.notebook_path = os.path.join(self.dir, SAMPLE)
         shutil.copyfile(sample_notebook(), self.notebook_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def run_gui(args: argparse.Namespace) -> int:
               "install with `pip install runtimed-inspector[gui]`, or use the rooms/snapshot/watch commands",
               file=sys.stderr)
         return EXIT_USAGE
-    return _run(args)
+    return run_window(args)
 
 
 def make_app(argv: list[str] | None = None) -> Any:
@@ -91,10 +92,10 @@ def make_app(argv: list[str] | None = None) -> Any:
     return app
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_window(args: argparse.Namespace, setup: Callable[[Any], None] | None = None) -> int:
+    """Show the window until it closes. `setup(window)`, when given, replaces the start view
+    (attach / the room in --notebook) once the loop runs; the demo uses it."""
     import asyncio
-
-    import qasync
 
     from .. import discovery
     from .main_window import InspectorWindow
@@ -109,7 +110,9 @@ def _run(args: argparse.Namespace) -> int:
         done = asyncio.Event()
         app.aboutToQuit.connect(done.set)
         window.show()
-        if getattr(args, "demo", False):
+        if setup is not None:
+            setup(window)
+        elif getattr(args, "demo", False):
             _demo(window)
         elif args.notebook:
             window.attach(args.socket or discovery.default_socket(), args.notebook)
@@ -133,10 +136,34 @@ def _run(args: argparse.Namespace) -> int:
         await window.shutdown()
 
     try:
-        qasync.run(main())
+        run_qt(main())
     except KeyboardInterrupt:
         exit_code = 130
     return exit_code
+
+
+def run_qt(coro: Any) -> Any:
+    """`qasync.run`, except that only the main thread gets a Qt event loop: a thread that makes
+    its own loop while the app runs (the demo's testbed, jupyter_client's heartbeat thread) must
+    get a plain one, or it drives Qt from the wrong thread."""
+    import asyncio
+    import threading
+
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    class Policy(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            if threading.current_thread() is threading.main_thread():
+                return qasync.QEventLoop(QApplication.instance())
+            return super().new_event_loop()
+
+    old = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(Policy())
+    try:
+        return asyncio.run(coro)
+    finally:
+        asyncio.set_event_loop_policy(old)
 
 
 def save_screenshot(window: Any, path: str) -> bool:

@@ -56,6 +56,7 @@ class InspectorWindow(QMainWindow):
         self.socket_path = ""
         self.notebook_id = ""
         self.session_options: Any = None  # argparse.Namespace of the gui command (engine options)
+        self.demo_panel: Any = None  # the demo's fault controls (`add_demo_panel`), only in demo mode
 
         # tree
         self.model = DocumentTreeModel(self)
@@ -247,6 +248,16 @@ class InspectorWindow(QMainWindow):
 
     async def shutdown(self) -> None:
         await self.controller.stop()
+        if self.demo_panel is not None:
+            await self.demo_panel.shutdown()
+
+    def add_demo_panel(self, panel: Any) -> None:
+        """Demo mode: the panel's menu joins the menu bar, its toolbar gets a row of its own under
+        the main one, and the panel is shut down with the window."""
+        self.demo_panel = panel
+        self.menuBar().addMenu(panel.menu)
+        self.addToolBarBreak()
+        self.addToolBar(panel.toolbar)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.controller.session is not None:
@@ -323,7 +334,7 @@ class InspectorWindow(QMainWindow):
         dv = snap.daemon
         proto = f"protocol {dv.protocol_version}" if dv.protocol_version else ""
         self.status_doc.setText(" · ".join(x for x in (
-            f"{len(snap.cells)} cells", f"{len(snap.comms)} comms", f"feed {snap.feed.baseline}",
+            f"{len(snap.cells)} cells", f"{len(snap.comms)} comms", _feed_label(snap),
             f"kernel {snap.kernel.lifecycle or snap.kernel.status or '?'}", proto,
             f"daemon {dv.daemon_version}" if dv.daemon_version else "") if x))
 
@@ -390,6 +401,16 @@ class InspectorWindow(QMainWindow):
             return
         QGuiApplication.clipboard().setText(json.dumps(node.value, indent=2, ensure_ascii=False, default=str))
         self.statusBar().showMessage(f"Copied {node.path} as JSON", 2000)
+
+
+def _feed_label(snap: Snapshot) -> str:
+    f = snap.feed
+    if f.baseline == "none":
+        return "no comm feed (protocol v4)"
+    if f.baseline == "pending":
+        return "feed: waiting for the first broadcast"
+    since = "since comm_sync" if f.baseline == "comm_sync" else "since join (no comm_sync)"
+    return f"feed {len(f.comms)} comms {since}"
 
 
 def _esc(text: str) -> str:
