@@ -61,6 +61,7 @@ class AttachView(QWidget):
         self.daemons.setHeaderLabels(["Daemon / room", "Peers", "Kernel", "Details"])
         self.daemons.setRootIsDecorated(True)
         self.daemons.setUniformRowHeights(True)
+        self.daemons.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # the end of a path says the most
         self.daemons.setAlternatingRowColors(True)
         self.daemons.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         hh = self.daemons.header()
