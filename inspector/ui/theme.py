@@ -53,8 +53,52 @@ def is_dark() -> bool:
     return QGuiApplication.palette().window().color().lightness() < 128
 
 
+_current: Theme | None = None
+
+
 def theme() -> Theme:
-    return _theme(is_dark())
+    """The theme for the current appearance. Item models ask on every paint of every row, so
+    the answer is kept until the colour scheme or the application palette changes."""
+    global _current
+    if _current is not None:
+        return _current
+    found = _theme(is_dark())
+    if _watch_appearance():
+        _current = found
+    return found
+
+
+def _forget(*_: object) -> None:
+    global _current
+    _current = None
+
+
+_watching = False
+
+
+def _watch_appearance() -> bool:
+    """Drop the kept theme when the appearance changes; False when that cannot be observed."""
+    global _watching
+    if _watching:
+        return True
+    app = QGuiApplication.instance()
+    if app is None:
+        return False
+    hints = QGuiApplication.styleHints()
+    if hasattr(hints, "colorSchemeChanged"):
+        hints.colorSchemeChanged.connect(_forget)
+    if not hasattr(app, "paletteChanged"):
+        return False
+    app.paletteChanged.connect(_forget)
+    app.destroyed.connect(_on_app_gone)
+    _watching = True
+    return True
+
+
+def _on_app_gone(*_: object) -> None:
+    global _watching
+    _watching = False
+    _forget()
 
 
 @lru_cache(maxsize=2)
@@ -126,7 +170,7 @@ def _status_icon(kind: str, dark: bool) -> QIcon:
 
 
 def status_icon(kind: str) -> QIcon:
-    return _status_icon(kind, is_dark())
+    return _status_icon(kind, theme().dark)
 
 
 _BADGE_COLOURS = {

@@ -59,7 +59,7 @@ _KIND_COLOURS_DARK = {
 
 
 def kind_colour(kind: str) -> QColor:
-    table = _KIND_COLOURS_DARK if th.is_dark() else _KIND_COLOURS_LIGHT
+    table = _KIND_COLOURS_DARK if th.theme().dark else _KIND_COLOURS_LIGHT
     return QColor(table.get(kind, "#888888"))
 
 

@@ -30,6 +30,8 @@ StatusRole = Qt.ItemDataRole.UserRole + 3
 SearchRole = Qt.ItemDataRole.UserRole + 4
 
 _HIGHLIGHT_KINDS = ("cell", "comm", "statekey", "output", "json")
+_FADE_ROLES = [Qt.ItemDataRole.BackgroundRole]
+_LOADING = ("connecting", "syncing")
 
 
 class DocumentTreeModel(QAbstractItemModel):
@@ -56,7 +58,11 @@ class DocumentTreeModel(QAbstractItemModel):
         self.snapshot = snap
         top = build_top(snap, self._by_path.get)
         self._sync_children(self._root, QModelIndex(), top)
-        self._populated = True
+        # Rows arriving with the initial sync are the notebook loading, not changes: only once
+        # a snapshot past the sync is shown do new and changed rows light up (a whole notebook
+        # lit up on attach says nothing, and fading 1,000 rows costs the view).
+        if snap.connection not in _LOADING:
+            self._populated = True
         if self._recent and not self._fade.isActive():
             self._fade.start()
 
@@ -210,14 +216,29 @@ class DocumentTreeModel(QAbstractItemModel):
     def _fade_tick(self) -> None:
         now = time.monotonic()
         limit = self.fade_ms / 1000
+        # One dataChanged per parent, spanning its fading rows, and for the background only: the
+        # view pays a search through its visible rows per signal, so one signal per row froze the
+        # window for a second after a sync that changed 1,000 rows (or an attach).
+        spans: dict[int, list[Any]] = {}
         for key, node in list(self._recent.items()):
-            if node.parent is None:
+            parent = node.parent
+            if parent is None:
                 del self._recent[key]
                 continue
             if now - node.changed_at > limit:
                 del self._recent[key]
                 node.changed_at = 0.0
-            self.dataChanged.emit(self.createIndex(node.row, 0, node), self.createIndex(node.row, NCOLS - 1, node))
+            span = spans.get(id(parent))
+            if span is None:
+                spans[id(parent)] = [parent, node.row, node.row]
+            elif node.row < span[1]:
+                span[1] = node.row
+            elif node.row > span[2]:
+                span[2] = node.row
+        for parent, first, last in spans.values():
+            kids = parent.children
+            self.dataChanged.emit(self.createIndex(first, 0, kids[first]),
+                                  self.createIndex(last, NCOLS - 1, kids[last]), _FADE_ROLES)
         if not self._recent:
             self._fade.stop()
 
