@@ -174,3 +174,30 @@ def test_feed_only_comm_and_unparsable_state_are_shown(qtbot):
     names = _texts(model, comms, 2)
     assert names[-1] == "feed only"
     assert model.index_for_path("comms/broken").siblingAtColumn(2).data() == "doc only"
+
+
+def test_initial_sync_is_not_highlighted_and_fading_rows_repaint_per_parent(qtbot):
+    model = DocumentTreeModel(fade_ms=300)
+    _tester(model)
+    bg = Qt.ItemDataRole.BackgroundRole
+    # attaching: an empty document first, then the whole notebook arrives with the sync
+    model.set_snapshot(ss.make_snapshot(n_cells=0, n_comms=0, connection="syncing"))
+    full = ss.make_snapshot(n_cells=300, n_comms=40, connection="syncing")
+    model.set_snapshot(full)
+    cell = model.index_for_path(f"cells/{full.cells[7].id}")
+    assert model.data(cell, bg) is None  # loading is not a change
+    # live: new and changed rows light up
+    live = msgspec.structs.replace(full, connection="live")
+    model.set_snapshot(live)
+    grown = msgspec.structs.replace(live, cells=live.cells + tuple(ss.make_cell(i) for i in range(300, 600)),
+                                    comms=live.comms + tuple(ss.make_comm(i) for i in range(40, 80)))
+    model.set_snapshot(grown)
+    new_cell = model.index_for_path(f"cells/{grown.cells[450].id}")
+    assert model.data(new_cell, bg) is not None
+    # each fade step repaints the 340 fading rows with one signal per parent, not one per row
+    # (the view pays a search through its rows per signal: per-row signals froze the window)
+    signals = []
+    model.dataChanged.connect(lambda *a: signals.append(a))
+    model._fade_tick()
+    assert 1 <= len(signals) <= 2
+    qtbot.waitUntil(lambda: model.data(new_cell, bg) is None, timeout=3000)
