@@ -271,7 +271,13 @@ async def run_headless(args: argparse.Namespace, out: Any = None) -> int:
 async def _wait(coro: Any, session_task: asyncio.Task[Any]) -> Any:
     """Await `coro`, failing with the session's own error if the connection ends first."""
     step = asyncio.ensure_future(coro)
-    done, _ = await asyncio.wait({step, session_task}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        done, _ = await asyncio.wait({step, session_task}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # SIGTERM: the step goes with the demo
+        step.cancel()
+        with contextlib.suppress(BaseException):
+            await step
+        raise
     if step in done:
         return step.result()
     step.cancel()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,33 @@ def test_window_demo_screenshot_process_cleans_up(tmp_path: Path) -> None:
     _assert_nothing_left(tmp_path)
 
 
+@pytest.mark.kernel
+@pytest.mark.parametrize("window", [False, True], ids=["headless", "window"])
+def test_sigterm_while_running_stops_kernel_and_removes_everything(tmp_path: Path, window: bool) -> None:
+    if window:
+        pytest.importorskip("PySide6")
+        args, extra = [], {"QT_QPA_PLATFORM": "offscreen"}
+    else:  # a settle window that never ends: the demo is still running when the signal comes
+        args, extra = ["--headless", "--settle-ms", "600000", "--timeout", "600"], {}
+    proc = subprocess.Popen([sys.executable, "-m", "inspector", "demo", *args], env=_env(tmp_path, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not _processes_in(tmp_path):  # the kernel runs in the demo's directory
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the demo's kernel did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (0 if window else 130), err
+    assert "Traceback" not in err and "did not start" not in err, err
+    assert out == ""
+    _assert_nothing_left(tmp_path)
+
+
 @pytest.fixture
 def loop(qapp):
     qasync = pytest.importorskip("qasync")
@@ -206,7 +234,7 @@ def test_window_fault_toggle_and_nudge_show_divergence_then_quit_cleans_up(qtbot
         sid = panel.slider_id()
         # the tour shows slider a, in sync in doc, feed and kernel
         assert win.model.node(win.proxy.mapToSource(win.tree.currentIndex())).path == f"comms/{sid}"
-        assert _comm_rows(win)[sid][1] == "in sync"
+        _until(loop, lambda: _comm_rows(win)[sid][1] == "in sync", 10, "slider a in sync")  # the last cell moved it
         assert "no faults" in panel.status.text()
         assert not win.menuBar().isHidden() and panel.menu.menuAction() in win.menuBar().actions()
 

@@ -109,6 +109,10 @@ def run_window(args: argparse.Namespace, setup: Callable[[Any], None] | None = N
         nonlocal exit_code
         done = asyncio.Event()
         app.aboutToQuit.connect(done.set)
+        # Closing the window ends main(), and main() ends the loop once the shutdown has run;
+        # quitting Qt right away would stop the loop in the middle of the shutdown.
+        app.setQuitOnLastWindowClosed(False)
+        app.lastWindowClosed.connect(done.set)
         window.show()
         if setup is not None:
             setup(window)
@@ -129,7 +133,7 @@ def run_window(args: argparse.Namespace, setup: Callable[[Any], None] | None = N
                 if args.screenshot:
                     save_screenshot(window, args.screenshot)
                 window.close()
-                app.quit()
+                done.set()
             asyncio.get_event_loop().create_task(quit_later())
         window.destroyed.connect(done.set)
         await done.wait()
