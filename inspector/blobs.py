@@ -36,10 +36,14 @@ class Blob:
 async def http_get_blob(port: int, digest: str, timeout: float = 5.0, host: str = "127.0.0.1") -> Blob:
     if not HEX64.match(digest):
         raise BlobError(f"not a blob hash: {digest!r}")
+    opening = asyncio.open_connection(host, port)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(opening, timeout)
     except (OSError, TimeoutError) as exc:
         raise BlobError(f"blob server 127.0.0.1:{port} unreachable: {exc}") from None
+    except RuntimeError:
+        opening.close()  # no running loop: never started, close it instead of leaking it
+        raise
     try:
         writer.write(f"GET /blob/{digest} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
