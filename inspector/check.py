@@ -29,7 +29,8 @@ EXAMPLES = """examples:
 def add_kernel_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel-connection", metavar="FILE", default=None,
                    help="the kernel's Jupyter connection file: also compare with the kernel's own view, "
-                        "replayed from its IOPub channel (read-only, HMAC-verified)")
+                        "replayed from its IOPub channel (read-only, HMAC-verified); 'auto' finds the "
+                        "room's kernel on a v4 daemon (runtime agent -> kernel process -> connection file)")
 
 
 def add_settle_options(p: argparse.ArgumentParser) -> None:
@@ -49,9 +50,15 @@ def settle_config(args: argparse.Namespace) -> SettleConfig:
 
 
 def setup_session(session: Any, args: argparse.Namespace) -> None:
-    """Attach the divergence engine to a session the CLI made."""
+    """Attach the divergence engine to a session the CLI made.
+
+    A v4 profile replaces this binding with its own once the protocol is known; it resolves
+    `--kernel-connection auto` from the room's runtime state.
+    """
     if getattr(session, "divergence", None) is None:
-        SessionDivergence(session, settle_config(args), getattr(args, "kernel_connection", None))
+        kc = getattr(args, "kernel_connection", None)
+        session.config.extra["kernel_connection"] = kc
+        SessionDivergence(session, settle_config(args), None if kc == "auto" else kc)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -97,7 +104,6 @@ def summary_line(d: Divergence) -> str:
 async def watch_room(session: Any, duration: float, join_timeout: float) -> dict[tuple[str, str], Divergence]:
     """Run the session for `duration` seconds after the join; every divergence reported meanwhile."""
     seen: dict[tuple[str, str], Divergence] = {}
-    sd: SessionDivergence = session.divergence
 
     def on_event(e: Any) -> None:
         if e.kind != "divergence":
@@ -119,6 +125,7 @@ async def watch_room(session: Any, duration: float, join_timeout: float) -> dict
 
                 raise Timeout(f"could not join the room within {join_timeout:.0f} s")
             await asyncio.sleep(0.02)
+        sd: SessionDivergence = session.divergence  # after the join: a v4 profile brings its own binding
         end = time.monotonic() + duration
         while time.monotonic() < end:
             if task.done():
@@ -135,7 +142,9 @@ async def watch_room(session: Any, duration: float, join_timeout: float) -> dict
                 break
             await asyncio.sleep(min(0.05, max(0.0, due - time.monotonic()) + 0.005))
         sd.run()
-        for d in sd.engine.divergences(include_pending=False):
+        final = sd.divergences(include_pending=False) if hasattr(sd, "divergences") else \
+            sd.engine.divergences(include_pending=False)
+        for d in final:
             seen[(d.comm_id, d.kind)] = d
         return seen
     finally:

@@ -9,6 +9,7 @@ to a full re-read (never a stale view).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ class DocError(Exception):
 # --------------------------------------------------------------------------- actors, ids
 
 
+@functools.lru_cache(maxsize=4096)  # a document has few actors and many changes
 def actor_label(actor: bytes) -> str:
     """Actor ids are the UTF-8 bytes of a label from #833 on; random 16 bytes before."""
     try:
@@ -202,7 +204,8 @@ class DocReplica:
         if before != after:
             dirty = self.paths.dirty(self.doc, before) if (want_dirty and before) else {ALL}
             if ALL in dirty:
-                self.paths.rebuild(self.doc)
+                # indexed when an incremental read first needs it: a join's full syncs stay cheap
+                self.paths.invalidate()
         reply = self.generate()
         return reply, dirty
 
@@ -231,12 +234,23 @@ class ObjectPaths:
 
     def __init__(self) -> None:
         self._paths: dict[tuple[int, bytes], tuple[str, ...]] = {}
+        self.stale = False  # a full read happened: index from the document before the next use
         self.fallbacks = 0  # incremental reads that had to fall back to a full read
 
     def __len__(self) -> int:
         return len(self._paths)
 
+    def invalidate(self) -> None:
+        self._paths.clear()
+        self.stale = True
+
+    def warm(self, doc: am.Document) -> None:
+        """Index now (idle time) rather than on the next incremental read."""
+        if self.stale:
+            self.rebuild(doc)
+
     def rebuild(self, doc: am.Document) -> None:
+        self.stale = False
         self._paths.clear()
         stack: list[tuple[bytes, tuple[str, ...], bool]] = [(am.ROOT, (), True)]
         while stack:
@@ -258,6 +272,8 @@ class ObjectPaths:
     def dirty(self, doc: am.Document, before: list[bytes]) -> set[tuple[str, ...]]:
         """Paths the changes since `before` touched; {ALL} when one cannot be placed."""
         out: set[tuple[str, ...]] = set()
+        if self.stale:
+            self.rebuild(doc)  # from the document as it is now; the new changes' make ops agree
         try:
             changes = doc.get_changes(before)
             for ch in changes:

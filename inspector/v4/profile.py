@@ -5,17 +5,15 @@ v4 divergence sources (topology, state, echo broadcasts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import time
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from ..errors import BadFrame, ProtocolMismatch
 from ..profiles import PROFILES, Profile
 from ..protocol import messages as m
-from ..snapshot import CellView, CommView, DocumentSummary, KernelView, Snapshot
-from .divergence import V4Divergence
+from ..snapshot import CellView, CommView, DocumentSummary, KernelView
+from .divergence import V4SessionDivergence
 from .manifests import BlobSource
 from .room import DOC_FRAMES, V4Room
 
@@ -36,9 +34,8 @@ class V4Profile(Profile):
 
     def __init__(self) -> None:
         self.room: V4Room | None = None
-        self.divergence = V4Divergence()
+        self.divergence: V4SessionDivergence | None = None
         self._session: PeerSession | None = None
-        self._recheck: asyncio.TimerHandle | None = None
 
     def handshake(self, notebook_id: str) -> m.NotebookSync:
         # typed_bootstrap: the reply is a 0x07 frame like every later one; never working_dir /
@@ -65,12 +62,34 @@ class V4Profile(Profile):
         if self.room is None or self.room.replicas is not session.replicas:
             # first sync, or a reconnect gave the session fresh replicas
             self.room = V4Room(session.config.notebook_id, self._blob_source(session), replicas=session.replicas)
-            self.divergence = V4Divergence()
-            if self._session is not session:
-                self._session = session
-                session.hooks.append(self._on_hook)
-                session.snapshot_filters.append(self._with_divergence)
+            self._bind_divergence(session)
         return self.room
+
+    def _bind_divergence(self, session: PeerSession) -> None:
+        """One v4 divergence binding per room. A v2 binding the CLI attached before the protocol
+        was known is replaced (its settings, kernel connection and tap are taken over)."""
+        from ..divergence import SessionDivergence
+
+        old = getattr(session, "divergence", None)
+        config, tap = None, None
+        connection = session.config.extra.get("kernel_connection")
+        if isinstance(old, V4SessionDivergence):
+            config, connection = old.engine.config, old.kernel_connection
+            old.detach()
+        elif isinstance(old, SessionDivergence):
+            config, tap = old.engine.config, old.tap
+            with contextlib.suppress(ValueError):
+                session.hooks.remove(old._on_hook)
+            with contextlib.suppress(ValueError):
+                session._listeners.remove(old._on_session_change)
+            with contextlib.suppress(ValueError):
+                session.snapshot_filters.remove(old._filter)
+            if tap is not None:
+                connection = tap.connection.path
+        if self._on_hook not in session.hooks:
+            session.hooks.append(self._on_hook)
+        self._session = session
+        self.divergence = V4SessionDivergence(session, config, connection, tap=tap)
 
     @staticmethod
     def _blob_source(session: PeerSession) -> BlobSource | None:
@@ -87,46 +106,36 @@ class V4Profile(Profile):
     def doc_changed(self, session: PeerSession, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
         room = self._room(session)
         changed = room.apply(replica.frame_type, dirty)
-        if replica.frame_type == 0x09:
-            self.divergence.observe_state({c: s.state for c, s in room.comms.comms.items()})
-        if replica.frame_type == 0x05 and not room.runtime.comms and not room.comms.comms:
-            self.divergence.observe_topology_cleared()
+        if self.divergence is not None and changed:
+            if replica.frame_type == 0x05:
+                self.divergence.on_runtime(room, changed)
+            elif replica.frame_type == 0x09:
+                self.divergence.on_state(room, changed)
         return changed
 
     def _on_hook(self, what: str, payload: Any) -> None:
-        if what == "broadcast" and isinstance(payload, m.Comm):
-            data = payload.content.get("data") if isinstance(payload.content.get("data"), dict) else {}
-            cid = payload.content.get("comm_id")
-            if data.get("method") == "echo_update" and isinstance(cid, str):
-                self.divergence.observe_echo(cid, data.get("state"))
+        if what == "broadcast" and isinstance(payload, m.Comm) and self.divergence is not None:
+            self.divergence.on_broadcast(payload)
+        elif what == "control" and isinstance(payload, dict) and payload.get("type") == "sync_status":
+            self._on_sync_status(payload)
 
-    def _with_divergence(self, snap: Snapshot) -> Snapshot:
-        if self.room is None:
-            return snap
-        found = self.divergence.evaluate(self.room.runtime.comms,
-                                         {c: s.state for c, s in self.room.comms.comms.items()}, time.monotonic())
-        sources = ("topology", "state", "echo") + (("kernel",) if self.divergence.kernel is not None else ())
-        pending = [d.since_ms for d in found if d.status == "pending"]
-        if pending and self._session is not None:
-            # a pending difference matures without any frame arriving: wake the session then
-            self._schedule_recheck(self.divergence.settle_s - max(pending) / 1000)
-        return msgspec.structs.replace(snap, divergence=snap.divergence + found, sources=sources)
-
-    def _schedule_recheck(self, delay: float) -> None:
-        if self._recheck is not None and not self._recheck.cancelled():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
+    def _on_sync_status(self, status: dict[str, Any]) -> None:
+        """The daemon says the join is complete (notebook interactive, runtime state ready, and it
+        sends this after the last document): live now, not after a quiet window."""
         session = self._session
+        if session is None or status.get("notebook_doc") != "interactive" or status.get("runtime_state") != "ready":
+            return
+        if session.state == "syncing":
+            session._maybe_live()
+            if session.state == "live":
+                # index the documents for incremental reads once the tree is shown
+                with contextlib.suppress(RuntimeError):
+                    asyncio.get_running_loop().call_later(0.05, self._warm, session)
 
-        def fire() -> None:
-            self._recheck = None
-            if session is not None:
-                session._changed({"divergence"})
-
-        self._recheck = loop.call_later(max(0.01, delay) + 0.01, fire)
+    @staticmethod
+    def _warm(session: PeerSession) -> None:
+        for rep in session.replicas.values():
+            rep.paths.warm(rep.doc)
 
     # -- snapshot parts -------------------------------------------------------------------------
 

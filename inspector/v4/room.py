@@ -23,7 +23,6 @@ from ..document import (
     DocReplica,
     NotebookReader,
     exid_hex,
-    latest_writer,
     map_entries,
     parse_exid,
     to_json,
@@ -55,9 +54,47 @@ def kind_name(kind: Any) -> str:
     return str(kind).rsplit(".", 1)[-1]
 
 
+_LABELS: dict[bytes, str] = {}
+
+
+def _op_id(exid: bytes) -> tuple[int, str] | None:
+    """(counter, actor label) of an op id. Common layout read inline (one byte of actor length,
+    actor, counter): a 600-comm room has ~20,000 of them at join, so no generic LEB walk and
+    no label decode per op (labels are cached by actor)."""
+    n = exid[1] if len(exid) > 2 else 0x80
+    if n < 0x80 and len(exid) > 2 + n:
+        actor = exid[2 : 2 + n]
+        counter = ctr = shift = 0
+        for b in exid[2 + n :]:  # the last LEB128 number is the counter
+            ctr |= (b & 0x7F) << shift
+            if b & 0x80:
+                shift += 7
+            else:
+                counter, ctr, shift = ctr, 0, 0
+    else:
+        p = parse_exid(exid)
+        if p is None:
+            return None
+        actor, counter = p
+    label = _LABELS.get(actor)
+    if label is None:
+        label = _LABELS[actor] = _actor_label(actor)
+    return counter, label
+
+
 def writer_of(exid: bytes) -> str | None:
-    p = parse_exid(exid)
-    return _actor_label(p[0]) if p else None
+    p = _op_id(exid)
+    return p[1] if p else None
+
+
+def latest_writer(exids: Iterable[bytes]) -> str | None:
+    """Actor label of the op with the highest Lamport counter among `exids`."""
+    best: tuple[int, str] | None = None
+    for e in exids:
+        p = _op_id(e)
+        if p is not None and (best is None or p > best):
+            best = p
+    return best[1] if best else None
 
 
 def _scalar(entry: tuple[Any, bytes] | None) -> Any:
@@ -362,6 +399,12 @@ class V4Room:
         self._cell_cache: dict[str, tuple[CellView, Execution | None, CellView]] = {}
         self._comm_cache: dict[str, tuple[Topology | None, CommState | None, CommView]] = {}
         self.changed_at: dict[int, float] = {}
+        # Joined views, rebuilt only when their inputs changed: a slider storm touches one
+        # comm's state and must not re-walk 1,000 cells or re-sort 600 comms per frame.
+        self._cells_view: tuple[CellView, ...] | None = None
+        self._comms_view: tuple[CommView, ...] | None = None
+        self._comm_order: list[str] | None = None
+        self._summaries: dict[int, DocumentSummary] = {}
 
     @property
     def blobs(self) -> BlobGetter | None:
@@ -374,6 +417,7 @@ class V4Room:
         self.runtime.refresh(self.replicas[0x05].doc, {ALL})
         self._cell_cache.clear()
         self._comm_cache.clear()
+        self._cells_view = self._comms_view = self._comm_order = None
 
     def replica(self, name: str) -> DocReplica:
         return self.replicas[FRAME_OF[name]]
@@ -394,17 +438,36 @@ class V4Room:
         doc = self.replicas[frame_type].doc
         self.changed_at[frame_type] = time.monotonic()
         self._tree_dirty.add(frame_type)
+        self._summaries.pop(frame_type, None)
         if frame_type == 0x00:
-            return self.notebook.refresh(doc, dirty)
+            changed = self.notebook.refresh(doc, dirty)
+            if any(p.startswith("cells") for p in changed):
+                self._cells_view = None
+            return changed
         if frame_type == 0x05:
-            return self.runtime.refresh(doc, dirty)
+            changed = self.runtime.refresh(doc, dirty)
+            if any(p.startswith("executions") for p in changed):
+                self._cells_view = None
+            if any(p.startswith("comms") for p in changed):
+                self._comms_view = self._comm_order = None  # topology: membership or seq may move
+            return changed
         if frame_type == 0x09:
-            return {f"state/{p}" for p in self.comms.refresh(doc, dirty)}
+            changed = self.comms.refresh(doc, dirty)
+            if changed:
+                self._comms_view = None
+                if "comms" in changed or any(p[6:] not in self._comm_cache for p in changed if p.startswith("comms/")):
+                    self._comm_order = None  # a comm came or went
+            return {f"state/{p}" for p in changed}
         return {DOC_FRAMES.get(frame_type, f"0x{frame_type:02x}")}
 
     # -- views ---------------------------------------------------------------------------------
 
     def cells(self) -> tuple[CellView, ...]:
+        if self._cells_view is None:
+            self._cells_view = self._build_cells()
+        return self._cells_view
+
+    def _build_cells(self) -> tuple[CellView, ...]:
         out = []
         seen = set()
         for cell in self.notebook.ordered_cells():
@@ -432,9 +495,17 @@ class V4Room:
 
     def comm_views(self) -> tuple[CommView, ...]:
         """Topology in seq order joined with state; comms known to one document only come last."""
+        if self._comms_view is None:
+            self._comms_view = self._build_comm_views()
+        return self._comms_view
+
+    def _build_comm_views(self) -> tuple[CommView, ...]:
         topo, states = self.runtime.comms, self.comms.comms
-        ids = sorted(topo, key=lambda c: (topo[c].seq is None, topo[c].seq or 0, c))
-        ids += sorted(c for c in states if c not in topo)
+        if self._comm_order is None:
+            ids = sorted(topo, key=lambda c: (topo[c].seq is None, topo[c].seq or 0, c))
+            ids += sorted(c for c in states if c not in topo)
+            self._comm_order = ids
+        ids = self._comm_order
         out = []
         for cid in ids:
             t, s = topo.get(cid), states.get(cid)
@@ -445,8 +516,9 @@ class V4Room:
             view = self._join(cid, t, s)
             self._comm_cache[cid] = (t, s, view)
             out.append(view)
-        for gone in set(self._comm_cache) - set(ids):
-            del self._comm_cache[gone]
+        if len(self._comm_cache) != len(ids):
+            for gone in set(self._comm_cache) - set(ids):
+                del self._comm_cache[gone]
         return tuple(out)
 
     @staticmethod
@@ -498,9 +570,12 @@ class V4Room:
     def documents(self) -> tuple[DocumentSummary, ...]:
         out = []
         for ft, rep in self.replicas.items():
-            changes, actors = rep.change_actors()
-            out.append(DocumentSummary(name=rep.name, frame_type=ft, heads=rep.heads, changes=changes,
-                                       actors=actors, tree=self.tree(ft)))
+            summary = self._summaries.get(ft)
+            if summary is None:
+                changes, actors = rep.change_actors()
+                summary = self._summaries[ft] = DocumentSummary(
+                    name=rep.name, frame_type=ft, heads=rep.heads, changes=changes, actors=actors, tree=self.tree(ft))
+            out.append(summary)
         return tuple(out)
 
     def is_populated(self) -> bool:

@@ -3,7 +3,9 @@
 Reads JSON commands on stdin, one per line, and answers each with one JSON line on stdout:
 
     {"op": "create"}                               -> {"ok": true, "notebook_id": ...}
+    {"op": "open", "path": "x.ipynb"}              -> {"ok": true, "notebook_id": ..., "cells": n}
     {"op": "run", "source": "..."}                  -> {"ok": true, "success": ..., "outputs": [...]}
+    {"op": "run", "cell_id": "..."}                 -> runs an existing cell (e.g. one of an opened file)
     {"op": "cells", "n": 1000}                      -> {"ok": true}   (adds n markdown cells)
     {"op": "send_comm", "comm_id": ..., "state": {}} -> {"ok": true, "response": {...}}
     {"op": "quit"}                                  -> shuts the kernel down, disconnects
@@ -87,8 +89,13 @@ async def main() -> None:
             if op == "create":
                 nb = await client.create_notebook(runtime="python", working_dir=cmd.get("workdir"))
                 answer({"ok": True, "notebook_id": nb.notebook_id})
+            elif op == "open":
+                # a file-backed room: the daemon loads every cell in one go (far faster than
+                # creating them one request at a time)
+                nb = await client.open_notebook(cmd["path"])
+                answer({"ok": True, "notebook_id": nb.notebook_id, "cells": len(nb.cells.ids)})
             elif op == "run":
-                cell = await nb.cells.create(cmd["source"])
+                cell = nb.cells.get_by_id(cmd["cell_id"]) if "cell_id" in cmd else await nb.cells.create(cmd["source"])
                 res = await cell.run(timeout_secs=cmd.get("timeout", 120))
                 answer({"ok": True, "success": res.success, "cell_id": cell.id,
                         "outputs": [str(o) for o in res.outputs], "stderr": res.stderr})
