@@ -14,11 +14,23 @@ fi
 export RTD_TOOLS=$TOOLS
 export RTD_PREFIX=${RTD_PREFIX:-/opt/real-runtimed}
 [ -w "$(dirname "$RTD_PREFIX")" ] || export RTD_PREFIX=$REPO/build/real-runtimed
-STATE=${RTD_STATE_DIR:-$REPO/build/rtd-state}
-mkdir -p "$(dirname "$STATE")"
+# A state dir of its own per run (unless given): two runs at once (a developer's and a test
+# suite's) must not wipe each other's daemon with --fresh.
+if [ -n "${RTD_STATE_DIR:-}" ]; then
+  STATE=$RTD_STATE_DIR
+  OWN_STATE=0
+else
+  mkdir -p "$REPO/build"
+  STATE=$(mktemp -d "$REPO/build/rtd-state.XXXXXX")
+  OWN_STATE=1
+fi
+cleanup() {
+  "$TOOLS/stop.sh" "$STATE" || true
+  if [ "$OWN_STATE" = 1 ]; then rm -rf "$STATE"; fi
+}
 
 "$TOOLS/setup.sh"
-trap '"$TOOLS/stop.sh" "$STATE" || true' EXIT
+trap cleanup EXIT
 "$TOOLS/start.sh" "$STATE" --fresh --no-auto-format --no-netns --uv-cache "$RTD_PREFIX/uv-cache"
 # shellcheck disable=SC1091
 . "$STATE/daemon.env"

@@ -82,6 +82,14 @@ def _op_id(exid: bytes) -> tuple[int, str] | None:
     return counter, label
 
 
+def obj_hex(exid: bytes) -> str:
+    """`exid_hex` without the generic LEB walk (`counter@actorhex`)."""
+    n = exid[1] if len(exid) > 2 else 0x80
+    if n < 0x80 and len(exid) > 2 + n and exid[-1] < 0x80 and all(b < 0x80 for b in exid[2 + n : -1]):
+        return f"{exid[-1]}@{exid[2 : 2 + n].hex()}"
+    return exid_hex(exid)
+
+
 def writer_of(exid: bytes) -> str | None:
     p = _op_id(exid)
     return p[1] if p else None
@@ -285,7 +293,7 @@ class RuntimeStateReader:
             comm_id=cid, seq=seq, seq_type=seq_type, target_name=opt("target_name"),
             model_module=opt("model_module"), model_name=opt("model_name"), outputs=tuple(outputs),
             output_ids=tuple(o.ref for o in outputs), capture_msg_id=_scalar(ent.get("capture_msg_id")),
-            writer=latest_writer(e[1] for e in ent.values()), obj_id=exid_hex(obj), flags=tuple(flags), extra=extra,
+            writer=latest_writer(e[1] for e in ent.values()), obj_id=obj_hex(obj), flags=tuple(flags), extra=extra,
         )
 
 
@@ -341,18 +349,19 @@ class CommsDocReader:
     def _state(doc: am.Document, obj: bytes, cid: str) -> CommState:
         state: dict[str, Any] = {}
         writers: dict[str, str] = {}
-        exids = []
+        latest: tuple[int, str] | None = None
         for k, (v, exid) in zip(doc.keys(obj), doc.values(obj), strict=False):
             if isinstance(v, am.ObjType):
                 state[k] = to_json(doc, exid)
             else:
                 val = v[1]
                 state[k] = val.hex() if isinstance(val, bytes) else val
-            w = writer_of(exid)
-            if w is not None:
-                writers[k] = w
-            exids.append(exid)
-        return CommState(cid, state, writers, latest_writer(exids), exid_hex(obj))
+            op = _op_id(exid)  # one parse per key gives both its writer and the latest writer
+            if op is not None:
+                writers[k] = op[1]
+                if latest is None or op > latest:
+                    latest = op
+        return CommState(cid, state, writers, latest[1] if latest else None, obj_hex(obj))
 
 
 # --------------------------------------------------------------------------- the room
