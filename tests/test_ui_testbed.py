@@ -31,7 +31,12 @@ from inspector.ui.timeline import EventRole  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.kernel]
 
-SHOTS = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots")
+# Screenshots go to tests/artifacts to be looked at; RUNTIMED_INSPECTOR_UPDATE_SCREENSHOTS=1 refreshes
+# the committed ones in docs/screenshots instead (a test run must not dirty the checkout).
+SHOTS = (os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots")
+         if os.environ.get("RUNTIMED_INSPECTOR_UPDATE_SCREENSHOTS") == "1"
+         else os.path.join(os.path.dirname(__file__), "artifacts"))
+os.makedirs(SHOTS, exist_ok=True)
 CELLS = [
     "import ipywidgets as w\ns = w.IntSlider(value=1, description='speed')\ns",
     "t = w.Text(value='hello', description='name')\nt",
