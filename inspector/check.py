@@ -126,6 +126,13 @@ async def watch_room(session: Any, duration: float, join_timeout: float) -> dict
                 raise Timeout(f"could not join the room within {join_timeout:.0f} s")
             await asyncio.sleep(0.02)
         sd: SessionDivergence = session.divergence  # after the join: a v4 profile brings its own binding
+        if session.config.extra.get("kernel_connection"):
+            # the kernel view only sees what is published after it subscribed: wait for it (bounded)
+            limit = time.monotonic() + 2.0
+            while (sd.tap is None or sd.tap.state == "connecting") and time.monotonic() < limit:
+                await asyncio.sleep(0.02)
+        print(f"check: watching room {session.config.notebook_id} for {duration:g} s "
+              f"(views: {', '.join(sd.sources())})", file=sys.stderr, flush=True)
         end = time.monotonic() + duration
         while time.monotonic() < end:
             if task.done():

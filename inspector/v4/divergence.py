@@ -119,8 +119,10 @@ class StateSource(CommSource):
         self.changed_keys: dict[str, dict[str, float]] = {}  # comm -> key -> when the CommsDoc changed it
 
     def refresh(self, states: dict[str, CommState], topo: dict[str, Topology], ids: set[str] | None,
-                now: float, force: set[str] = frozenset()) -> set[str]:
+                now: float, force: set[str] = frozenset(), initial: bool = False) -> set[str]:
+        """`initial`: the state at join, whose keys changed at an unknown time before it (0.0)."""
         self.touch(now)
+        key_now = 0.0 if initial else now
         wanted = (set(states) | set(self._seen) if ids is None else set(ids)) | set(force)
         changed = set()
         for cid in wanted:
@@ -143,7 +145,7 @@ class StateSource(CommSource):
                 if old_state is not None and k in old_state and json_equal(old_state[k], v):
                     key_times[k] = times.get(k, prev.opened_at)
                 else:
-                    key_times[k] = times[k] = now
+                    key_times[k] = times[k] = key_now
             t = topo.get(cid)
             mm, mn = s.state.get("_model_module"), s.state.get("_model_name")
             self.put(ViewComm(
@@ -173,10 +175,13 @@ class OverlaySource(CommSource):
         self.state_src = state
         self.reported: dict[str, _Reported] = {}
 
-    def report(self, cid: str, delta: dict[str, Any], now: float) -> None:
+    def note(self, cid: str, delta: dict[str, Any], now: float) -> None:
         rep = self.reported.setdefault(cid, _Reported())
         for k, v in delta.items():
             rep.keys[k] = (v, now)
+
+    def report(self, cid: str, delta: dict[str, Any], now: float) -> None:
+        self.note(cid, delta, now)
         self.rebuild(cid, now)
 
     def opened(self, cid: str, state: dict[str, Any], target: str | None, now: float) -> None:
@@ -328,9 +333,11 @@ class V4SessionDivergence:
             return
         data = content.get("data") if isinstance(content.get("data"), dict) else {}
         cid = content.get("comm_id")
-        if data.get("method") == "echo_update" and isinstance(cid, str) and isinstance(data.get("state"), dict) \
-                and self._joined:
+        if data.get("method") == "echo_update" and isinstance(cid, str) and isinstance(data.get("state"), dict):
             now = time.monotonic() if now is None else now
+            if not self._joined:
+                self.echo.note(cid, data["state"], now)  # applied when the views are loaded
+                return
             self.echo.report(cid, data["state"], now)
             self.run(now)
 
@@ -455,7 +462,9 @@ class V4SessionDivergence:
             return
         now = time.monotonic()
         self.topology.refresh(room.runtime.comms, None, now)
-        self.state.refresh(room.comms.comms, room.runtime.comms, None, now)
+        self.state.refresh(room.comms.comms, room.runtime.comms, None, now, initial=True)
+        for cid in list(self.echo.reported):  # echoes that arrived during the join
+            self.echo.rebuild(cid, now)
         for src in (self.topology, self.state, self.echo, self.kernel):
             src.ready = True
             src.notify(set(src.comms))

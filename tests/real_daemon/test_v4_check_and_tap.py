@@ -9,7 +9,6 @@ import os
 import sys
 import time
 
-from inspector.pool import PoolClient
 from inspector.session import PeerSession, SessionConfig
 from inspector.v4.divergence import find_connection_file, runtime_cache_dir
 
@@ -30,27 +29,21 @@ def slider_of(snap):
     return c
 
 
-async def peers(socket_path: str, notebook_id: str) -> int:
-    async with PoolClient(socket_path, 4) as pool:
-        rooms = await pool.list_rooms()
-    return next(r.active_peers for r in rooms if r.notebook_id == notebook_id)
-
-
 async def run_check(socket_path: str, notebook_id: str, seconds: float, *extra: str, during=None):
     """Run `runtimed-inspector check` as a user would; `during()` runs once it has joined the room."""
-    before = await peers(socket_path, notebook_id)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "inspector", "check", "--socket", socket_path, "--notebook", notebook_id,
         "--for", str(seconds), *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=dict(os.environ, PYTHONPATH=os.getcwd()))
     try:
+        head = b""
         if during is not None:
-            deadline = time.monotonic() + 20
-            while await peers(socket_path, notebook_id) <= before:
-                assert proc.returncode is None and time.monotonic() < deadline, "check never joined the room"
-                await asyncio.sleep(0.05)
+            # check announces on stderr when it has joined (and its kernel tap subscribed)
+            head = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert head.startswith(b"check: watching"), head
             await during()
         out, err = await asyncio.wait_for(proc.communicate(), seconds + 40)
+        err = head + err
     finally:
         if proc.returncode is None:
             proc.kill()
