@@ -60,10 +60,16 @@ def parse_exid(exid: bytes) -> tuple[bytes, int] | None:
     """(actor, counter) of an Automerge object/op id; None for ROOT or unknown layouts."""
     if not exid or exid == am.ROOT:
         return None
-    n = exid[1] if len(exid) > 2 else 0x80
-    if n < 0x80 and len(exid) >= 2 + n + 2 and exid[-1] < 0x80 and exid[-2] < 0x80:
-        # common layout: short actor, one-byte actor index and counter
-        return exid[2 : 2 + n], exid[-1]
+    size = len(exid)
+    n = exid[1] if size > 2 else 0x80
+    pos = 2 + n
+    if n < 0x80 and size > pos + 1 and exid[pos] < 0x80:
+        # common layout: short actor, one-byte actor index, then the counter (LEB128)
+        counter = shift = 0
+        for b in exid[pos + 1 :]:
+            counter |= (b & 0x7F) << shift
+            shift += 7
+        return exid[2:pos], counter
     try:
         n, pos = _uleb(exid, 1)
         actor = exid[pos : pos + n]
