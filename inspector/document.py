@@ -744,6 +744,25 @@ class NotebookReader:
             self.warnings.append(text)
 
 
+def read_seq(ent: dict[str, tuple[Any, bytes]], flags: list[str], expect_uint: bool) -> tuple[int | None, str | None]:
+    """A comm's `seq` (Uint under #808, Int in later upstream docs); deviations go to `flags`."""
+    se = ent.get("seq")
+    if se is None:
+        flags.append("missing seq")
+        return None, None
+    if isinstance(se[0], am.ObjType):
+        flags.append("seq is an object")
+        return None, None
+    kind = se[0][0]
+    seq_type = kind_name(kind)
+    if kind not in (am.ScalarType.Uint, am.ScalarType.Int):
+        flags.append(f"seq has kind {seq_type}")
+        return None, seq_type
+    if expect_uint and kind == am.ScalarType.Int:
+        flags.append("seq stored as Int, not Uint")
+    return int(se[0][1]), seq_type
+
+
 def read_comm_entry(doc: am.Document, obj: bytes, comm_id: str, resolve: OutputResolver,
                     refs_out: dict[str, set[str]] | None = None) -> CommView:
     """One `comms/<id>` entry with the #808 tolerances (document-schema §10.3)."""
@@ -766,21 +785,7 @@ def read_comm_entry(doc: am.Document, obj: bytes, comm_id: str, resolve: OutputR
     target = opt_str("target_name")
     mm = opt_str("model_module")
     mn = opt_str("model_name")
-    seq: int | None = None
-    seq_type = None
-    se = ent.get("seq")
-    if se is None:
-        flags.append("missing seq")
-    elif isinstance(se[0], am.ObjType):
-        flags.append("seq is an object")
-    else:
-        seq_type = kind_name(se[0][0])
-        if se[0][0] in (am.ScalarType.Uint, am.ScalarType.Int):
-            seq = int(se[0][1])
-            if se[0][0] == am.ScalarType.Int:
-                flags.append("seq stored as Int, not Uint")
-        else:
-            flags.append(f"seq has kind {seq_type}")
+    seq, seq_type = read_seq(ent, flags, expect_uint=True)
     state: Any = None
     state_error = None
     st = ent.get("state")

@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from .session import PeerSession
 
 
+def capabilities(payload: bytes) -> dict[str, Any]:
+    """The handshake reply as a dict; a reply that is not capabilities JSON is a bad frame."""
+    try:
+        raw = m.decode_json(payload)
+    except m.MessageError as exc:
+        raise BadFrame(f"the handshake reply is not JSON: {exc}") from None
+    if not isinstance(raw, dict) or "protocol" not in raw:
+        raise BadFrame(f"the handshake reply is not protocol capabilities: {str(raw)[:200]}")
+    return raw
+
+
 class Profile:
     version: int = 0
     name: str = "?"
@@ -84,12 +95,7 @@ class V2Profile(Profile):
         return m.NotebookSync(notebook_id=notebook_id, protocol="v2")
 
     def parse_bootstrap(self, payload: bytes) -> dict[str, Any]:
-        try:
-            raw = m.decode_json(payload)
-        except m.MessageError as exc:
-            raise BadFrame(f"the handshake reply is not JSON: {exc}") from None
-        if not isinstance(raw, dict) or "protocol" not in raw:
-            raise BadFrame(f"the handshake reply is not ProtocolCapabilities: {str(raw)[:200]}")
+        raw = capabilities(payload)
         version = raw.get("protocol_version")
         if version not in (None, 2) or raw.get("protocol") != "v2":
             raise ProtocolMismatch(

@@ -9,8 +9,8 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadFrame, ProtocolMismatch
-from ..profiles import PROFILES, Profile
+from ..errors import ProtocolMismatch
+from ..profiles import PROFILES, Profile, capabilities
 from ..protocol import messages as m
 from ..snapshot import CellView, CommView, DocumentSummary, KernelView
 from .divergence import V4SessionDivergence
@@ -43,12 +43,7 @@ class V4Profile(Profile):
         return m.NotebookSync(notebook_id=notebook_id, protocol="v4", typed_bootstrap=True, operator=OPERATOR)
 
     def parse_bootstrap(self, payload: bytes) -> dict[str, Any]:
-        try:
-            raw = m.decode_json(payload)
-        except m.MessageError as exc:
-            raise BadFrame(f"the handshake reply is not JSON: {exc}") from None
-        if not isinstance(raw, dict) or "protocol" not in raw:
-            raise BadFrame(f"the handshake reply is not protocol capabilities: {str(raw)[:200]}")
+        raw = capabilities(payload)
         version = raw.get("protocol_version")
         if version != 4:
             raise ProtocolMismatch(f"the daemon answered as protocol {raw.get('protocol')} / {version}",

@@ -25,6 +25,7 @@ from ..document import (
     exid_hex,
     map_entries,
     parse_exid,
+    read_seq,
     to_json,
 )
 from ..document import actor_label as _actor_label
@@ -257,19 +258,7 @@ class RuntimeStateReader:
     def _topology(self, doc: am.Document, obj: bytes, cid: str) -> Topology:
         ent = map_entries(doc, obj)
         flags: list[str] = []
-        seq: int | None = None
-        seq_type = None
-        se = ent.get("seq")
-        if se is None:
-            flags.append("missing seq")
-        elif isinstance(se[0], am.ObjType):
-            flags.append("seq is an object")
-        else:
-            seq_type = kind_name(se[0][0])
-            if se[0][0] in (am.ScalarType.Int, am.ScalarType.Uint):
-                seq = int(se[0][1])
-            else:
-                flags.append(f"seq has kind {seq_type}")
+        seq, seq_type = read_seq(ent, flags, expect_uint=False)  # v4 writes Int by design
         outputs: list[OutputView] = []
         oe = ent.get("outputs")
         if oe is not None and oe[0] == am.ObjType.List:
