@@ -14,6 +14,7 @@ only then reported under its kind with the spec's severity.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import collections
 import heapq
@@ -1153,7 +1154,42 @@ def _key_diff(key: str, vals: dict[str, Any], times: dict[str, float], now: floa
 # -- binding to a v2 peer session ---------------------------------------------------------------
 
 
-class SessionDivergence:
+class EngineTimer:
+    """Evaluates a session's engine now and again at its next deadline (an asyncio timer), so a
+    pending difference is promoted even when no further frame arrives."""
+
+    engine: DivergenceEngine
+    session: Any
+    _timer: Any = None
+    _timer_due: float | None = None
+
+    def run(self, now: float | None = None) -> list[Transition]:
+        trs = self.engine.update(now)
+        self._schedule()
+        if trs:
+            self.session._changed({"divergence"})
+        return trs
+
+    def _schedule(self) -> None:
+        due = self.engine.next_deadline()
+        if due is None or due == self._timer_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = loop.call_later(max(0.0, due - time.monotonic()) + 0.001, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_due = None
+        self.run()
+
+
+class SessionDivergence(EngineTimer):
     """Runs an engine inside a `PeerSession` (protocol profiles with a CommSync feed).
 
     Uses the session's extension points only: `hooks` (doc changes, broadcasts), a listener
@@ -1285,33 +1321,6 @@ class SessionDivergence:
         self.run(now)
 
     # -- evaluation and the timer -------------------------------------------------------------
-
-    def run(self, now: float | None = None) -> list[Transition]:
-        trs = self.engine.update(now)
-        self._schedule()
-        if trs:
-            self.session._changed({"divergence"})
-        return trs
-
-    def _schedule(self) -> None:
-        due = self.engine.next_deadline()
-        if due is None or due == self._timer_due:
-            return
-        import asyncio
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_due = due
-        self._timer = loop.call_later(max(0.0, due - time.monotonic()) + 0.001, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_due = None
-        self.run()
 
     def _emit(self, tr: Transition) -> None:
         from . import events as ev

@@ -39,6 +39,7 @@ from ..divergence import (
     ORPHAN_TOPOLOGY,
     CommSource,
     DivergenceEngine,
+    EngineTimer,
     Pair,
     SettleConfig,
     Transition,
@@ -244,7 +245,7 @@ class OverlaySource(CommSource):
 # --------------------------------------------------------------------------- the binding
 
 
-class V4SessionDivergence:
+class V4SessionDivergence(EngineTimer):
     """The engine inside a v4 `PeerSession`, fed by the v4 profile.
 
     Same surface as the v2 binding (`engine`, `tap`, `run`, `sources`), so `check`, `watch`
@@ -475,31 +476,6 @@ class V4SessionDivergence:
         self.run(now)
 
     # -- evaluation ---------------------------------------------------------------------------------
-
-    def run(self, now: float | None = None) -> list[Transition]:
-        trs = self.engine.update(now)
-        self._schedule()
-        if trs:
-            self.session._changed({"divergence"})
-        return trs
-
-    def _schedule(self) -> None:
-        due = self.engine.next_deadline()
-        if due is None or due == self._timer_due:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_due = due
-        self._timer = loop.call_later(max(0.0, due - time.monotonic()) + 0.001, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_due = None
-        self.run()
 
     def _emit(self, tr: Transition) -> None:
         from .. import events as ev
