@@ -141,10 +141,10 @@ async def probe(path: str, *, allow_other_user: bool = False, timeout: float = 5
                 proto = pong.protocol_version or version
                 probe_ = DaemonProbe(path, proto, pong.daemon_version)
                 if proto != version:
-                    # A pool that accepted our byte but speaks another version: re-ask in its own.
-                    if proto in SUPPORTED_VERSIONS:
-                        return await _probe_as(path, proto, allow_other_user, timeout, with_rooms)
-                    return probe_
+                    if proto not in SUPPORTED_VERSIONS:
+                        return probe_
+                    # A v4 pool answers any preamble version: keep asking on this connection.
+                    pool.version = proto
                 if with_rooms:
                     probe_.rooms = await pool.list_rooms()
                 info = await pool.daemon_info()
@@ -152,7 +152,7 @@ async def probe(path: str, *, allow_other_user: bool = False, timeout: float = 5
                     probe_.blob_port, probe_.pid = info.blob_port, info.pid
                     probe_.info = m.to_builtins(info)
                     probe_.daemon_version = probe_.daemon_version or info.daemon_version
-            if version == 2:
+            if probe_.protocol_version == 2:
                 dj = _daemon_json(path)
                 probe_.daemon_version = probe_.daemon_version or dj.get("version")
                 probe_.pid = dj.get("pid")
@@ -170,18 +170,6 @@ async def probe(path: str, *, allow_other_user: bool = False, timeout: float = 5
                           f"(tried protocol versions 2 and 4)")
     raise NotRuntimed(f"{path} closed the connection on a runtimed ping with protocol versions 2 and 4: "
                       "not a runtimed socket, or a daemon of an unsupported version")
-
-
-async def _probe_as(path: str, version: int, allow_other_user: bool, timeout: float, with_rooms: bool) -> DaemonProbe:
-    async with PoolClient(path, version, allow_other_user=allow_other_user, timeout=timeout) as pool:
-        pong = await pool.ping()
-        p = DaemonProbe(path, pong.protocol_version or version, pong.daemon_version)
-        if with_rooms:
-            p.rooms = await pool.list_rooms()
-        info = await pool.daemon_info()
-        if info is not None:
-            p.blob_port, p.pid, p.info = info.blob_port, info.pid, m.to_builtins(info)
-        return p
 
 
 def require_supported(p: DaemonProbe) -> None:
