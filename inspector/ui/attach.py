@@ -67,7 +67,7 @@ class AttachView(QWidget):
         hh = self.daemons.header()
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         hh.setStretchLastSection(False)
-        for col, w in ((1, 60), (2, 110), (3, 220)):
+        for col, w in ((1, 60), (2, 110), (3, 330)):
             hh.resizeSection(col, w)
         self.daemons.itemDoubleClicked.connect(self._on_daemon_double)
         self.daemons.currentItemChanged.connect(self._on_daemon_current)
@@ -221,6 +221,8 @@ class AttachView(QWidget):
                 if not res.supported:
                     top.setText(3, f"daemon speaks protocol {res.protocol_version}: not supported")
                     top.setForeground(3, th.theme().diverged_fg)
+                top.setToolTip(3, top.text(3))
+                top.setToolTip(0, path)
                 for room in res.rooms:
                     label = room.notebook_path or room.notebook_id
                     child = QTreeWidgetItem([label, str(room.active_peers),
