@@ -235,32 +235,45 @@ def test_fault_divergence_colouring_navigation_and_detail(window, bed, loop):
 
 
 def test_reconnect_after_testbed_restart_and_error_states(window, loop, tmp_path):
+    """The whole scenario runs inside one coroutine, so the loop keeps running while testbeds
+    start and stop (in worker threads): reconnection timing is the app's, not the harness's."""
     sock = str(tmp_path / "rt.sock")
-    # nothing listens yet: a specific error, and a retry countdown
-    window.attach(sock, "nb-1")
-    until(loop, lambda: "retrying in" in window.status_conn.text(), what="retry countdown")
-    assert "no socket" in window.status_conn.text() or "not running" in window.status_conn.text()
-    first = bed2 = None
-    try:
-        first = TestbedThread(sock, keep_alive=60.0).start()
-        nid = first.call(first.testbed.create_room, ["x = 1"], "nb-1")
-        until(loop, lambda: window.state == "live", timeout=40, what="live after the daemon appeared")
-        until(loop, lambda: window.model.rowCount(window.model.index_for_path("cells")) == 1, what="one cell")
-        first.stop()
-        first = None
-        until(loop, lambda: window.state in ("disconnected", "error"), what="disconnected")
-        until(loop, lambda: "retrying in" in window.status_conn.text(), what="countdown after the restart")
-        bed2 = TestbedThread(sock, keep_alive=60.0).start()
-        bed2.call(bed2.testbed.create_room, ["x = 1", "y = 2"], nid)
-        until(loop, lambda: window.state == "live", timeout=40, what="live again")
-        until(loop, lambda: not window.banner.isVisible(), what="banner gone once live")
-        until(loop, lambda: window.model.rowCount(window.model.index_for_path("cells")) == 2, what="two cells")
-        # a room that does not exist: the error says so
-        window.attach(sock, "no-such-room")
-        until(loop, lambda: "no room" in window.status_conn.text(), what="unknown room error")
-        until(loop, lambda: window.banner.isVisible() and "no room" in window.banner.text(), what="error banner")
-        window.grab().save(os.path.join(SHOTS, "error-state.png"))
-    finally:
-        for b in (first, bed2):
-            if b is not None:
-                b.stop()
+
+    async def wait(pred: Callable[[], Any], what: str, timeout: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        # nothing listens yet: a specific error, and a retry countdown
+        window.attach(sock, "nb-1")
+        await wait(lambda: "retrying in" in window.status_conn.text(), "retry countdown")
+        assert "no socket" in window.status_conn.text() or "not running" in window.status_conn.text()
+        first = await asyncio.to_thread(lambda: TestbedThread(sock, keep_alive=60.0).start())
+        bed2 = None
+        try:
+            nid = await asyncio.to_thread(first.call, first.testbed.create_room, ["x = 1"], "nb-1")
+            await wait(lambda: window.state == "live", "live after the daemon appeared")
+            await wait(lambda: window.model.rowCount(window.model.index_for_path("cells")) == 1, "one cell")
+            await asyncio.to_thread(first.stop)
+            first = None
+            await wait(lambda: window.state in ("disconnected", "error"), "disconnected")
+            await wait(lambda: "retrying in" in window.status_conn.text(), "countdown after the restart")
+            bed2 = await asyncio.to_thread(lambda: TestbedThread(sock, keep_alive=60.0).start())
+            await asyncio.to_thread(bed2.call, bed2.testbed.create_room, ["x = 1", "y = 2"], nid)
+            await wait(lambda: window.state == "live", "live again")
+            await wait(lambda: not window.banner.isVisible(), "banner gone once live")
+            await wait(lambda: window.model.rowCount(window.model.index_for_path("cells")) == 2, "two cells")
+            # a room that does not exist: the error says so
+            window.attach(sock, "no-such-room")
+            await wait(lambda: "no room" in window.status_conn.text(), "unknown room error")
+            await wait(lambda: window.banner.isVisible() and "no room" in window.banner.text(), "error banner")
+            window.grab().save(os.path.join(SHOTS, "error-state.png"))
+        finally:
+            for b in (first, bed2):
+                if b is not None:
+                    await asyncio.to_thread(b.stop)
+
+    loop.run_until_complete(scenario())
