@@ -143,7 +143,7 @@ def test_daemon_errors_exit_codes() -> None:
 
 
 def test_help_has_examples_and_version() -> None:
-    for cmd in ("rooms", "snapshot", "watch"):
+    for cmd in ("rooms", "snapshot", "watch", "check", "testbed", "demo", "gui"):
         res = run_cli(cmd, "--help")
         assert res.returncode == 0 and "examples:" in res.stdout
     res = run_cli("--version")

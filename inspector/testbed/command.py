@@ -26,6 +26,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run a runtimed-compatible daemon (protocol v2) with a real kernel and fault injection",
         description="Run the testbed daemon: protocol v2 on a Unix socket, a real ipykernel, the #808 "
                     "comms dual-write, and optional faults that make divergence reproducible.",
+        epilog="examples:\n"
+               "  runtimed-inspector testbed --socket /tmp/tb/rt.sock --notebook demo.ipynb\n"
+               "  runtimed-inspector testbed --fault doc-drop-update:IntSliderModel --fault feed-drop-close:every=2\n"
+               "  runtimed-inspector testbed --list-faults",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     configure_parser(p)
     p.set_defaults(func=run)

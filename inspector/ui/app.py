@@ -16,8 +16,15 @@ from ..errors import EXIT_USAGE
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("gui", help="open the desktop app (the default with no command)",
-                              description="Open the live inspector window.")
+    p = subparsers.add_parser(
+        "gui", help="open the desktop app (the default with no command)",
+        description="Open the live inspector window.",
+        epilog="examples:\n"
+               "  runtimed-inspector                                  # pick a daemon and a room\n"
+               "  runtimed-inspector gui --notebook 3f2a…            # straight to a room\n"
+               "  runtimed-inspector gui --notebook 3f2a… --kernel-connection auto\n"
+               "  QT_QPA_PLATFORM=offscreen runtimed-inspector gui --notebook 3f2a… --screenshot w.png --quit-after 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--socket", metavar="PATH", help="daemon socket (default: discovered)")
     p.add_argument("--notebook", metavar="ID", help="attach to this room right away")
     p.add_argument("--allow-other-user", action="store_true", help="connect to a socket owned by another user")
