@@ -8,6 +8,7 @@ Uses Qt's own SVG renderer (offscreen) so the result matches what the app draws.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ SVG = HICOLOR / "scalable" / "apps" / f"{APP_ID}.svg"
 # Hand-tuned 16-pixel-grid variant for the sizes where the full drawing blurs.
 SMALL_SVG = ROOT / "resources" / "icons" / "small" / f"{APP_ID}.svg"
 SMALL_SIZES = (16, 24)
+# Window icons shipped inside the package (a non-editable install has no resources/ folder).
+PACKAGE_ICONS = ROOT / "inspector" / "ui" / "resources"
+PACKAGE_SIZES = (16, 32, 48, 64, 128, 256)
 
 
 def render(svg: Path, size: int, out: Path) -> None:
@@ -53,6 +57,9 @@ def main() -> int:
         out = HICOLOR / f"{size}x{size}" / "apps" / f"{APP_ID}.png"
         render(SMALL_SVG if size in SMALL_SIZES else SVG, size, out)
         print(f"{out.relative_to(ROOT)}  {size}x{size}  {out.stat().st_size} bytes")
+        if size in PACKAGE_SIZES:
+            PACKAGE_ICONS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out, PACKAGE_ICONS / f"{size}x{size}.png")
     return 0
 
 
