@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,21 +38,29 @@ class Kernel:
         self.dead = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ipc_dir: str | None = None
 
     async def start(self, cwd: str | None = None) -> None:
-        km = AsyncKernelManager(kernel_name="python3")
+        # IPC sockets in a private directory, as runtimed's Python kernels use: no TCP port,
+        # nothing reachable by other users, and the same transport a tap must handle.
+        self._ipc_dir = tempfile.mkdtemp(prefix="rti-kernel-", dir="/tmp")
+        km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(self._ipc_dir, "k"))
         km.shutdown_wait_time = 3.0
         self.km = km
         # The kernel runs with this interpreter, so ipykernel and ipywidgets are importable.
         km.kernel_spec.argv[0] = sys.executable
-        await km.start_kernel(cwd=cwd) if cwd else await km.start_kernel()
-        kc = km.client()
-        kc.start_channels()
+        kc = None
         try:
+            await km.start_kernel(cwd=cwd) if cwd else await km.start_kernel()
+            kc = km.client()
+            kc.start_channels()
             await kc.wait_for_ready(timeout=60)
-        except Exception:
-            kc.stop_channels()
-            await km.shutdown_kernel(now=True)
+        except BaseException:  # failed or cancelled mid-start: leave no process or socket behind
+            if kc is not None:
+                kc.stop_channels()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(km.shutdown_kernel(now=True))
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
             raise
         self.kc = kc
         self.status = "idle"
@@ -155,4 +166,7 @@ class Kernel:
                 log.exception("kernel shutdown failed; killing")
                 with contextlib.suppress(Exception):
                     await self.km.shutdown_kernel(now=True)
+        if self._ipc_dir is not None:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+            self._ipc_dir = None
         self.status = "shutdown"
