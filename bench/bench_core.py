@@ -148,7 +148,7 @@ def replay(base: bytes, msgs: list[bytes], mode: str) -> list[float]:
             times.append(time.perf_counter() - t0)
         return times
     # the inspector: replica + incremental reader + a snapshot-ready ordered view per update
-    rep = DocReplica("notebook", 0)
+    rep = DocReplica("notebook", 0, depth=3)  # as the v2 profile reads it
     rep.doc = doc
     rep.paths.rebuild(doc)
     reader = NotebookReader()

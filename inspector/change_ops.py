@@ -27,82 +27,75 @@ class ChangeFormatError(ValueError):
     pass
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def done(self) -> bool:
-        return self.pos >= len(self.data)
-
-    def uleb(self) -> int:
-        data = self.data
-        pos = self.pos
-        if pos < len(data) and data[pos] < 0x80:  # one-byte fast path (most values)
-            self.pos = pos + 1
-            return data[pos]
-        result = shift = 0
-        while True:
-            if self.pos >= len(data):
-                raise ChangeFormatError("truncated LEB128")
-            b = data[self.pos]
-            self.pos += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-
-    def sleb(self) -> int:
-        data = self.data
-        pos = self.pos
-        if pos < len(data) and data[pos] < 0x40:  # one-byte non-negative fast path
-            self.pos = pos + 1
-            return data[pos]
-        result = shift = 0
-        while True:
-            if self.pos >= len(data):
-                raise ChangeFormatError("truncated LEB128")
-            b = data[self.pos]
-            self.pos += 1
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if b & 0x40:
-                    result -= 1 << shift
-                return result
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise ChangeFormatError("truncated field")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of an unsigned LEB128 at `pos`."""
+    b = data[pos]
+    if b < 0x80:  # one byte: most lengths, counts and indexes
+        return b, pos + 1
+    result = b & 0x7F
+    shift = 7
+    while True:
+        pos += 1
+        b = data[pos]
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos + 1
+        shift += 7
 
 
-def _rle(data: bytes, read_value: str) -> list[object]:
-    """RLE column: runs of (count>0, value), literals (count<0, values...), nulls (0, count)."""
-    r = _Reader(data)
-    out: list[object] = []
-    while not r.done():
-        n = r.sleb()
+def _sleb(data: bytes, pos: int) -> tuple[int, int]:
+    b = data[pos]
+    if b < 0x40:
+        return b, pos + 1
+    result = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            if b & 0x40:
+                result -= 1 << shift
+            return result, pos
+
+
+def _rle_ints(data: bytes) -> list[int | None]:
+    """RLE column of LEB128 integers: runs (n>0, value), literals (n<0, values), nulls (0, count)."""
+    out: list[int | None] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        n, pos = _sleb(data, pos)
         if n > 0:
-            v = _value(r, read_value)
+            v, pos = _uleb(data, pos)
             out.extend([v] * n)
         elif n < 0:
-            out.extend(_value(r, read_value) for _ in range(-n))
+            for _ in range(-n):
+                v, pos = _uleb(data, pos)
+                out.append(v)
         else:
-            out.extend([None] * r.uleb())
+            c, pos = _uleb(data, pos)
+            out.extend([None] * c)
     return out
 
 
-def _value(r: _Reader, kind: str) -> object:
-    if kind == "uleb":
-        return r.uleb()
-    if kind == "str":
-        return r.take(r.uleb()).decode("utf-8", "replace")
-    raise ChangeFormatError(kind)
+def _rle_strs(data: bytes) -> list[str | None]:
+    out: list[str | None] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        n, pos = _sleb(data, pos)
+        if n == 0:
+            c, pos = _uleb(data, pos)
+            out.extend([None] * c)
+            continue
+        for _ in range(n if n > 0 else -n):
+            ln, pos = _uleb(data, pos)
+            v = data[pos : pos + ln].decode("utf-8", "replace")
+            pos += ln
+            out.append(v)
+            if n > 0:  # a run repeats one value
+                out.extend([v] * (n - 1))
+                break
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,47 +110,68 @@ class ChangeOps:
 def decode_change(raw: bytes) -> ChangeOps:
     if raw[:4] != MAGIC:
         raise ChangeFormatError("not an automerge chunk")
-    r = _Reader(raw)
-    r.pos = 8
-    chunk_type = r.take(1)[0]
-    length = r.uleb()
-    body = raw[r.pos : r.pos + length]
+    try:
+        return _decode(raw)
+    except (IndexError, UnicodeDecodeError, zlib.error) as exc:
+        raise ChangeFormatError(f"malformed change: {exc}") from None
+
+
+def _decode(raw: bytes) -> ChangeOps:
+    chunk_type = raw[8]
+    length, pos = _uleb(raw, 9)
+    body = raw[pos : pos + length]
     if chunk_type == CHUNK_COMPRESSED:
         body = zlib.decompress(body, -15)
     elif chunk_type != CHUNK_CHANGE:
         raise ChangeFormatError(f"chunk type {chunk_type} is not a change")
-    b = _Reader(body)
-    n_deps = b.uleb()
-    b.pos += 32 * n_deps  # skip the dependency hashes
-    actor = b.take(b.uleb())
-    b.uleb()  # seq
-    start_op = b.uleb()
-    b.sleb()  # time
-    b.take(b.uleb())  # message
-    actors = [actor] + [b.take(b.uleb()) for _ in range(b.uleb())]
-    specs = [(b.uleb(), b.uleb()) for _ in range(b.uleb())]
+    n, pos = _uleb(body, 0)
+    pos += 32 * n  # dependency hashes
+    n, pos = _uleb(body, pos)
+    actor = body[pos : pos + n]
+    pos += n
+    _, pos = _uleb(body, pos)  # seq
+    start_op, pos = _uleb(body, pos)
+    _, pos = _sleb(body, pos)  # time
+    n, pos = _uleb(body, pos)
+    pos += n  # message
+    actors = [actor]
+    count, pos = _uleb(body, pos)
+    for _ in range(count):
+        n, pos = _uleb(body, pos)
+        actors.append(body[pos : pos + n])
+        pos += n
+    count, pos = _uleb(body, pos)
+    specs = []
+    for _ in range(count):
+        spec, pos = _uleb(body, pos)
+        ln, pos = _uleb(body, pos)
+        specs.append((spec, ln))
     cols: dict[int, bytes] = {}
     for spec, ln in specs:
-        data = b.take(ln)
+        data = body[pos : pos + ln]
+        pos += ln
         if spec & 0x08:
             data = zlib.decompress(data, -15)
             spec &= ~0x08
         cols[spec] = data
-    obj_actor = _rle(cols.get(COL_OBJ_ACTOR, b""), "uleb")
-    obj_ctr = _rle(cols.get(COL_OBJ_CTR, b""), "uleb")
-    keys = _rle(cols.get(COL_KEY_STR, b""), "str")
-    actions = _rle(cols.get(COL_ACTION, b""), "uleb")
+    if pos > len(body):
+        raise ChangeFormatError("columns run past the end of the change")
+    obj_actor = _rle_ints(cols.get(COL_OBJ_ACTOR, b""))
+    obj_ctr = _rle_ints(cols.get(COL_OBJ_CTR, b""))
+    keys = _rle_strs(cols.get(COL_KEY_STR, b""))
+    actions = _rle_ints(cols.get(COL_ACTION, b""))
     n = max(len(obj_actor), len(obj_ctr), len(keys), len(actions))
     objs: list[tuple[int, bytes] | None] = []
+    n_actors = len(actors)
     for i in range(n):
         a = obj_actor[i] if i < len(obj_actor) else None
         c = obj_ctr[i] if i < len(obj_ctr) else None
         if a is None or c is None:
             objs.append(None)
         else:
-            if not isinstance(a, int) or a >= len(actors):
+            if a >= n_actors:
                 raise ChangeFormatError("object actor index out of range")
-            objs.append((int(c), actors[a]))  # type: ignore[arg-type]
+            objs.append((c, actors[a]))
     keys_out = [k if isinstance(k, str) else None for k in keys] + [None] * (n - len(keys))
     created = {(start_op + i, actor) for i, act in enumerate(actions) if act in MAKE_ACTIONS}
     return ChangeOps(actor, start_op, objs, keys_out, created)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from automerge import core as am
 
 from .change_ops import ChangeFormatError, decode_change
@@ -176,7 +177,7 @@ ALL = ("*",)  # dirty marker: everything
 class DocReplica:
     """One Automerge document kept in sync with the daemon through one sync state."""
 
-    def __init__(self, name: str, frame_type: int) -> None:
+    def __init__(self, name: str, frame_type: int, depth: int = 2) -> None:
         self.name = name
         self.frame_type = frame_type
         self.doc = am.Document()
@@ -187,7 +188,7 @@ class DocReplica:
         self.actors: set[str] = set()
         self._changes_seen = 0
         self._actor_heads: list[bytes] = []
-        self.paths = ObjectPaths()
+        self.paths = ObjectPaths(depth)  # dirty paths name up to `depth` levels
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -235,10 +236,11 @@ class DocReplica:
 
 
 class ObjectPaths:
-    """Object id -> the top two levels of its path ("cells", "<id>"), kept current from the
-    changes themselves (objects a change creates are registered from their make op)."""
+    """Object id -> the top levels of its path ("cells", "<id>"[, "<field>"]), kept current from
+    the changes themselves (objects a change creates are registered from their make op)."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = depth
         self._paths: dict[tuple[int, bytes], tuple[str, ...]] = {}
         self.stale = False  # a full read happened: index from the document before the next use
         self.fallbacks = 0  # incremental reads that had to fall back to a full read
@@ -268,7 +270,7 @@ class ObjectPaths:
             for k, (v, exid) in items:
                 if not isinstance(v, am.ObjType):
                     continue
-                child = path + (k,) if (k is not None and len(path) < 2) else path
+                child = path + (k,) if (k is not None and len(path) < self.depth) else path
                 parsed = parse_exid(exid)
                 if parsed is not None:
                     self._paths[(parsed[1], parsed[0])] = child
@@ -292,65 +294,18 @@ class ObjectPaths:
                         if parent is None:
                             self.fallbacks += 1
                             return {ALL}
-                    path = parent + (key,) if (key is not None and len(parent) < 2) else parent
+                    path = parent + (key,) if (key is not None and len(parent) < self.depth) else parent
                     if not path:
                         self.fallbacks += 1
                         return {ALL}
-                    out.add(path[:2])
+                    out.add(path)
                     op_id = (ops.start_op + i, ops.actor)
                     if op_id in ops.created:
-                        self._paths[op_id] = path[:2]
+                        self._paths[op_id] = path
         except (ChangeFormatError, ValueError, IndexError):
             self.fallbacks += 1
             return {ALL}
         return out
-
-
-_PATCH_PATH = re.compile(r'Map\("((?:[^"\\]|\\.)*)"\)|Seq\((\d+)\)')
-_PATCH_KEY = re.compile(r'action: (?:PutMap|DeleteMap) \{ key: "((?:[^"\\]|\\.)*)"')
-_RUST_ESCAPE = re.compile(r'\\(u\{[0-9a-fA-F]+\}|.)')
-
-
-def _unescape_rust(s: str) -> str:
-    def sub(mt: re.Match[str]) -> str:
-        e = mt.group(1)
-        if e.startswith("u{"):
-            return chr(int(e[2:-1], 16))
-        return {"n": "\n", "t": "\t", "r": "\r", "0": "\0"}.get(e, e)
-
-    return _RUST_ESCAPE.sub(sub, s)
-
-
-def dirty_paths(doc: am.Document, before: list[bytes], after: list[bytes]) -> set[tuple[str, ...]]:
-    """Top two levels of every path the changes between `before` and `after` touched.
-
-    The binding's patches expose their path only through their debug text, so parse that;
-    anything unparseable marks the whole document dirty.
-    """
-    out: set[tuple[str, ...]] = set()
-    try:
-        patches = doc.diff(before, after)
-    except Exception:
-        return {ALL}
-    for p in patches:
-        text = repr(p)
-        start = text.find("path: [")
-        end = text.find("], action: ", start)
-        if start < 0 or end < 0:
-            return {ALL}
-        segs: list[str] = []
-        for mt in _PATCH_PATH.finditer(text, start, end + 1):
-            segs.append(_unescape_rust(mt.group(1)) if mt.group(1) is not None else mt.group(2))
-            if len(segs) >= 2:
-                break
-        if len(segs) < 2:
-            km = _PATCH_KEY.search(text, end)
-            if km:
-                segs.append(_unescape_rust(km.group(1)))
-            elif not segs:
-                return {ALL}
-        out.add(tuple(segs[:2]))
-    return out
 
 
 # --------------------------------------------------------------------------- notebook reader
@@ -416,6 +371,8 @@ class NotebookReader:
     _comm_patch: dict[str, CommView] = field(default_factory=dict)
     # Output refs each cell/comm holds, to re-resolve when a manifest arrives
     _refs: dict[str, set[str]] = field(default_factory=dict)
+    # Automerge object of each entry ("cells/<id>" -> exid), for reads of single fields
+    _entry_objs: dict[str, bytes] = field(default_factory=dict)
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -428,16 +385,77 @@ class NotebookReader:
             return self._read_all(doc)
         root = map_entries(doc, am.ROOT)
         roots_done: set[str] = set()
+        # entry key -> fields touched (None: the entry itself, read it whole)
+        entries: dict[tuple[str, str], set[str] | None] = {}
         for path in dirty:
             top = path[0]
-            if top == "cells" and len(path) == 2 and self.cells_layout == "map" and "cells" not in roots_done:
-                changed |= self._read_cell(doc, root, path[1])
-            elif top == "comms" and len(path) == 2 and "comms" not in roots_done and self.has_comms_map:
-                changed |= self._read_comm(doc, root, path[1])
+            if len(path) >= 2 and ((top == "cells" and self.cells_layout == "map")
+                                   or (top == "comms" and self.has_comms_map)):
+                k = (top, path[1])
+                if len(path) == 2 or (k in entries and entries[k] is None):
+                    entries[k] = None
+                else:
+                    entries.setdefault(k, set()).add(path[2])  # type: ignore[union-attr]
             elif top not in roots_done:
                 roots_done.add(top)
                 changed |= self._read_root_key(doc, root, top)
+        for (top, key), fields in entries.items():
+            if top in roots_done:
+                continue  # the whole map was re-read
+            if top == "cells":
+                changed |= self._refresh_cell(doc, root, key, fields)
+            else:
+                changed |= self._refresh_comm(doc, root, key, fields)
         return changed
+
+    # -- single fields (a sync that touched only `source`, `state`, ...) ----------------------------
+
+    def _refresh_cell(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str,
+                      fields: set[str] | None) -> set[str]:
+        old, obj = self.cells.get(key), self._entry_objs.get(f"cells/{key}")
+        if (fields and old is not None and obj is not None and fields <= {"source", "execution_count"}
+                and not any(f.startswith("source") for f in old.flags)):
+            updates: dict[str, Any] = {}
+            if "source" in fields:
+                got = doc.get(obj, "source")
+                if got is None or got[0] != am.ObjType.Text:
+                    return self._read_cell(doc, root, key)
+                updates["source"] = doc.text(got[1])
+            if "execution_count" in fields:
+                got = doc.get(obj, "execution_count")
+                if got is None or isinstance(got[0], am.ObjType):
+                    return self._read_cell(doc, root, key)
+                flags = [f for f in old.flags if not f.startswith("execution_count")]
+                updates["execution_count"] = parse_execution_count(got[0][1], flags)
+                updates["flags"] = tuple(flags)
+            new = msgspec.structs.replace(old, **updates)
+            self.cells[key] = new
+            if self._order is not None:
+                self._order_patch[key] = new
+            return {f"cells/{key}"}
+        return self._read_cell(doc, root, key)
+
+    def _refresh_comm(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str,
+                      fields: set[str] | None) -> set[str]:
+        old, obj = self.comms.get(key), self._entry_objs.get(f"comms/{key}")
+        if (fields and old is not None and obj is not None and fields <= {"state"}
+                and old.state_error is None and not any("state" in f for f in old.flags)):
+            got = doc.get(obj, "state")
+            if got is None or isinstance(got[0], am.ObjType) or got[0][0] != am.ScalarType.Str:
+                return self._read_comm(doc, root, key)
+            text = got[0][1]
+            try:
+                state, error = json.loads(text), None
+            except ValueError as exc:
+                state, error = text, f"state is not valid JSON: {exc}"
+            parsed = parse_exid(got[1])
+            writer = actor_label(parsed[0]) if parsed else old.writer
+            new = msgspec.structs.replace(old, state=state, state_error=error, writer=writer)
+            self.comms[key] = new
+            if self._comm_order is not None:
+                self._comm_patch[key] = new
+            return {f"comms/{key}"}
+        return self._read_comm(doc, root, key)
 
     def invalidate_refs(self, doc: am.Document, refs: set[str]) -> set[str]:
         """Re-build the entries that show any of `refs` (a manifest just resolved)."""
@@ -579,6 +597,7 @@ class NotebookReader:
             self.cells.pop(key, None)
         else:
             self.cells[key] = view
+            self._entry_objs[path] = got[1]
         return {path}
 
     def _cell_from_map(self, doc: am.Document, obj: bytes, key: str, list_index: int | None = None) -> CellView | None:
@@ -708,6 +727,7 @@ class NotebookReader:
                                        flags=("entry is not a Map",), obj_id=exid_hex(got[1]))
             return {path}
         self.comms[key] = read_comm_entry(doc, got[1], key, self.resolve, self._refs)
+        self._entry_objs[path] = got[1]
         return {path}
 
     # -- ordered views ----------------------------------------------------------------------------

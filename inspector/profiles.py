@@ -35,6 +35,7 @@ class Profile:
     name: str = "?"
     doc_types: dict[int, str] = {}
     has_feed: bool = False
+    path_depth: int = 2  # how deep the dirty paths of its replicas go (3: single entry fields)
 
     def handshake(self, notebook_id: str) -> m.NotebookSync:
         raise NotImplementedError
@@ -87,6 +88,7 @@ class V2Profile(Profile):
     name = "v2"
     doc_types = {FrameType.AUTOMERGE_SYNC: "notebook"}
     has_feed = True
+    path_depth = 3
 
     def __init__(self) -> None:
         self.reader: NotebookReader | None = None

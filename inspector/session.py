@@ -159,7 +159,8 @@ class PeerSession:
         if room.has_kernel and room.kernel_status:
             self.kernel_state = {"status": room.kernel_status, "source": "list_rooms"}
         self.profile = profile_for(p.protocol_version)
-        self.replicas = {ft: DocReplica(name, ft) for ft, name in self.profile.doc_types.items()}
+        self.replicas = {ft: DocReplica(name, ft, self.profile.path_depth)
+                         for ft, name in self.profile.doc_types.items()}
         self.feed = CommFeed()
         port = p.blob_port if cfg.resolve_blobs else None
         self.resolver = BlobResolver(port, self._on_blob_resolved)
