@@ -1114,8 +1114,10 @@ def _merge(findings: dict[str, Finding], f: Finding) -> None:
         cur.keys.setdefault(k, {}).update({s: v for s, v in vals.items() if s not in cur.keys[k]})
     for k, ts in f.key_times.items():
         cur.key_times.setdefault(k, {}).update({s: v for s, v in ts.items() if s not in cur.key_times[k]})
-    if f.detail and f.detail not in cur.detail:
-        cur.detail = f"{cur.detail}; {f.detail}" if cur.detail else f.detail
+    if f.detail:  # one clause each: two pairs often say the same thing ("1 key(s) differ: value")
+        parts = cur.detail.split("; ") if cur.detail else []
+        parts += [p for p in f.detail.split("; ") if p not in parts]
+        cur.detail = "; ".join(parts)
     cur.t_comm = max(cur.t_comm, f.t_comm)
     cur.t_src = max(cur.t_src, f.t_src)
     cur.moved = cur.moved or f.moved
