@@ -348,7 +348,7 @@ class PeerSession:
             self.log.emit(ev.ERROR, f"broadcast with {exc}: kept, ignored", {"raw": body[:2000].decode("utf-8", "replace")},
                           t=now)
             return
-        raw = m.to_builtins(bc)
+        raw = m.to_builtins(bc) if isinstance(bc, m.Unknown) else m.decode_json(body)  # every field, as sent
         tag = m.tag_of(bc)
         self.last_broadcast = now
         effect = None

@@ -325,6 +325,14 @@ class CommSync(_Bc, tag="comm_sync"):
     comms: list[CommSnapshot]
 
 
+class EnvProgress(_Bc, tag="env_progress"):
+    """`EnvProgressPhase` is flattened into the event (its own tag key `phase`); the phase's
+    fields vary, so events keep the raw JSON for display."""
+
+    env_type: str
+    phase: str
+
+
 class EnvSyncDiff(msgspec.Struct):
     added: list[str]
     removed: list[str]
@@ -353,6 +361,7 @@ Broadcast = Union[
     OutputsClearedBroadcast,
     Comm,
     CommSync,
+    EnvProgress,
     EnvSyncState,
     FileChanged,
 ]
