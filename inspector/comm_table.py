@@ -90,7 +90,8 @@ class CommTable:
         """comm_open: an existing id is replaced and moves to the end with a new seq."""
         now = time.monotonic() if now is None else now
         if comm_id in self.comms:
-            self._uncapture(comm_id)
+            # The daemon replaces the entry but leaves its capture registration alone
+            # (comm_state.rs on_comm_open only inserts), so a re-opened Output keeps capturing.
             del self.comms[comm_id]
         state = copy.deepcopy(state) if state is not None else {}
         mm, mn = model_fields(state)
@@ -105,6 +106,7 @@ class CommTable:
             opened_at=now,
             key_times={k: now for k in state} if isinstance(state, dict) else {},
             source=source,
+            capture_msg_id=self.capturing.get(comm_id, ""),
         )
         self.next_seq += 1
         self.comms[comm_id] = rec
