@@ -1143,7 +1143,8 @@ def _who_is_wrong(f: Finding) -> str:
 def _key_diff(key: str, vals: dict[str, Any], times: dict[str, float], now: float) -> KeyDiff:
     def age(side: str) -> float | None:
         t = times.get(side)
-        return None if t is None else round((now - t) * 1000.0, 1)
+        # 0.0: the value was there at the join, changed at an unknown time (no age to show)
+        return None if not t else round((now - t) * 1000.0, 1)
 
     return KeyDiff(
         key=key, doc=vals.get("doc"), feed=vals.get("feed"), kernel=vals.get("kernel"),

@@ -98,13 +98,17 @@ def json_view(parent: QWidget) -> QPlainTextEdit:
 def _age(ms: float | None) -> str:
     if ms is None:
         return ""
-    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.1f} s" if ms < 120_000 else f"{ms / 60_000:.0f} min"
 
 
 class DetailPane(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.fetch_blob: Callable[[str], Awaitable[Any]] | None = None
+        # v4: per comm, each view's value and age per key (the session's `key_views`); None on v2
+        self.key_views: Callable[[str], dict[str, dict[str, tuple[Any, float | None]]] | None] | None = None
         self._shown: tuple[int, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -182,14 +186,14 @@ class DetailPane(QWidget):
         self.json.setPlainText(pretty(node.value))
         if node.kind == "comm":
             comm, feed, divs = node.ref
-            self._fill_compare(comm, feed, divs, None)
+            self._fill_compare(comm, feed, divs, None, node.key)
             self._set_tabs(compare=True, content=False)
         elif node.kind == "statekey":
             comm_id, key, _div = node.ref
             comm_node = node.parent
             if comm_node is not None and comm_node.kind == "comm":
                 comm, feed, divs = comm_node.ref
-                self._fill_compare(comm, feed, divs, key)
+                self._fill_compare(comm, feed, divs, key, comm_id)
                 self._set_tabs(compare=True, content=False)
             else:
                 self._set_tabs(compare=False, content=False)
@@ -227,7 +231,12 @@ class DetailPane(QWidget):
     # -- comm comparison -----------------------------------------------------------------------------
 
     def _fill_compare(self, comm: CommView | None, feed: FeedCommView | None, divs: tuple[Divergence, ...],
-                      focus: str | None) -> None:
+                      focus: str | None, comm_id: str = "") -> None:
+        views = self.key_views(comm_id) if self.key_views is not None and comm_id else None
+        if views is not None:
+            self._fill_compare_views(comm, divs, focus, views)
+            return
+        self._set_compare_columns(V2_COLUMNS)
         t = th.theme()
         doc_state = comm.state if comm is not None and isinstance(comm.state, dict) else {}
         feed_state = feed.state if feed is not None and isinstance(feed.state, dict) else {}
@@ -296,6 +305,107 @@ class DetailPane(QWidget):
         else:
             self.compare.clearSelection()
 
+    def _set_compare_columns(self, labels: tuple[str, ...]) -> None:
+        if self.compare.columnCount() == len(labels) and all(
+                self.compare.horizontalHeaderItem(i).text() == x for i, x in enumerate(labels)):
+            return
+        self.compare.clear()
+        self.compare.setColumnCount(len(labels))
+        self.compare.setHorizontalHeaderLabels(list(labels))
+        hh = self.compare.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        hh.resizeSection(0, 150)
+        for col in range(1, len(labels) - 1):
+            hh.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
+        if labels == V4_COLUMNS:
+            # four views need the room: the ages column keeps a fixed, compact width
+            hh.resizeSection(0, 130)
+            hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)  # mostly "—": topology holds no state
+            hh.resizeSection(1, 110)
+            hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.Interactive)
+            hh.resizeSection(len(labels) - 1, 130)
+        else:
+            hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.ResizeToContents)
+        for col in range(len(labels)):
+            self.compare.setColumnHidden(col, False)
+        tips = V4_COLUMN_TIPS if labels == V4_COLUMNS else {}
+        for col, label in enumerate(labels):
+            self.compare.horizontalHeaderItem(col).setToolTip(tips.get(label, ""))
+
+    def _fill_compare_views(self, comm: CommView | None, divs: tuple[Divergence, ...], focus: str | None,
+                            views: dict[str, dict[str, tuple[Any, float | None]]]) -> None:
+        """v4: topology, CommsDoc state, echoes and the kernel side by side, each value with its age."""
+        self._set_compare_columns(V4_COLUMNS)
+        t = th.theme()
+        diffs: dict[str, tuple[Divergence, KeyDiff]] = {}
+        for d in divs:
+            for k in d.keys:
+                if k.key not in diffs or d.status == "diverged":
+                    diffs[k.key] = (d, k)
+        state = comm.state if comm is not None and isinstance(comm.state, dict) else {}
+        # topology-only fields first (the CommsDoc has no target or seq), then the state keys
+        meta = [k for k in ("target_name", "seq") if k in views.get(_TOPOLOGY, {})]
+        keys = list(dict.fromkeys([*meta, *state, *views.get(_STATE, {}), *diffs,
+                                   *views.get(_ECHO, {}), *views.get(_KERNEL, {})]))
+        # differing keys first, then the topology's own fields, then the state in its order
+        keys.sort(key=lambda k: 0 if k in diffs else (1 if k in meta else 2))
+        self.compare.setRowCount(len(keys))
+        mono = th.mono_font()
+        focus_row = -1
+        for row, k in enumerate(keys):
+            d, kd = diffs.get(k, (None, None))
+            meta_row = k in meta and k not in state
+            cells = [f"({k})" if meta_row else k]
+            ages = []
+            for side in _SIDES:
+                if kd is not None and side in kd.values:
+                    value, age = kd.values[side], kd.ages_ms.get(side)
+                elif k in views.get(side, {}):
+                    value, age = views[side][k]
+                elif side == _STATE and k in state:
+                    value, age = state[k], None
+                else:
+                    value, age = _MISSING, None
+                cells.append(_cell(value))
+                if side != _TOPOLOGY:
+                    ages.append("—" if value is _MISSING else (_age(age) or "join"))
+            cells.append("" if meta_row else " / ".join(ages))
+            status = d.status if d is not None else None
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if 1 <= col <= len(_SIDES):
+                    item.setFont(mono)
+                    item.setToolTip(text if len(text) > 12 else "")  # narrow columns: the full value
+                if col == 0 and meta_row:
+                    item.setForeground(t.muted_fg)
+                    item.setToolTip("from the runtime state's comm topology (the comms document has no such key)")
+                if col == 0 and status:
+                    item.setIcon(th.status_icon(status))
+                    item.setText(f"{k}  ≠")
+                    tip = f"{d.status}: {d.kind}" + (f" — {d.detail}" if d.detail else "")
+                    if d.moved:
+                        tip += f"\nmoved: {d.moved}"
+                    item.setToolTip(tip)
+                if status == "diverged":
+                    item.setBackground(t.diverged_bg)
+                    if col == 0:
+                        item.setForeground(t.diverged_fg)
+                elif status == "pending":
+                    item.setBackground(t.pending_bg)
+                if col == len(cells) - 1:
+                    item.setForeground(t.muted_fg)
+                self.compare.setItem(row, col, item)
+            if k == focus:
+                focus_row = row
+        # the kernel column only once the kernel's IOPub is tapped (or something reported)
+        has_kernel = _KERNEL in views or any(_KERNEL in kd.values for _d, kd in diffs.values())
+        self.compare.setColumnHidden(1 + _SIDES.index(_KERNEL), not has_kernel)
+        if focus_row >= 0:
+            self.compare.selectRow(focus_row)
+            self.compare.scrollToItem(self.compare.item(focus_row, 0))
+        else:
+            self.compare.clearSelection()
+
     # -- output content ----------------------------------------------------------------------------
 
     def _fill_content(self, out: OutputView) -> None:
@@ -329,6 +439,8 @@ class DetailPane(QWidget):
             text = content_text(entry)
             if text is not None:
                 self._set_image(label, text.encode())
+            elif isinstance(entry, dict) and isinstance(entry.get("base64"), str):
+                self._set_image(label, entry["base64"].encode())  # a v4 blob, already fetched
             elif isinstance(entry, dict) and isinstance(entry.get("blob"), str):
                 label.setText(f"fetching blob {entry['blob'][:12]}…")
                 self._fetch_image(label, entry["blob"])
@@ -393,6 +505,20 @@ class DetailPane(QWidget):
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+V2_COLUMNS = ("Key", "Document", "Feed", "Kernel", "Age (doc / feed / kernel)")
+_TOPOLOGY, _STATE, _ECHO, _KERNEL = "topology", "state", "echo", "kernel"
+_SIDES = (_TOPOLOGY, _STATE, _ECHO, _KERNEL)
+V4_COLUMNS = ("Key", "Topology", "State", "Echo", "Kernel", "Age (state / echo / kernel)")
+V4_COLUMN_TIPS = {
+    "Topology": "the runtime state's comms/{id}: target, seq and the model it names",
+    "State": "the comms document (CommsDoc): the widget state the daemon keeps",
+    "Echo": "echo_update broadcasts: values the kernel reported through the daemon since the join",
+    "Kernel": "the kernel's IOPub (--kernel-connection): comm_open / update messages since the join",
+    "Age (state / echo / kernel)": "how long ago each view last changed the key; “join”: it held the value "
+                                   "when the inspector joined",
+}
 
 
 class _Missing:

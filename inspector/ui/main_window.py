@@ -226,6 +226,7 @@ class InspectorWindow(QMainWindow):
         session = session or make_session(socket_path, notebook_id, self.session_options)
         self.timeline.attach(session.log)
         self.detail.fetch_blob = self._fetch_blob
+        self.detail.key_views = self._key_views
         self.controller.start(session)
         self.recent.add(socket_path, notebook_id)
         self.attached.emit(socket_path, notebook_id)
@@ -235,6 +236,12 @@ class InspectorWindow(QMainWindow):
         if session is None or session.resolver is None:
             raise RuntimeError("not connected")
         return await session.resolver.fetch_content(digest)
+
+    def _key_views(self, comm_id: str) -> Any:
+        # v4 sessions compare four views per comm; the v2 engine has no such call (None)
+        div = getattr(self.controller.session, "divergence", None)
+        views = getattr(div, "key_views", None)
+        return views(comm_id) if views is not None else None
 
     def reconnect(self) -> None:
         if self.socket_path and self.notebook_id:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import events as ev
+from ..protocol.framing import FrameType
 from . import theme as th
 
 COLUMNS = ("#", "Time", "Kind", "Doc / dir", "Size", "Summary")
@@ -74,6 +76,38 @@ def hexdump(data: bytes, limit: int = 16 * 1024) -> str:
     if len(data) > limit:
         lines.append(f"… {len(data) - limit} more bytes")
     return "\n".join(lines)
+
+
+_JSON_FRAMES = {FrameType.REQUEST, FrameType.RESPONSE, FrameType.BROADCAST, FrameType.SESSION_CONTROL}
+
+
+def decode_frame_body(frame_type: int | None, payload: bytes, doc: str | None = None) -> str:
+    """A readable form of one frame's payload (type byte included for typed frames): JSON
+    frames pretty-printed, presence decoded from CBOR, sync frames named. "" if nothing to add."""
+    if doc is not None:
+        return f"Automerge sync message for the {doc} document"
+    if frame_type is None:  # handshake, bootstrap reply: plain JSON without a type byte
+        data = payload
+    elif payload[:1] == bytes([frame_type]):
+        data = payload[1:]
+    else:
+        return ""
+    if frame_type is None or frame_type in _JSON_FRAMES:
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return ""
+        text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+        return ("decoded JSON:\n" + text) if len(text) < 20_000 else ("decoded JSON (cut):\n" + text[:20_000] + "\n…")
+    if frame_type == FrameType.PRESENCE:
+        from ..protocol.presence import decode_presence
+
+        try:
+            return "decoded presence (CBOR):\n" + json.dumps(msgspec.to_builtins(decode_presence(data)), indent=2,
+                                                               default=str)
+        except Exception:  # noqa: BLE001 - a frame that does not decode is still shown as bytes
+            return ""
+    return ""
 
 
 class TimelineModel(QAbstractTableModel):
@@ -157,7 +191,10 @@ class TimelineModel(QAbstractTableModel):
                 d = e.data
                 if e.kind == ev.FRAME:
                     arrow = "→" if d.get("direction") == "out" else "←"
-                    return f"{arrow} {d.get('doc') or ''}".strip()
+                    ft = d.get("frame_type")
+                    # sync frames name their document; the others their type (session_control, …)
+                    what = d.get("doc") or (FrameType.name_of(ft) if isinstance(ft, int) else "")
+                    return f"{arrow} {what}".strip()
                 return d.get("doc") or d.get("event") or d.get("state") or ""
             if col == 4:
                 size = e.data.get("size")
@@ -329,6 +366,9 @@ class TimelineView(QWidget):
             if rec is not None and rec.body:
                 name = f"0x{rec.frame_type:02x} {rec.type_name}" if rec.frame_type is not None else rec.type_name
                 body += f"\n\n{name} · {rec.size:,} bytes{' (' + rec.doc + ')' if rec.doc else ''}\n"
+                decoded = decode_frame_body(rec.frame_type, rec.body, rec.doc)
+                if decoded:
+                    body += decoded + "\n\n"
                 body += hexdump(rec.body)
             elif rec is not None:
                 body += "\n\n(frame bytes not kept)"

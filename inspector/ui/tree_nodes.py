@@ -239,6 +239,13 @@ def divergence_tooltip(d: Divergence, key: KeyDiff | None = None) -> str:
     keys = (key,) if key is not None else d.keys[:8]
     for k in keys:
         lines.append(f"• {k.key}")
+        if k.values:
+            # every view the engine compared, under its own name (v4: topology, state, echo, kernel)
+            for side, value in k.values.items():
+                age = k.ages_ms.get(side)
+                when = f"{_fmt_ms(age)} ago" if age is not None else "before the join"
+                lines.append(f"    {side}: {preview(value, 80)}  ({when})")
+            continue
         for side in ("doc", "feed", "kernel"):
             if side in k.present or getattr(k, side) is not None:
                 age = getattr(k, f"{side}_age_ms")
@@ -267,9 +274,11 @@ def worst(divs: list[Divergence]) -> Divergence | None:
 
 
 def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, divs: tuple[Divergence, ...],
-              prev: Prev) -> Node:
+              prev: Prev, no_feed: bool = False) -> Node:
+    """`no_feed`: the daemon has no CommSync feed (protocol v4), so "doc only" would mean nothing;
+    the views compared are the runtime state, the comms document, echoes and the kernel."""
     path = f"comms/{comm_id}"
-    sig = (comm, feed, divs)
+    sig = (comm, feed, divs, no_feed)
     old = _reuse(prev, path, sig)
     if old is not None:
         return old
@@ -283,6 +292,11 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
             badge_text += f" +{len(divs) - 1}"
         status = d.status
         tooltip = "\n\n".join(divergence_tooltip(x) for x in divs)
+    elif no_feed and comm is not None:
+        # who last wrote the comm's state is what a v4 reader looks for (rt:kernel:…, a frontend…)
+        badge_text = f"in sync · {comm.writer}" if comm.writer else "in sync"
+        status = None
+        tooltip = ""
     else:
         badge_text = "feed only" if comm is None else ("doc only" if feed is None else "in sync")
         status = None
@@ -302,7 +316,8 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
     if isinstance(state, dict):
         node.search += " " + " ".join(str(k).lower() for k in state)
         for k, v in state.items():
-            children.append(state_key_node(comm_id, str(k), v, keydiv.get(str(k)), comm, f"{path}/state/{k}", prev))
+            children.append(state_key_node(comm_id, str(k), v, keydiv.get(str(k)), comm, f"{path}/state/{k}", prev,
+                                           show_writer=no_feed))
     # keys that only exist on the other side still deserve a row
     for k, (x, kd) in keydiv.items():
         if not isinstance(state, dict) or k not in state:
@@ -319,8 +334,9 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
 
 
 def state_key_node(comm_id: str, key: str, value: Any, div: tuple[Divergence, KeyDiff] | None,
-                   comm: CommView | None, path: str, prev: Prev, missing: bool = False) -> Node:
-    sig = ("key", value, div, missing, comm.key_writers.get(key) if comm else None)
+                   comm: CommView | None, path: str, prev: Prev, missing: bool = False,
+                   show_writer: bool = False) -> Node:
+    sig = ("key", value, div, missing, comm.key_writers.get(key) if comm else None, show_writer)
     old = _reuse(prev, path, sig)
     if old is not None:
         return old
@@ -336,6 +352,8 @@ def state_key_node(comm_id: str, key: str, value: Any, div: tuple[Divergence, Ke
     writer = comm.key_writers.get(key) if comm else None
     if writer:
         tooltip = (tooltip + "\n" if tooltip else "") + f"written by {writer}"
+        if show_writer and not info:
+            info = writer
     # keyed "state/<key>": an Output widget has a state key literally named "outputs"
     node = Node(f"state/{key}", "statekey", (key, preview(value), info, ""), sig=sig, ref=(comm_id, key, div), value=value,
                 status=status, tooltip=tooltip or "", badge=None, doc_path=f"comms/{comm_id}/state → {key}")
@@ -372,11 +390,12 @@ def _cells_group(snap: Snapshot, prev: Prev) -> Node:
 def _comms_group(snap: Snapshot, prev: Prev) -> Node:
     divs = divergences_by_comm(snap)
     feed = {f.comm_id: f for f in snap.feed.comms}
+    no_feed = snap.feed.baseline == "none"
     comm_nodes = []
     seen = set()
     for c in snap.comms:
         seen.add(c.comm_id)
-        comm_nodes.append(comm_node(c.comm_id, c, feed.get(c.comm_id), divs.get(c.comm_id, ()), prev))
+        comm_nodes.append(comm_node(c.comm_id, c, feed.get(c.comm_id), divs.get(c.comm_id, ()), prev, no_feed))
     for f in snap.feed.comms:  # in the feed but not in the document: still listed, after the doc's
         if f.comm_id not in seen:
             seen.add(f.comm_id)
@@ -384,7 +403,7 @@ def _comms_group(snap: Snapshot, prev: Prev) -> Node:
     for cid, ds in divs.items():
         if cid not in seen:
             seen.add(cid)
-            comm_nodes.append(comm_node(cid, None, None, ds, prev))
+            comm_nodes.append(comm_node(cid, None, None, ds, prev, no_feed))
     nd = sum(1 for d in snap.divergence if d.status == "diverged")
     np_ = sum(1 for d in snap.divergence if d.status == "pending")
     ginfo = ", ".join(x for x in (f"{nd} diverged" if nd else "", f"{np_} pending" if np_ else "") if x)
@@ -415,14 +434,17 @@ def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
 
     k = snap.kernel
     kstate = k.lifecycle or k.status or "unknown"
-    kinfo = " · ".join(x for x in (k.activity, f"executing {k.executing[:8]}" if k.executing else "",
-                                   f"{len(k.queued)} queued" if k.queued else "") if x)
+    # a runtime-state kernel (v4) always has a queue: say when it is empty rather than nothing
+    has_queue = k.source == "runtime_state"
+    queue = f"{len(k.queued)} queued" if k.queued else ("queue empty" if has_queue else "")
+    kinfo = " · ".join(x for x in (k.activity, f"executing {k.executing[:8]}" if k.executing else "", queue) if x)
     kern = _reuse(prev, "kernel", ("kernel", k))
     if kern is None:
         kv = _builtins(k)
         kern = Node("kernel", "group", ("Kernel", kstate, kinfo, ""), sig=("kernel", k), value=kv, ref=k,
                     badge=("kernel", "K"), status="info" if k.error_reason else None, tooltip=k.error_reason or "")
-        kern.children = json_children({x: y for x, y in kv.items() if y not in (None, [], ())}, "kernel", prev)
+        kern.children = json_children({x: y for x, y in kv.items()
+                                       if y not in (None, [], ()) or (x == "queued" and has_queue)}, "kernel", prev)
 
     top = [cg, mg, meta, kern]
     if snap.documents:

@@ -490,6 +490,31 @@ class V4SessionDivergence(EngineTimer):
             out.append(KERNEL)
         return tuple(out)
 
+    def key_views(self, comm_id: str, now: float | None = None) -> dict[str, dict[str, tuple[Any, float | None]]]:
+        """What each view holds for one comm, key by key, with the age of the value in ms (None:
+        set before the join, when nobody saw it change). The topology holds no state, only the
+        model it names (compared against the CommsDoc's `_model_*`) and its target and seq.
+        Echo and kernel list only the keys they reported since the join."""
+        now = time.monotonic() if now is None else now
+
+        def age(t: float) -> float | None:
+            return round((now - t) * 1000.0, 1) if t else None
+
+        out: dict[str, dict[str, tuple[Any, float | None]]] = {}
+        topo = self.topology.comms.get(comm_id)
+        if topo is not None:
+            a = age(topo.changed_at)
+            out[TOPOLOGY] = {"_model_module": (topo.model_module, a), "_model_name": (topo.model_name, a),
+                             "target_name": (topo.target_name, a), "seq": (topo.order, a)}
+        st = self.state.comms.get(comm_id)
+        if st is not None and isinstance(st.state, dict):
+            out[STATE] = {k: (v, age(st.key_times.get(k, 0.0))) for k, v in st.state.items()}
+        for src in (self.echo, self.kernel):
+            rep = src.reported.get(comm_id)
+            if rep is not None and rep.keys:
+                out[src.name] = {k: (v, age(t)) for k, (v, t) in rep.keys.items()}
+        return out
+
     def divergences(self, include_pending: bool = True) -> tuple[Divergence, ...]:
         self.engine.update()
         return tuple(v4_view(d) for d in self.engine.divergences(include_pending=include_pending))
