@@ -123,7 +123,8 @@ class SessionController(QObject):
     # -- connection state ----------------------------------------------------------------------
 
     def _on_event(self, event: ev.Event) -> None:
-        if event.kind == ev.CONNECTION:
+        if event.kind == ev.CONNECTION and event.data.get("state"):
+            # connection events without a state (the kernel tap's) leave the peer's state alone
             self.last_detail = event.data.get("detail", "")
             self.state_changed.emit(event.data.get("state", ""), self.last_detail)
         elif event.kind == ev.ERROR and self.session is not None and self.session.state == "error":

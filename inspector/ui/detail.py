@@ -319,11 +319,11 @@ class DetailPane(QWidget):
             hh.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
         if labels == V4_COLUMNS:
             # four views need the room: the ages column keeps a fixed, compact width
-            hh.resizeSection(0, 130)
+            hh.resizeSection(0, 120)
             hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)  # mostly "—": topology holds no state
-            hh.resizeSection(1, 110)
+            hh.resizeSection(1, 95)
             hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.Interactive)
-            hh.resizeSection(len(labels) - 1, 130)
+            hh.resizeSection(len(labels) - 1, 125)
         else:
             hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.ResizeToContents)
         for col in range(len(labels)):
@@ -397,14 +397,17 @@ class DetailPane(QWidget):
                 self.compare.setItem(row, col, item)
             if k == focus:
                 focus_row = row
-        # the kernel column only once the kernel's IOPub is tapped (or something reported)
-        has_kernel = _KERNEL in views or any(_KERNEL in kd.values for _d, kd in diffs.values())
-        self.compare.setColumnHidden(1 + _SIDES.index(_KERNEL), not has_kernel)
+        # echo and kernel columns only when that view reported something for this comm: a
+        # healthy comm leaves the room to the state
+        for side in (_ECHO, _KERNEL):
+            has = side in views or any(side in kd.values for _d, kd in diffs.values())
+            self.compare.setColumnHidden(1 + _SIDES.index(side), not has)
         if focus_row >= 0:
             self.compare.selectRow(focus_row)
             self.compare.scrollToItem(self.compare.item(focus_row, 0))
         else:
             self.compare.clearSelection()
+            self.compare.scrollToTop()
 
     # -- output content ----------------------------------------------------------------------------
 
@@ -463,6 +466,8 @@ class DetailPane(QWidget):
                 text = pretty(entry)
         view.setPlainText(text)
         view.setMinimumHeight(min(260, 30 + 16 * max(1, text.count("\n") + 1)))
+        if view.minimumHeight() < 260:
+            view.setMaximumHeight(view.minimumHeight())  # a short text gets a short box
         return view
 
     @staticmethod
@@ -510,13 +515,13 @@ class DetailPane(QWidget):
 V2_COLUMNS = ("Key", "Document", "Feed", "Kernel", "Age (doc / feed / kernel)")
 _TOPOLOGY, _STATE, _ECHO, _KERNEL = "topology", "state", "echo", "kernel"
 _SIDES = (_TOPOLOGY, _STATE, _ECHO, _KERNEL)
-V4_COLUMNS = ("Key", "Topology", "State", "Echo", "Kernel", "Age (state / echo / kernel)")
+V4_COLUMNS = ("Key", "Topology", "State", "Echo", "Kernel", "Age")
 V4_COLUMN_TIPS = {
     "Topology": "the runtime state's comms/{id}: target, seq and the model it names",
     "State": "the comms document (CommsDoc): the widget state the daemon keeps",
     "Echo": "echo_update broadcasts: values the kernel reported through the daemon since the join",
     "Kernel": "the kernel's IOPub (--kernel-connection): comm_open / update messages since the join",
-    "Age (state / echo / kernel)": "how long ago each view last changed the key; “join”: it held the value "
+    "Age": "state / echo / kernel: how long ago each view last changed the key; “join”: it held the value "
                                    "when the inspector joined",
 }
 

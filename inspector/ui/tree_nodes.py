@@ -352,8 +352,8 @@ def state_key_node(comm_id: str, key: str, value: Any, div: tuple[Divergence, Ke
     writer = comm.key_writers.get(key) if comm else None
     if writer:
         tooltip = (tooltip + "\n" if tooltip else "") + f"written by {writer}"
-        if show_writer and not info:
-            info = writer
+        if show_writer and not info and comm is not None and writer != comm.writer:
+            info = writer  # a key someone else wrote than the comm's last writer stands out
     # keyed "state/<key>": an Output widget has a state key literally named "outputs"
     node = Node(f"state/{key}", "statekey", (key, preview(value), info, ""), sig=sig, ref=(comm_id, key, div), value=value,
                 status=status, tooltip=tooltip or "", badge=None, doc_path=f"comms/{comm_id}/state → {key}")
