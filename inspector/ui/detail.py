@@ -322,8 +322,7 @@ class DetailPane(QWidget):
             hh.resizeSection(0, 120)
             hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)  # mostly "—": topology holds no state
             hh.resizeSection(1, 95)
-            hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.Interactive)
-            hh.resizeSection(len(labels) - 1, 125)
+            hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.ResizeToContents)
         else:
             hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.ResizeToContents)
         for col in range(len(labels)):

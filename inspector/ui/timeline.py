@@ -365,11 +365,10 @@ class TimelineView(QWidget):
             rec = self.model.log.frame_by_seq(seq) if isinstance(seq, int) else None
             if rec is not None and rec.body:
                 name = f"0x{rec.frame_type:02x} {rec.type_name}" if rec.frame_type is not None else rec.type_name
-                body += f"\n\n{name} · {rec.size:,} bytes{' (' + rec.doc + ')' if rec.doc else ''}\n"
+                head = f"{name} · {rec.size:,} bytes{' (' + rec.doc + ')' if rec.doc else ''}\n"
                 decoded = decode_frame_body(rec.frame_type, rec.body, rec.doc)
-                if decoded:
-                    body += decoded + "\n\n"
-                body += hexdump(rec.body)
+                # what the frame says comes first; the event record and the bytes below it
+                return head + (decoded + "\n\n" if decoded else "\n") + body + "\n\n" + hexdump(rec.body)
             elif rec is not None:
                 body += "\n\n(frame bytes not kept)"
         return body
