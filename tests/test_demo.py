@@ -6,7 +6,6 @@ nothing left behind afterwards (no socket, no temp dir, no kernel process)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -15,11 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import qt_loop, until
 
 from inspector.demo import has_display
 
@@ -171,31 +170,8 @@ def test_sigterm_while_running_stops_kernel_and_removes_everything(tmp_path: Pat
 
 @pytest.fixture
 def loop(qapp):
-    qasync = pytest.importorskip("qasync")
-    lp = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(lp)
-    yield lp
-    pending = [t for t in asyncio.all_tasks(lp) if not t.done()]
-    for t in pending:
-        t.cancel()
-    if pending:
-        lp.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    lp.close()
-    asyncio.set_event_loop(None)
-
-
-def _until(loop: Any, pred: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    async def poll() -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = pred()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or pred}")
-            await asyncio.sleep(0.02)
-
-    return loop.run_until_complete(poll())
+    pytest.importorskip("qasync")
+    yield from qt_loop(qapp)
 
 
 def _comm_rows(win: Any) -> dict[str, tuple[str, str]]:
@@ -226,7 +202,7 @@ def test_window_fault_toggle_and_nudge_show_divergence_then_quit_cleans_up(qtbot
     win.add_demo_panel(panel)
     try:
         panel.start()
-        _until(loop, lambda: panel.ready or panel.error, 90, "the demo notebook to run")
+        until(loop, lambda: panel.ready or panel.error, 90, "the demo notebook to run")
         assert panel.error is None
         models = {name.split()[1] for name, _info in _comm_rows(win).values()}
         assert {"IntSliderModel", "VBoxModel", "OutputModel"} <= models
@@ -234,16 +210,16 @@ def test_window_fault_toggle_and_nudge_show_divergence_then_quit_cleans_up(qtbot
         sid = panel.slider_id()
         # the tour shows slider a, in sync in doc, feed and kernel
         assert win.model.node(win.proxy.mapToSource(win.tree.currentIndex())).path == f"comms/{sid}"
-        _until(loop, lambda: _comm_rows(win)[sid][1] == "in sync", 10, "slider a in sync")  # the last cell moved it
+        until(loop, lambda: _comm_rows(win)[sid][1] == "in sync", 10, "slider a in sync")  # the last cell moved it
         assert "no faults" in panel.status.text()
         assert not win.menuBar().isHidden() and panel.menu.menuAction() in win.menuBar().actions()
 
         panel.fault_actions["doc-drop-update"].setChecked(True)
-        _until(loop, lambda: bed.testbed.faults == ["doc-drop-update"], 10, "the fault to be on")
+        until(loop, lambda: bed.testbed.faults == ["doc-drop-update"], 10, "the fault to be on")
         assert "doc-drop-update" in panel.status.text()
         win.select_path("cells")
         panel.act_nudge.trigger()
-        _until(loop, lambda: _comm_rows(win)[sid][1].startswith("diverged"), 20, "slider a to diverge")
+        until(loop, lambda: _comm_rows(win)[sid][1].startswith("diverged"), 20, "slider a to diverge")
         # the window takes the user to the comm that diverged; the detail pane compares doc and feed
         assert win.model.node(win.proxy.mapToSource(win.tree.currentIndex())).path == f"comms/{sid}"
         compare = win.detail.compare
@@ -253,9 +229,9 @@ def test_window_fault_toggle_and_nudge_show_divergence_then_quit_cleans_up(qtbot
 
         # the fault off again: the next nudge reaches the doc and the views agree again
         panel.clear_faults()
-        _until(loop, lambda: bed.testbed.faults == [], 10, "the faults to be off")
+        until(loop, lambda: bed.testbed.faults == [], 10, "the faults to be off")
         panel.act_nudge.trigger()
-        _until(loop, lambda: _comm_rows(win)[sid][1] == "in sync", 20, "slider a back in sync")
+        until(loop, lambda: _comm_rows(win)[sid][1] == "in sync", 20, "slider a back in sync")
         kernel_pid = bed.testbed.room(panel.notebook_id).kernel.pid
     finally:
         loop.run_until_complete(win.shutdown())

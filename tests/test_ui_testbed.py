@@ -11,7 +11,6 @@ import concurrent.futures
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ qasync = pytest.importorskip("qasync")
 
 from PySide6.QtCore import QModelIndex, Qt  # noqa: E402
 from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
+from waiting import qt_loop, until, wait_until  # noqa: E402
 
 from inspector.testbed import TestbedThread  # noqa: E402
 from inspector.ui import theme as th  # noqa: E402
@@ -46,17 +46,7 @@ CELLS = [
 
 @pytest.fixture(scope="module")
 def loop(qapp):
-    lp = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(lp)
-    yield lp
-    # finish what the sessions left behind (blob fetches) while the loop still runs, then close it
-    pending = [t for t in asyncio.all_tasks(lp) if not t.done()]
-    for t in pending:
-        t.cancel()
-    if pending:
-        lp.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    lp.close()
-    asyncio.set_event_loop(None)
+    yield from qt_loop(qapp)
 
 
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="testbed-call")
@@ -84,20 +74,6 @@ def window(qtbot, tmp_path, loop):
     QAbstractItemModelTester(win.timeline.proxy, QAbstractItemModelTester.FailureReportingMode.Fatal)
     yield win
     loop.run_until_complete(win.shutdown())
-
-
-def until(loop, pred: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    async def poll() -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = pred()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or pred}")
-            await asyncio.sleep(0.02)
-
-    return loop.run_until_complete(poll())
 
 
 def tb(loop, bed: TestbedThread, fn: Callable[..., Any], *args: Any) -> Any:
@@ -240,11 +216,7 @@ def test_reconnect_after_testbed_restart_and_error_states(window, loop, tmp_path
     sock = str(tmp_path / "rt.sock")
 
     async def wait(pred: Callable[[], Any], what: str, timeout: float = 40.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.02)
+        await wait_until(pred, what, timeout)
 
     async def scenario() -> None:
         # nothing listens yet: a specific error, and a retry countdown

@@ -7,21 +7,15 @@ import contextlib
 import json
 import os
 import sys
-import time
+
+from waiting import wait_until
 
 from inspector.session import PeerSession, SessionConfig
 from inspector.v4.divergence import find_connection_file, runtime_cache_dir
 
 
 async def until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await wait_until(pred, what, timeout, poll=0.05)
 
 
 def slider_of(snap):

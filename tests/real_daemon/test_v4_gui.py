@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ qasync = pytest.importorskip("qasync")
 
 from PySide6.QtCore import QPersistentModelIndex, Qt  # noqa: E402
 from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
+from waiting import qt_loop, wait_until  # noqa: E402
 
 from inspector.pool import PoolClient  # noqa: E402
 from inspector.protocol import messages as m  # noqa: E402
@@ -34,16 +34,7 @@ MODELS = ["LayoutModel", "SliderStyleModel", "IntSliderModel", "LayoutModel", "O
 
 @pytest.fixture(scope="module")
 def loop(qapp):
-    lp = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(lp)
-    yield lp
-    pending = [t for t in asyncio.all_tasks(lp) if not t.done()]
-    for t in pending:
-        t.cancel()
-    if pending:
-        lp.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    lp.close()
-    asyncio.set_event_loop(None)
+    yield from qt_loop(qapp)
 
 
 @pytest.fixture
@@ -60,14 +51,7 @@ def window(qtbot, tmp_path, loop):
 
 
 async def wait(pred: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    return await wait_until(pred, what, timeout)
 
 
 def children(win: InspectorWindow, path: str, col: int) -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import pytest
+from waiting import wait_until
 
 from inspector.errors import WouldLaunchKernel
 from inspector.pool import PoolClient
@@ -30,14 +30,7 @@ async def attached(socket_path: str, notebook_id: str):
 
 
 async def until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await wait_until(pred, what, timeout, poll=0.05)
 
 
 def slider_of(snap):
