@@ -263,7 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     commands = set(_subcommands(parser))
-    if not any(a in commands for a in argv) and not any(a in ("-h", "--help", "--version") for a in argv):
+    first_word = next((a for a in argv if not a.startswith("-")), None)
+    if (not any(a in commands for a in argv) and not any(a in ("-h", "--help", "--version") for a in argv)
+            and (first_word is None or not argv[0].isidentifier())):
         # No command: the desktop app. Leading global flags (-v) stay before it.
         lead = 0
         while lead < len(argv) and argv[lead] in ("-v", "-vv", "-vvv", "--verbose"):

@@ -150,3 +150,12 @@ def test_help_has_examples_and_version() -> None:
     assert res.returncode == 0 and res.stdout.startswith("runtimed-inspector ")
     res = run_cli("snapshot")
     assert res.returncode == errors.EXIT_USAGE
+
+
+def test_unknown_command_and_window_without_display() -> None:
+    res = run_cli("bogus")
+    assert res.returncode == errors.EXIT_USAGE and "invalid choice: 'bogus'" in res.stderr
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    res = subprocess.run([sys.executable, "-m", "inspector", "gui"], capture_output=True, text=True, timeout=30,
+                         env=env)
+    assert res.returncode == errors.EXIT_USAGE and "no display" in res.stderr and "Traceback" not in res.stderr

@@ -71,6 +71,13 @@ def run_gui(args: argparse.Namespace) -> int:
               "install with `pip install runtimed-inspector[gui]`, or use the rooms/snapshot/watch commands",
               file=sys.stderr)
         return EXIT_USAGE
+    from ..demo import has_display
+
+    if not has_display():
+        print("runtimed-inspector: no display to open the window on (DISPLAY and WAYLAND_DISPLAY are unset); "
+              "use snapshot/watch/check headless, or QT_QPA_PLATFORM=offscreen with --screenshot",
+              file=sys.stderr)
+        return EXIT_USAGE
     return run_window(args)
 
 
