@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import configparser
 import shutil
-import struct
 import subprocess
+import sys
 import tomllib
 import xml.etree.ElementTree as ET
-import zlib
 from pathlib import Path
 
 import pytest
 
 import inspector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "packaging"))
+import check_png  # noqa: E402  (stdlib-only; shared with packaging/smoke.sh)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = ROOT / "resources"
@@ -95,45 +97,9 @@ def test_metainfo_release_matches_package_version_and_screenshots_live_in_docs()
 
 
 def _decode_png_rgba(path: Path) -> tuple[int, int, list[bytes]]:
-    """Minimal PNG reader (8-bit RGBA, non-interlaced): returns width, height, unfiltered rows."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-    assert header is not None, f"{path} has no IHDR"
-    width, height, depth, color_type, _, _, interlace = header
-    assert (depth, color_type, interlace) == (8, 6, 0), f"{path}: expected 8-bit RGBA, got {header}"
-    raw, bpp, stride = zlib.decompress(idat), 4, width * 4
-    rows: list[bytes] = []
-    prev = bytearray(stride)
-    for y in range(height):
-        ftype = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for x in range(stride):
-            a = line[x - bpp] if x >= bpp else 0
-            b = prev[x]
-            c = prev[x - bpp] if x >= bpp else 0
-            if ftype == 1:
-                line[x] = (line[x] + a) & 0xFF
-            elif ftype == 2:
-                line[x] = (line[x] + b) & 0xFF
-            elif ftype == 3:
-                line[x] = (line[x] + (a + b) // 2) & 0xFF
-            elif ftype == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                line[x] = (line[x] + pred) & 0xFF
-        rows.append(bytes(line))
-        prev = line
+    """The packaging smoke test's stdlib PNG decoder, asked for 8-bit RGBA."""
+    width, height, bpp, rows = check_png.decode(path)
+    assert bpp == 4, f"{path}: expected RGBA, got {bpp} channel(s)"
     return width, height, rows
 
 
