@@ -70,16 +70,9 @@ def bare_sync(src: am.Document) -> float:
 async def connect_once(sock: str, room: str, n_cells: int, n_comms: int) -> float:
     t0 = time.perf_counter()
     s = PeerSession(SessionConfig(sock, room, resolve_blobs=False, keep_frame_bodies=False))
-    task = asyncio.create_task(s.run())
-    await s.wait_for(lambda sn: len(sn.cells) == n_cells and len(sn.comms) == n_comms, 60)
-    dt = time.perf_counter() - t0
-    await s.stop()
-    task.cancel()
-    try:
-        await task
-    except BaseException:  # noqa: BLE001  (cancelled or closed: either is fine here)
-        pass
-    return dt
+    async with s.running():
+        await s.wait_for(lambda sn: len(sn.cells) == n_cells and len(sn.comms) == n_comms, 60)
+        return time.perf_counter() - t0
 
 
 def record_updates(src: NotebookDoc, n: int) -> tuple[list[bytes], bytes]:

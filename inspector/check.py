@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from .divergence import IN_SYNC, PENDING, SEVERITY_RANK, SessionDivergence, SettleConfig
-from .errors import EXIT_DIVERGED, EXIT_OK, InspectorError
+from .errors import EXIT_DIVERGED, EXIT_OK, Timeout
+from .session import unless_ended
 from .snapshot import Divergence
 
 EXAMPLES = """examples:
@@ -113,32 +114,18 @@ async def watch_room(session: Any, duration: float, join_timeout: float) -> dict
                 seen[(raw["comm_id"], raw["kind"])] = _div(raw)
 
     session.log.subscribe(on_event)
-    task = asyncio.create_task(session.run())
-    try:
-        deadline = time.monotonic() + join_timeout
-        while session.state != "live":
-            if task.done():
-                task.result()
-                raise InspectorError("the connection ended before the room was joined")
-            if time.monotonic() > deadline:
-                from .errors import Timeout
-
-                raise Timeout(f"could not join the room within {join_timeout:.0f} s")
-            await asyncio.sleep(0.02)
+    async with session.running() as task:
+        await unless_ended(session.wait_for(lambda s: s.connection == "live", join_timeout), task,
+                           "the connection ended before the room was joined")
         sd: SessionDivergence = session.divergence  # after the join: a v4 profile brings its own binding
         if session.config.extra.get("kernel_connection"):
             # the kernel view only sees what is published after it subscribed: wait for it (bounded)
-            limit = time.monotonic() + 2.0
-            while (sd.tap is None or sd.tap.state == "connecting") and time.monotonic() < limit:
-                await asyncio.sleep(0.02)
+            with contextlib.suppress(Timeout):
+                await unless_ended(wait_until(lambda: sd.tap is not None and sd.tap.state != "connecting", 2.0),
+                                   task)
         print(f"check: watching room {session.config.notebook_id} for {duration:g} s "
               f"(views: {', '.join(sd.sources())})", file=sys.stderr, flush=True)
-        end = time.monotonic() + duration
-        while time.monotonic() < end:
-            if task.done():
-                task.result()
-                raise InspectorError("the connection ended during the check")
-            await asyncio.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        await unless_ended(asyncio.sleep(duration), task, "the connection ended during the check")
         # Let what is still pending settle (bounded by the settle windows).
         cfg = sd.engine.config
         limit = time.monotonic() + cfg.clear_s + cfg.quiet_s + 0.5
@@ -147,18 +134,20 @@ async def watch_room(session: Any, duration: float, join_timeout: float) -> dict
             due = sd.engine.next_deadline()
             if due is None:
                 break
-            await asyncio.sleep(min(0.05, max(0.0, due - time.monotonic()) + 0.005))
+            await asyncio.sleep(min(0.05, max(0.0, due - time.monotonic()) + 0.005))  # until the next deadline
         sd.run()
-        final = sd.divergences(include_pending=False) if hasattr(sd, "divergences") else \
-            sd.engine.divergences(include_pending=False)
-        for d in final:
+        for d in sd.divergences(include_pending=False):
             seen[(d.comm_id, d.kind)] = d
         return seen
-    finally:
-        await session.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, InspectorError):
-            await task
+
+
+async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
+    """Poll a condition that no event announces (the tap's subscription)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise Timeout(f"condition not met within {timeout:g} s")
+        await asyncio.sleep(poll)
 
 
 def _div(raw: dict[str, Any]) -> Divergence:

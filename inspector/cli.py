@@ -177,32 +177,18 @@ def cmd_rooms(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    from .session import unless_ended
+
     async def go() -> int:
         session = make_session(args)
-        task = asyncio.create_task(session.run())
-        try:
-            waiter = asyncio.create_task(session.wait_settled(args.settle_ms / 1000, args.timeout))
-            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if waiter in done and isinstance(waiter.exception(), InspectorError):
-                raise waiter.exception()  # the session's own error, or a timeout
-            if waiter not in done:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError, InspectorError):
-                    await waiter
-                if task.done():
-                    task.result()  # raises the session's error
-                raise InspectorError("the connection ended before the snapshot was taken")
-            snap = session.snapshot()
-            out = snap.to_json()
+        async with session.running() as task:
+            await unless_ended(session.wait_settled(args.settle_ms / 1000, args.timeout), task,
+                               "the connection ended before the snapshot was taken")
+            out = session.snapshot().to_json()
             if args.events:
                 out["events"] = [e.to_json() for e in session.log.events()]
             print(json.dumps(out, indent=args.indent or None, default=str))
             return EXIT_OK
-        finally:
-            await session.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, InspectorError):
-                await task
 
     return _guarded(go)
 
@@ -218,29 +204,25 @@ def cmd_watch(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
         session.log.subscribe(show)
-        task = asyncio.create_task(session.run())
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        timer = asyncio.create_task(asyncio.sleep(args.duration)) if args.duration else None
-        stopper = asyncio.create_task(stop.wait())
-        waits = {task, stopper} | ({timer} if timer else set())
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                task.result()
-                return EXIT_OK
-            return EXIT_INTERRUPTED if stopper in done else EXIT_OK
-        finally:
-            for t in (stopper, timer):
-                if t:
-                    t.cancel()
-            await session.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, InspectorError):
-                await task
+        async with session.running() as task:
+            timer = asyncio.create_task(asyncio.sleep(args.duration)) if args.duration else None
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                done, _ = await asyncio.wait({task, stopper} | ({timer} if timer else set()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if task in done:
+                    task.result()
+                    return EXIT_OK
+                return EXIT_INTERRUPTED if stopper in done else EXIT_OK
+            finally:
+                for t in (stopper, timer):
+                    if t:
+                        t.cancel()
 
     return _guarded(go)
 

@@ -217,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
 async def run_headless(args: argparse.Namespace, out: Any = None) -> int:
     """The scenario without a window: print one settled snapshot as JSON."""
     from . import cli
+    from .session import unless_ended
     from .testbed.daemon import Testbed
 
     out = out or sys.stdout
@@ -227,7 +228,6 @@ async def run_headless(args: argparse.Namespace, out: Any = None) -> int:
     with contextlib.suppress(NotImplementedError, RuntimeError):
         # SIGTERM ends the demo like Ctrl-C: kernel stopped, socket and directory removed
         loop.add_signal_handler(signal.SIGTERM, lambda: main.cancel() if main else None)
-    session = task = None
     try:
         async with Testbed(scenario.socket_path, **scenario.testbed_kwargs()) as tb:
             nid = scenario.notebook_id(tb)
@@ -242,13 +242,13 @@ async def run_headless(args: argparse.Namespace, out: Any = None) -> int:
                 from .check import setup_session
 
                 setup_session(session, sargs)  # no-op when the CLI already attached the engine
-            task = asyncio.create_task(session.run())
-            await _wait(session.wait_for(lambda s: s.connection == "live", args.timeout), task)
-            await _wait(scenario.run_cells(tb), task)
-            expected = len(scenario.code_cells(tb))
-            await _wait(session.wait_for(lambda s: _ran(s, expected), args.timeout), task)
-            await _wait(session.wait_settled(args.settle_ms / 1000, args.timeout), task)
-            snap = session.snapshot()
+            async with session.running() as task:
+                await unless_ended(session.wait_for(lambda s: s.connection == "live", args.timeout), task)
+                await unless_ended(scenario.run_cells(tb), task)
+                expected = len(scenario.code_cells(tb))
+                await unless_ended(session.wait_for(lambda s: _ran(s, expected), args.timeout), task)
+                await unless_ended(session.wait_settled(args.settle_ms / 1000, args.timeout), task)
+                snap = session.snapshot()
             out.write(json.dumps(snap.to_json(), indent=args.indent or None, default=str) + "\n")
             out.flush()
             return EXIT_OK
@@ -258,33 +258,7 @@ async def run_headless(args: argparse.Namespace, out: Any = None) -> int:
     except asyncio.CancelledError:
         return EXIT_INTERRUPTED
     finally:
-        if session is not None:
-            with contextlib.suppress(Exception):
-                await session.stop()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
         scenario.remove_dir()
-
-
-async def _wait(coro: Any, session_task: asyncio.Task[Any]) -> Any:
-    """Await `coro`, failing with the session's own error if the connection ends first."""
-    step = asyncio.ensure_future(coro)
-    try:
-        done, _ = await asyncio.wait({step, session_task}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # SIGTERM: the step goes with the demo
-        step.cancel()
-        with contextlib.suppress(BaseException):
-            await step
-        raise
-    if step in done:
-        return step.result()
-    step.cancel()
-    with contextlib.suppress(BaseException):
-        await step
-    session_task.result()  # raises the session's error
-    raise InspectorError("the connection to the demo testbed ended")
 
 
 def _ran(snap: Any, code_cells: int) -> bool:

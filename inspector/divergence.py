@@ -1339,6 +1339,10 @@ class SessionDivergence(EngineTimer):
             out.append("kernel")
         return tuple(out)
 
+    def divergences(self, include_pending: bool = True) -> tuple[Divergence, ...]:
+        self.engine.update()
+        return self.engine.divergences(include_pending=include_pending)
+
     def _filter(self, snap: Any) -> Any:
         import msgspec
 

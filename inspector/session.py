@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -489,6 +489,18 @@ class PeerSession:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._activity.wait(), wait)
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[asyncio.Task[None]]:
+        """`run()` as a task for the body of the block; stopped and awaited on the way out."""
+        task = asyncio.create_task(self.run())
+        try:
+            yield task
+        finally:
+            await self.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InspectorError):
+                await task
+
     async def wait_for(self, predicate: Callable[[Snapshot], bool], timeout: float) -> Snapshot:
         """Until `predicate(snapshot)` holds; re-checked after every change the session sees."""
         deadline = time.monotonic() + timeout
@@ -548,6 +560,25 @@ class PeerSession:
         self._snapshot_cache = snap
         self._dirty = False
         return snap
+
+
+async def unless_ended(coro: Any, session_task: asyncio.Task[Any], what: str = "the connection ended") -> Any:
+    """Await `coro`, failing with the session's own error if its task ends first."""
+    step = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({step, session_task}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # interrupted: the step goes too
+        step.cancel()
+        with contextlib.suppress(BaseException):
+            await step
+        raise
+    if step in done:
+        return step.result()
+    step.cancel()
+    with contextlib.suppress(BaseException):
+        await step
+    session_task.result()  # raises the session's error
+    raise Closed(what)
 
 
 def profile_kernel_none() -> Any:

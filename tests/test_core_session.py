@@ -47,15 +47,9 @@ def sock_path() -> Any:
 @contextlib.asynccontextmanager
 async def attached(daemon: ScriptedDaemon, settle: float = 0.15, **cfg: Any) -> AsyncIterator[PeerSession]:
     session = PeerSession(SessionConfig(daemon.path, daemon.notebook_id, **cfg))
-    task = asyncio.create_task(session.run())
-    try:
+    async with session.running():
         await session.wait_settled(settle, 10)
         yield session
-    finally:
-        await session.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 async def test_v2_document_cells_in_position_order_with_tolerated_shapes(sock_path: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -56,14 +55,9 @@ async def test_check_passes_on_a_healthy_room(real_socket, widget_room):
 async def test_check_fails_on_the_send_comm_divergence_with_the_kernel_tap(real_socket, widget_room):
     nb = widget_room.notebook_id
     s = PeerSession(SessionConfig(real_socket, nb))
-    task = asyncio.create_task(s.run())
-    try:
+    async with s.running():
         await s.wait_settled(0.3, 30)
         slider = slider_of(s.snapshot())
-    finally:
-        await s.stop()
-        with contextlib.suppress(Exception):
-            await task
     old = slider.state["value"]
     new = 4 if old != 4 else 6
 
@@ -86,8 +80,7 @@ async def test_check_fails_on_the_send_comm_divergence_with_the_kernel_tap(real_
 async def test_kernel_connection_found_from_the_runtime_state(real_socket, widget_room):
     """runtime agent id -> runtime-agents manifest -> pgid -> kernel process -> `-f` connection file."""
     s = PeerSession(SessionConfig(real_socket, widget_room.notebook_id, extra={"kernel_connection": "auto"}))
-    task = asyncio.create_task(s.run())
-    try:
+    async with s.running():
         await s.wait_settled(0.3, 30)
         agent = s.profile.room.runtime.kernel["runtime_agent_id"]
         path = find_connection_file(runtime_cache_dir(s), agent)
@@ -102,7 +95,3 @@ async def test_kernel_connection_found_from_the_runtime_state(real_socket, widge
         await until(lambda: slider_of(s.snapshot()).state["value"] == 1, 20, "value 1 in the document")
         await until(lambda: not s.snapshot().divergence, 10, "no divergence")
         assert "kernel" in s.snapshot().sources
-    finally:
-        await s.stop()
-        with contextlib.suppress(Exception):
-            await task

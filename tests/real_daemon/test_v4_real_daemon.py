@@ -19,14 +19,9 @@ SYNC_TYPES = {0x00, 0x05, 0x06, 0x09, 0x0A}
 @contextlib.asynccontextmanager
 async def attached(socket_path: str, notebook_id: str):
     s = PeerSession(SessionConfig(socket_path, notebook_id))
-    task = asyncio.create_task(s.run())
-    try:
+    async with s.running():
         await s.wait_settled(0.3, 30)
         yield s
-    finally:
-        await s.stop()
-        with contextlib.suppress(Exception):
-            await task
 
 
 async def until(pred, timeout: float, what: str):
