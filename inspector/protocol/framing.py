@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import struct
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 MAGIC = bytes([0xC0, 0xDE, 0x01, 0xAC])
@@ -148,3 +149,14 @@ async def read_frame(reader: asyncio.StreamReader, limit: int = DATA_FRAME_MAX) 
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError as exc:
         raise ConnectionClosed(False, f"connection closed inside a {length}-byte frame") from exc
+
+
+async def frames(reader: asyncio.StreamReader, limit: int = DATA_FRAME_MAX) -> AsyncIterator[bytes]:
+    """Every frame until the peer closes at a frame boundary (EOF inside a frame raises)."""
+    while True:
+        try:
+            yield await read_frame(reader, limit)
+        except ConnectionClosed as exc:
+            if exc.clean:
+                return
+            raise

@@ -28,6 +28,7 @@ from ..protocol.framing import (
     FrameType,
     encode_frame,
     encode_typed,
+    frames,
     read_frame,
 )
 from ..protocol.presence import PresenceError, decode_presence
@@ -239,13 +240,7 @@ class Daemon:
             writer_task.cancel()
 
     async def _notebook_loop(self, room: Room, peer: Peer, reader: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                payload = await read_frame(reader, DATA_FRAME_MAX)
-            except ConnectionClosed as exc:
-                if exc.clean:
-                    return
-                raise
+        async for payload in frames(reader):
             if not payload:
                 raise FrameError("empty frame")
             ftype, body = payload[0], payload[1:]
@@ -344,13 +339,7 @@ class Daemon:
     # -- daemon-level channels -------------------------------------------------------------
 
     async def _pool_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                payload = await read_frame(reader, DATA_FRAME_MAX)
-            except ConnectionClosed as exc:
-                if exc.clean:
-                    return
-                raise
+        async for payload in frames(reader):
             req = m.decode_pool_request(payload)
             resp: Any
             if isinstance(req, m.Ping):
@@ -383,13 +372,7 @@ class Daemon:
             await writer.drain()
 
     async def _blob_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                payload = await read_frame(reader, DATA_FRAME_MAX)
-            except ConnectionClosed as exc:
-                if exc.clean:
-                    return
-                raise
+        async for payload in frames(reader):
             req = m.decode_json(payload)
             action = req.get("action") if isinstance(req, dict) else None
             if action == "get_port":
