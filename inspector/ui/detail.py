@@ -272,19 +272,7 @@ class DetailPane(QWidget):
                 if col in (1, 2, 3):
                     item.setFont(mono)
                     item.setToolTip(text if len(text) > 30 else "")
-                if col == 0 and status:
-                    item.setIcon(th.status_icon(status))
-                    item.setText(f"{k}  ≠")
-                    if d is not None:
-                        item.setToolTip(f"{d.status}: {d.kind}" + (f" — {d.detail}" if d.detail else ""))
-                if status == "diverged":
-                    item.setBackground(t.diverged_bg)
-                    if col == 0:
-                        item.setForeground(t.diverged_fg)
-                elif status == "pending":
-                    item.setBackground(t.pending_bg)
-                if col == 4:
-                    item.setForeground(t.muted_fg)
+                _mark_compare_cell(item, col, len(cells), k, status, d)
                 self.compare.setItem(row, col, item)
             if k == focus:
                 focus_row = row
@@ -378,21 +366,7 @@ class DetailPane(QWidget):
                 if col == 0 and meta_row:
                     item.setForeground(t.muted_fg)
                     item.setToolTip("from the runtime state's comm topology (the comms document has no such key)")
-                if col == 0 and status:
-                    item.setIcon(th.status_icon(status))
-                    item.setText(f"{k}  ≠")
-                    tip = f"{d.status}: {d.kind}" + (f" — {d.detail}" if d.detail else "")
-                    if d.moved:
-                        tip += f"\nmoved: {d.moved}"
-                    item.setToolTip(tip)
-                if status == "diverged":
-                    item.setBackground(t.diverged_bg)
-                    if col == 0:
-                        item.setForeground(t.diverged_fg)
-                elif status == "pending":
-                    item.setBackground(t.pending_bg)
-                if col == len(cells) - 1:
-                    item.setForeground(t.muted_fg)
+                _mark_compare_cell(item, col, len(cells), k, status, d)
                 self.compare.setItem(row, col, item)
             if k == focus:
                 focus_row = row
@@ -548,3 +522,23 @@ def _alive(widget: QWidget) -> bool:
         return shiboken6.isValid(widget)
     except ImportError:
         return True
+
+
+def _mark_compare_cell(item: QTableWidgetItem, col: int, ncols: int, key: str, status: str | None,
+                       d: Any) -> None:
+    """Colour one cell of a compare row by the key's status; the key cell gets the icon and why."""
+    t = th.theme()
+    if col == 0 and status:
+        item.setIcon(th.status_icon(status))
+        item.setText(f"{key}  ≠")
+        if d is not None:
+            tip = f"{d.status}: {d.kind}" + (f" — {d.detail}" if d.detail else "")
+            item.setToolTip(tip + (f"\nmoved: {d.moved}" if getattr(d, "moved", None) else ""))
+    if status == "diverged":
+        item.setBackground(t.diverged_bg)
+        if col == 0:
+            item.setForeground(t.diverged_fg)
+    elif status == "pending":
+        item.setBackground(t.pending_bg)
+    if col == ncols - 1:  # the ages column
+        item.setForeground(t.muted_fg)

@@ -16,7 +16,6 @@ from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
-    QSortFilterProxyModel,
     Qt,
     QTimer,
     Signal,
@@ -39,6 +38,7 @@ from PySide6.QtWidgets import (
 from .. import events as ev
 from ..protocol.framing import FrameType
 from . import theme as th
+from .tree_model import FilterProxy
 
 COLUMNS = ("#", "Time", "Kind", "Doc / dir", "Size", "Summary")
 EventRole = Qt.ItemDataRole.UserRole + 1
@@ -215,7 +215,7 @@ class TimelineModel(QAbstractTableModel):
         return None
 
 
-class TimelineFilter(QSortFilterProxyModel):
+class TimelineFilter(FilterProxy):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.kinds: set[str] = set(ev.KINDS)
@@ -230,14 +230,6 @@ class TimelineFilter(QSortFilterProxyModel):
     def set_text(self, text: str) -> None:
         self._change(lambda: setattr(self, "text", text.strip().lower()))
 
-    def _change(self, apply: Callable[[], Any]) -> None:
-        if hasattr(self, "endFilterChange"):
-            self.beginFilterChange()
-            apply()
-            self.endFilterChange()
-        else:
-            apply()
-            self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         e = self.sourceModel().event_at(source_row)

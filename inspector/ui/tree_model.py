@@ -8,6 +8,7 @@ its expansion, selection and scroll position. Rows that changed are highlighted 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import (
@@ -342,7 +343,20 @@ class DocumentTreeModel(QAbstractItemModel):
         return base
 
 
-class TreeFilterProxy(QSortFilterProxyModel):
+class FilterProxy(QSortFilterProxyModel):
+    """A proxy whose filter settings change through `_change`, announced the way this Qt wants."""
+
+    def _change(self, apply: Callable[[], Any]) -> None:
+        if hasattr(self, "endFilterChange"):  # Qt >= 6.10
+            self.beginFilterChange()
+            apply()
+            self.endFilterChange()
+        else:
+            apply()
+            self.invalidateFilter()
+
+
+class TreeFilterProxy(FilterProxy):
     """Search text (id, model name, key, value) and the 'only divergent' switch.
 
     Recursive filtering keeps the ancestors of a match visible; the children of a match
@@ -365,14 +379,6 @@ class TreeFilterProxy(QSortFilterProxyModel):
         if on != self._only_divergent:
             self._change(lambda: setattr(self, "_only_divergent", on))
 
-    def _change(self, apply: Any) -> None:
-        if hasattr(self, "endFilterChange"):  # Qt >= 6.10
-            self.beginFilterChange()
-            apply()
-            self.endFilterChange()
-        else:
-            apply()
-            self.invalidateFilter()
 
     @property
     def active(self) -> bool:
