@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from automerge import core as am
 from scripted_daemon import ScriptedDaemon, build_doc, put_comm
+from waiting import wait_until
 
 from inspector import events as ev
 from inspector.errors import BadFrame, Closed, NotRuntimed, ProtocolMismatch, UnknownNotebook
@@ -227,9 +228,8 @@ async def test_oversized_frame_and_closed_connection(sock_path: str) -> None:
         assert len(s.log.frames()) >= 2  # what was recorded before the error is kept
 
     async def close(d: ScriptedDaemon, peer: Any) -> None:
-        while not any(ft == 0 for ft, _ in peer.received):  # the peer has synced once
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
+        # the peer acknowledged the document (its second sync reply): then the daemon goes away
+        await wait_until(lambda: sum(ft == 0 for ft, _ in peer.received) >= 2, "the peer's ack", 10, poll=0.01)
         peer.writer.close()
 
     async with ScriptedDaemon(sock_path, build_doc(CELLS, schema=2), after_join=close):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import pytest
@@ -26,6 +25,13 @@ async def attached(socket_path: str, notebook_id: str):
 
 async def until(pred, timeout: float, what: str):
     return await wait_until(pred, what, timeout, poll=0.05)
+
+
+async def settled_divergences(s: PeerSession) -> tuple:
+    """The divergences once the engine has nothing left to re-evaluate (past every settle window)."""
+    await s.wait_settled(0.3, 20)
+    await until(lambda: s.divergence.engine.next_deadline() is None, 10, "the divergence engine to settle")
+    return s.snapshot().divergence
 
 
 def slider_of(snap):
@@ -81,8 +87,7 @@ async def test_slider_change_from_the_kernel_shows_up_live(real_socket, widget_r
         assert slider.key_writers["value"].startswith("rt:kernel:")
         changed = [e for e in s.log.events() if e.kind == "doc_changed" and e.data.get("doc") == "comms"]
         assert changed, "the CommsDoc change is in the timeline"
-        await asyncio.sleep(0.6)
-        assert s.snapshot().divergence == ()
+        assert await settled_divergences(s) == ()
 
 
 async def test_send_comm_divergence_is_reported_on_that_comm_and_key(real_socket, widget_room):
@@ -118,9 +123,8 @@ async def test_closing_a_widget_removes_it(real_socket, widget_room):
         (b,) = [c for c in s.snapshot().comms if c.model_name == "ButtonModel"]
         await widget_room.acall(op="run", source="tmp.close()")
         await until(lambda: all(c.comm_id != b.comm_id for c in s.snapshot().comms), 20, "the button to go")
-        await asyncio.sleep(0.6)
+        assert not [d for d in await settled_divergences(s) if d.comm_id == b.comm_id]
         snap = s.snapshot()
-        assert not [d for d in snap.divergence if d.comm_id == b.comm_id]
         assert len(snap.comms) >= n  # its style (ButtonStyle) and layout stay: only the widget closed
 
 
