@@ -1191,6 +1191,20 @@ class EngineTimer:
         self._timer_due = None
         self.run()
 
+    def _log_tap(self, what: str, payload: Any) -> None:
+        """Kernel-tap events worth a line in the timeline."""
+        from . import events as ev
+
+        tap = getattr(self, "tap", None)
+        data = {"kernel_tap": tap.summary() if tap is not None else None}
+        if what == "shutdown":
+            self.session.log.emit(ev.CONNECTION, "kernel tap: the kernel answered a shutdown request", data)
+        elif what == "dead":
+            self.session.log.emit(ev.ERROR, f"kernel tap: kernel dead ({payload})", data)
+        elif what == "rejected" and tap is not None:
+            self.session.log.emit(ev.ERROR, f"kernel tap: rejected an IOPub message ({payload}); "
+                                  f"{tap.rejected} rejected so far", data)
+
 
 class SessionDivergence(EngineTimer):
     """Runs an engine inside a `PeerSession` (protocol profiles with a CommSync feed).
@@ -1299,26 +1313,18 @@ class SessionDivergence(EngineTimer):
             self.session.log.emit(ev.ERROR, f"kernel tap: {exc}", {"kernel_tap": self.tap.summary()})
 
     def _on_tap(self, what: str, payload: Any) -> None:
-        from . import events as ev
-
         src = self.kernel_src
         assert src is not None
         now = time.monotonic()
+        self._log_tap(what, payload)
         if what == "comm":
             src.sync([payload], now)
         elif what == "shutdown":
             src.clear("shutdown_request", now)
-            self.session.log.emit(ev.CONNECTION, "kernel tap: the kernel answered a shutdown request",
-                                  {"kernel_tap": self.tap.summary()})
         elif what == "dead":
             src.dead = True
             src.mark_clear("dead", now)
             src.sync_all(now)
-            self.session.log.emit(ev.ERROR, f"kernel tap: kernel dead ({payload})", {"kernel_tap": self.tap.summary()})
-        elif what == "rejected":
-            self.session.log.emit(ev.ERROR, f"kernel tap: rejected an IOPub message ({payload}); "
-                                  f"{self.tap.rejected} rejected so far", {"kernel_tap": self.tap.summary()})
-            return
         else:
             return
         self.run(now)

@@ -416,20 +416,13 @@ class V4SessionDivergence(EngineTimer):
         self.run(now)
 
     def _on_tap(self, what: str, payload: Any) -> None:
-        from .. import events as ev
-
         now = time.monotonic()
+        self._log_tap(what, payload)
         if what == "shutdown":
             self.kernel.clear_all("shutdown_request", now)
         elif what == "dead":
             self.kernel.dead = True
             self.kernel.mark_clear("dead", now)
-            self.session.log.emit(ev.ERROR, f"kernel tap: kernel dead ({payload})",
-                                  {"kernel_tap": self.tap.summary() if self.tap else None})
-        elif what == "rejected" and self.tap is not None:
-            self.session.log.emit(ev.ERROR, f"kernel tap: rejected an IOPub message ({payload}); "
-                                  f"{self.tap.rejected} rejected so far", {"kernel_tap": self.tap.summary()})
-            return
         else:
             return
         self.run(now)
