@@ -204,8 +204,9 @@ def test_window_fault_toggle_and_nudge_show_divergence_then_quit_cleans_up(qtbot
         panel.start()
         until(loop, lambda: panel.ready or panel.error, 90, "the demo notebook to run")
         assert panel.error is None
-        models = {name.split()[1] for name, _info in _comm_rows(win).values()}
-        assert {"IntSliderModel", "VBoxModel", "OutputModel"} <= models
+        # the tree refresh is coalesced: wait for the rows, don't assume they are already there
+        until(loop, lambda: {"IntSliderModel", "VBoxModel", "OutputModel"}
+              <= {name.split()[1] for name, _info in _comm_rows(win).values()}, 20, "the widgets in the tree")
         assert win.state == "live"
         sid = panel.slider_id()
         # the tour shows slider a, in sync in doc, feed and kernel
