@@ -117,6 +117,7 @@ class KernelTap:
         self._sock: zmq.asyncio.Socket | None = None
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -186,6 +187,10 @@ class KernelTap:
 
     async def run(self) -> None:
         """Connect and read until `stop()`. Raises TapError if the endpoint cannot be used."""
+        if self._stopping:
+            return
+        # A context of its own per tap and per loop: an asyncio socket belongs to the loop that
+        # first polled it, so a shared Context.instance() would mix loops (tests, CLI, window).
         self._ctx = zmq.asyncio.Context()
         sock = self._sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
@@ -193,10 +198,11 @@ class KernelTap:
         try:
             sock.connect(self.connection.iopub_url)
         except zmq.ZMQError as exc:
-            sock.close()
+            self._close_socket()
             raise TapError(f"cannot connect to {self.connection.iopub_url}: {exc}") from None
         self.connected_at = time.monotonic()
         self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
         if self.state == "connecting":
             self.state = "live"
         watcher = asyncio.create_task(self._watch_endpoint())
@@ -213,14 +219,29 @@ class KernelTap:
             if not self._stopping:
                 raise
         finally:
+            # Synchronous teardown first: it must happen even if this coroutine is being closed
+            # outside its loop (a task left pending, then collected), where awaiting fails.
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            self._close_socket()
+            with contextlib.suppress(BaseException):
                 await watcher
-            sock.close(0)
-            self._ctx.term()
-            self._sock = None
             if self.state not in ("dead", "shutdown"):
                 self.state = "stopped"
+
+    def _close_socket(self) -> None:
+        """Close the socket with linger 0, then the context: `destroy` never waits for a socket
+        left open (a plain `term()` blocks forever on one, which hung test runs at exit)."""
+        sock, ctx = self._sock, self._ctx
+        self._sock = self._ctx = None
+        if sock is not None and not sock.closed:
+            try:
+                sock.close(linger=0)
+            except RuntimeError:
+                # the asyncio socket could not unregister from a loop that is gone: close the
+                # underlying zmq socket all the same
+                zmq.Socket.close(sock, linger=0)
+        if ctx is not None and not ctx.closed:
+            ctx.destroy(linger=0)
 
     async def _watch_endpoint(self) -> None:
         """An ipc endpoint disappears when the kernel exits: the one death sign a passive tap sees."""
@@ -233,9 +254,32 @@ class KernelTap:
                 self._mark("dead", f"IOPub endpoint {path} disappeared")
 
     def stop(self) -> None:
+        """Stop reading. Safe from any thread and after the tap's loop stopped: the socket is
+        closed at once when the loop is not running (a cancel would only be delivered when it
+        runs again, maybe never); otherwise `run()` closes it on its own loop."""
         self._stopping = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        task, loop = self._task, self._loop
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is not None and loop.is_running() and here is not loop:
+            if task is not None:  # another thread: hand the cancel to the tap's own loop
+                loop.call_soon_threadsafe(task.cancel)
+            return
+        if task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):  # a closed loop cannot schedule the wakeup
+                task.cancel()
+        if loop is None or not loop.is_running():
+            self._close_socket()
+
+    async def close(self) -> None:
+        """`stop()`, then wait until `run()` has closed its socket (on the tap's own loop)."""
+        self.stop()
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task}, timeout=5)
 
     def summary(self) -> dict[str, Any]:
         return {"endpoint": self.connection.iopub_url, "state": self.state, "received": self.received,
