@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = Path(os.environ.get("RTD_TOOLS") or REPO.parent / "shared" / "tools" / "real-runtimed")
+TOOLS = REPO / "tools" / "real-runtimed"  # the project's own install/start/stop of runtimed 2.9.0
 DRIVER = Path(__file__).with_name("room_driver.py")
 
 
