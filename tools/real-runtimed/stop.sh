@@ -13,7 +13,8 @@ RTD_PID= RTD_PID_START= RTD_IPC_DIR=
 [ -s "$STATE/daemon.env" ] && . "$STATE/daemon.env"
 case "$RTD_PID" in ''|*[!0-9]*) echo "stop.sh: bad pid record in $STATE" >&2; exit 1 ;; esac
 
-start_ticks() { awk '{sub(/.*\) /, ""); print $20}' "/proc/$1/stat" 2>/dev/null; }
+# start time of a live process (a zombie has finished: nothing to stop)
+start_ticks() { awk '{sub(/.*\) /, ""); if ($1 != "Z") print $20}' "/proc/$1/stat" 2>/dev/null; }
 ours() { [ -n "$RTD_PID_START" ] && [ "$(start_ticks "$RTD_PID")" = "$RTD_PID_START" ]; }
 # pids of the daemon's descendants and of its session (orphans keep the session id)
 family() {
