@@ -14,8 +14,11 @@ if [ -z "${RTD_PREFIX:-}" ]; then
   { [ -w "$RTD_PREFIX" ] || { [ ! -e "$RTD_PREFIX" ] && [ -w /opt ]; }; } || RTD_PREFIX=$REPO/build/real-runtimed
 fi
 export RTD_PREFIX
-mkdir -p "$REPO/build"
-STATE=$(mktemp -d "$REPO/build/rtd.XXXXXX")
+# under build/ unless that makes the socket path too long for a Unix socket (~100 bytes)
+STATE_BASE=$REPO/build
+[ ${#STATE_BASE} -le 60 ] || STATE_BASE=${TMPDIR:-/tmp}
+mkdir -p "$STATE_BASE"
+STATE=$(mktemp -d "$STATE_BASE/rtd.XXXXXX")
 cleanup() { "$TOOLS/stop.sh" "$STATE" || true; rm -rf "$STATE"; }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -113,7 +113,6 @@ class KernelTap:
         self.shutdown_requested = False  # the kernel answered a shutdown_request (seen on IOPub)
         self.connected_at: float | None = None
         self.last_message_at: float | None = None
-        self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
@@ -189,10 +188,9 @@ class KernelTap:
         """Connect and read until `stop()`. Raises TapError if the endpoint cannot be used."""
         if self._stopping:
             return
-        # A context of its own per tap and per loop: an asyncio socket belongs to the loop that
-        # first polled it, so a shared Context.instance() would mix loops (tests, CLI, window).
-        self._ctx = zmq.asyncio.Context()
-        sock = self._sock = self._ctx.socket(zmq.SUB)
+        # A socket of its own per tap, so per loop: an asyncio socket belongs to the loop that
+        # first polled it. The context is shared (see _context).
+        sock = self._sock = _context().socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
@@ -220,19 +218,18 @@ class KernelTap:
                 raise
         finally:
             # Synchronous teardown first: it must happen even if this coroutine is being closed
-            # outside its loop (a task left pending, then collected), where awaiting fails.
-            watcher.cancel()
+            # outside its loop (a task left pending, then collected), where scheduling fails.
             self._close_socket()
+            with contextlib.suppress(RuntimeError):
+                watcher.cancel()
             with contextlib.suppress(BaseException):
                 await watcher
             if self.state not in ("dead", "shutdown"):
                 self.state = "stopped"
 
     def _close_socket(self) -> None:
-        """Close the socket with linger 0, then the context: `destroy` never waits for a socket
-        left open (a plain `term()` blocks forever on one, which hung test runs at exit)."""
-        sock, ctx = self._sock, self._ctx
-        self._sock = self._ctx = None
+        """Close the socket now, linger 0: nothing is sent on a SUB socket, nothing to wait for."""
+        sock, self._sock = self._sock, None
         if sock is not None and not sock.closed:
             try:
                 sock.close(linger=0)
@@ -240,8 +237,6 @@ class KernelTap:
                 # the asyncio socket could not unregister from a loop that is gone: close the
                 # underlying zmq socket all the same
                 zmq.Socket.close(sock, linger=0)
-        if ctx is not None and not ctx.closed:
-            ctx.destroy(linger=0)
 
     async def _watch_endpoint(self) -> None:
         """An ipc endpoint disappears when the kernel exits: the one death sign a passive tap sees."""
@@ -286,6 +281,24 @@ class KernelTap:
                 "rejected": self.rejected, "reject_reasons": dict(self.reject_reasons),
                 "comms": len(self.table.comms), "shutdown_requested": self.shutdown_requested,
                 "execution_state": self.execution_state}
+
+
+_CONTEXT: zmq.asyncio.Context | None = None
+
+
+def _context() -> zmq.asyncio.Context:
+    """One zmq context for every tap, kept for the life of the process.
+
+    A context per tap was collected together with its socket when a tap's teardown did not run
+    (a task failed outside its loop); the garbage collector clears weak references before it
+    finalizes, so the context's `__del__` saw no sockets to close and its `term()` waited
+    forever for the open one: the test run hung after its summary. This context is never
+    collected, and pyzmq does not terminate contexts at interpreter exit. Every tap closes its
+    own socket."""
+    global _CONTEXT
+    if _CONTEXT is None or _CONTEXT.closed:
+        _CONTEXT = zmq.asyncio.Context()
+    return _CONTEXT
 
 
 def _reject_reason(exc: Exception) -> str:
