@@ -141,7 +141,7 @@ async def test_read_only_no_change_carries_the_inspector_actor(real_socket, widg
             assert not any(a.endswith("/inspector") for a in doc.actors), doc.name
 
 
-async def test_inactive_room_is_not_joined_without_permission(real_socket):
+async def test_inactive_room_is_not_joined_without_permission(real_socket, inactive_room):
     async with PoolClient(real_socket, 4) as pool:
         rooms = await pool.list_rooms()
     inactive = [r for r in rooms if r.state == "inactive"]
