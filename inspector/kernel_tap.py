@@ -292,7 +292,7 @@ def _context() -> zmq.asyncio.Context:
     A context per tap was collected together with its socket when a tap's teardown did not run
     (a task failed outside its loop); the garbage collector clears weak references before it
     finalizes, so the context's `__del__` saw no sockets to close and its `term()` waited
-    forever for the open one: the test run hung after its summary. This context is never
+    forever for the open one (test runs hung there). This context is never
     collected, and pyzmq does not terminate contexts at interpreter exit. Every tap closes its
     own socket."""
     global _CONTEXT
