@@ -204,6 +204,7 @@ class KernelTap:
         if self.state == "connecting":
             self.state = "live"
         watcher = asyncio.create_task(self._watch_endpoint())
+        collected = False
         try:
             while not self._stopping:
                 try:
@@ -216,14 +217,18 @@ class KernelTap:
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
+        except GeneratorExit:
+            collected = True  # closed by the garbage collector: it must not await anything
+            raise
         finally:
             # Synchronous teardown first: it must happen even if this coroutine is being closed
             # outside its loop (a task left pending, then collected), where scheduling fails.
             self._close_socket()
             with contextlib.suppress(RuntimeError):
                 watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await watcher
+            if not collected:
+                with contextlib.suppress(BaseException):
+                    await watcher
             if self.state not in ("dead", "shutdown"):
                 self.state = "stopped"
 
