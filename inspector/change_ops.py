@@ -5,8 +5,8 @@ whole document), so the reader decodes the op columns it needs — object, map k
 from the columnar change format to know which cells and comms a sync touched.
 Format: automerge binary document format, "change" chunks (types 1 and 2).
 
-Every count is untrusted: LEB128 values stop at 64 bits, decompression at deflate's own
-maximum ratio, and a change claiming more than MAX_OPS ops is refused (the caller then reads
+Every count is untrusted: LEB128 values stop at 64 bits, decompression at INFLATE_MAX_RATIO
+times the compressed size, and a change claiming more than MAX_OPS ops is refused (the caller then reads
 the whole document), so a few hostile bytes never cost more than a few bytes' work.
 """
 
@@ -29,7 +29,7 @@ COL_ACTION = 0x42
 MAKE_ACTIONS = {0, 2, 4, 6}  # makeMap, makeList, makeText, makeTable
 MAX_OPS = 1 << 20  # ops per change decoded here; a larger change is read as "touches everything"
 LEB_MAX_BYTES = 10  # 64-bit values, as automerge's own decoder
-DEFLATE_MAX_RATIO = 1032  # deflate cannot expand further: more output means a hostile stream
+INFLATE_MAX_RATIO = 64  # more expansion: read as "touches everything" (a full read), never allocated
 
 
 class ChangeFormatError(BadContent, ValueError):
@@ -84,9 +84,9 @@ def _room(out: list, n: int) -> None:
 
 def _inflate(data: bytes) -> bytes:
     d = zlib.decompressobj(-15)
-    out = d.decompress(data, DEFLATE_MAX_RATIO * len(data) + 64)
+    out = d.decompress(data, INFLATE_MAX_RATIO * len(data) + 65536)
     if d.unconsumed_tail:
-        raise ChangeFormatError("deflated column expands past deflate's maximum ratio")
+        raise ChangeFormatError(f"deflated data expands more than {INFLATE_MAX_RATIO} times")
     return out
 
 

@@ -266,6 +266,7 @@ def parse_sync_message(body: bytes) -> SyncSummary:
         for _ in range(count(2)):
             hashes()
             n = count(1)  # bloom filter bytes
+            _check_bloom(body[pos: pos + n], body)
             pos += n
         changes = []
         for _ in range(count(1)):
@@ -275,6 +276,22 @@ def parse_sync_message(body: bytes) -> SyncSummary:
     except (IndexError, ChangeFormatError):
         raise DocError("sync message is truncated", data=body) from None
     return SyncSummary(heads, need, tuple(changes))
+
+
+def _check_bloom(bloom: bytes, body: bytes) -> None:
+    """A `have` bloom filter Automerge can use: it divides by its bits per entry and indexes its
+    bits by the probes, so a filter with entries and 0 bits, or too few bits, makes it panic."""
+    if not bloom:
+        return
+    entries, pos = uleb(bloom, 0)
+    bits_per_entry, pos = uleb(bloom, pos)
+    probes, pos = uleb(bloom, pos)
+    if entries and (bits_per_entry == 0 or probes == 0):
+        raise DocError(f"sync message has a bloom filter of {entries} entries with {bits_per_entry} bits "
+                       f"per entry and {probes} probes", data=body)
+    if len(bloom) - pos != (entries * bits_per_entry + 7) // 8:
+        raise DocError(f"sync message has a bloom filter of {len(bloom) - pos} bytes for {entries} entries "
+                       f"of {bits_per_entry} bits", data=body)
 
 
 def change_hash(chunk: bytes) -> bytes | None:
@@ -365,7 +382,7 @@ class DocReplica:
                 # indexed when an incremental read first needs it: a join's full syncs stay cheap
                 self.paths.invalidate()
         self._check_changes(summary, applied, before != after)
-        reply = self.generate()
+        reply = self.generate(data=body)
         return reply, dirty
 
     def _check_changes(self, summary: SyncSummary, applied: list[Any], moved: bool) -> None:
@@ -396,8 +413,10 @@ class DocReplica:
             self.unapplied[h.hex()] = problem
             self.problems.append(problem)
 
-    def generate(self) -> bytes | None:
-        reply = guarded(f"{self.name}: generating a sync reply", self.doc.generate_sync_message, self.state)
+    def generate(self, data: bytes | None = None) -> bytes | None:
+        """The next sync message to send; `data`: the message just received, named in a DocError."""
+        reply = guarded(f"{self.name}: generating a sync reply", self.doc.generate_sync_message, self.state,
+                        data=data)
         self.last_reply_empty = reply is None
         if reply is None:
             return None
