@@ -285,8 +285,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         def show(e: ev.Event) -> None:
             if e.kind == ev.FRAME and not args.frames:
                 return
-            if ending and e.kind == ev.ERROR:
-                return  # the connection we are closing ourselves (e.g. --for ended during connect)
+            if ending and (e.kind == ev.ERROR or (e.kind == ev.CONNECTION and e.data.get("state") == "error")):
+                return  # the connection we close ourselves (--for ended during connect) is no daemon's fault
             sys.stdout.write(encoder.encode(e.to_json()).decode("utf-8") + "\n")
             sys.stdout.flush()
 
