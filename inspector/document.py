@@ -294,12 +294,30 @@ def _check_bloom(bloom: bytes, body: bytes) -> None:
                        f"of {bits_per_entry} bits", data=body)
 
 
+def chunks(entry: bytes) -> list[bytes]:
+    """The chunks of one `changes` entry: a v2 (0x43) message may carry several back to back
+    (a whole document and the changes after it). Stops at the first bytes that are not a chunk."""
+    out: list[bytes] = []
+    pos = 0
+    while pos + 9 < len(entry) and entry[pos: pos + 4] == CHUNK_MAGIC:
+        try:
+            length, body = uleb(entry, pos + 9)
+        except (IndexError, ChangeFormatError):
+            break
+        out.append(entry[pos: body + length])
+        pos = body + length
+    return out
+
+
 def change_hash(chunk: bytes) -> bytes | None:
     """The hash of an uncompressed change chunk (SHA-256 of its bytes from the chunk type on);
     None for document chunks and compressed changes, whose hash is not over their bytes."""
     if len(chunk) > 8 and chunk[:4] == CHUNK_MAGIC and chunk[8] == 1:
         return hashlib.sha256(chunk[8:]).digest()
     return None
+
+
+MAX_PROBLEMS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,13 +404,19 @@ class DocReplica:
         return reply, dirty
 
     def _check_changes(self, summary: SyncSummary, applied: list[Any], moved: bool) -> None:
+        if self.converged:
+            # Holding the daemon's heads is holding every change it could send (their ancestors).
+            self.unapplied.clear()
+            if self._known is not None:
+                self._known.update(ch.hash for ch in applied)
+            return
         applied_hashes = {ch.hash for ch in applied}
         if self._known is not None:
             self._known |= applied_hashes
         for h in applied_hashes & {bytes.fromhex(k) for k in self.unapplied}:
             self.unapplied.pop(h.hex(), None)  # its dependency arrived
         now = time.monotonic()
-        for chunk in summary.changes:
+        for chunk in (c for entry in summary.changes for c in chunks(entry)):
             h = change_hash(chunk)
             if h is None or h in applied_hashes:
                 continue
@@ -412,6 +436,8 @@ class DocReplica:
                                   detail, now)
             self.unapplied[h.hex()] = problem
             self.problems.append(problem)
+        if len(self.problems) > MAX_PROBLEMS:  # nobody took them: keep the latest, bounded
+            del self.problems[:-MAX_PROBLEMS]
 
     def generate(self, data: bytes | None = None) -> bytes | None:
         """The next sync message to send; `data`: the message just received, named in a DocError."""

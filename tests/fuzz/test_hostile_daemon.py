@@ -115,7 +115,7 @@ async def test_a_change_automerge_keeps_out_is_held_by_the_replica_as_a_problem(
     doc = build_doc([], schema=3, comms={"sl": SLIDER})
     async with ScriptedDaemon(sock_path, doc, after_join=hostile) as d, attached(d) as s:
         rep = s.replicas[0]
-        await wait_until(lambda: rep.unapplied, "the unapplied change to be noticed")
-        problem = list(rep.unapplied.values())[0]
+        await wait_until(lambda: rep.problems, "the unapplied change to be noticed")
+        problem = rep.problems[0]
         assert problem.kind == "unapplied" and problem.size == len(c2)
         assert problem.change_hash not in rep.heads and s.state == LIVE
