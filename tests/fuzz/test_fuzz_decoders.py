@@ -23,7 +23,7 @@ from inspector.protocol import messages as m
 from inspector.protocol.framing import FrameDecoder, encode_frame, parse_preamble, split_typed
 from inspector.protocol.presence import decode_presence, encode_presence
 
-from .conftest import feed
+from .conftest import count_project_error, feed
 
 S = am.ScalarType
 
@@ -228,6 +228,7 @@ def _receive_and_read(messages: list[bytes]) -> None:
         try:
             _, dirty = rep.receive(body)
         except InspectorError:
+            count_project_error("sync path")
             continue  # the session reconnects: a fresh replica (here: the next message on this one)
         reader.refresh(rep.doc, dirty)
         rep.take_problems()
