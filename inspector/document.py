@@ -52,7 +52,7 @@ def guarded(what: str, fn: Callable[..., T], *args: Any, data: bytes | None = No
     sees: it is caught here by name of its base, and only interpreter exits pass through."""
     try:
         return fn(*args)
-    except _NOT_OURS:
+    except (*_NOT_OURS, DocError):
         raise
     except BaseException as exc:  # noqa: B036 - PanicException derives from BaseException
         kind = "panicked" if type(exc).__name__ == "PanicException" else "failed"
@@ -393,7 +393,8 @@ class DocReplica:
             if before or self._known is not None or self.unapplied:
                 applied = guarded(f"{self.name}: reading new changes", self.doc.get_changes, before)
             if want_dirty and before:
-                dirty = self.paths.dirty_from(applied, self.doc)
+                dirty = guarded(f"{self.name}: placing the new changes", self.paths.dirty_from, applied, self.doc,
+                                data=body)
             else:
                 dirty = {ALL}
             if ALL in dirty:
