@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -18,15 +19,20 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def wall(cmd: list[str], runs: int) -> float:
-    times = []
+def wall(cmd: list[str], runs: int) -> tuple[float, float]:
+    """Median wall time and median CPU time (user + system) of the child: CPU time is what the
+    command costs, wall time also holds what other processes on a loaded machine took."""
+    times, cpus = [], []
     env = {**os.environ, "RUNTIMED_INSPECTOR_LOG_DIR": os.environ.get("TMPDIR", "/tmp")}
     subprocess.run(cmd, capture_output=True, env=env, check=False)  # warm the page cache
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(cmd, capture_output=True, env=env, check=False)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(times), statistics.median(cpus)
 
 
 def json_printing(n_cells: int) -> tuple[float, float, int]:
@@ -69,9 +75,11 @@ def main() -> None:
         ("rooms, missing socket", wall([*cli, "rooms", "--socket", missing], args.runs)),
         ("snapshot --help", wall([*cli, "snapshot", "--help"], args.runs)),
     ]
-    print(f"start-up, median of {args.runs} runs ({' '.join(os.path.basename(c) for c in cli)})")
-    for name, t in rows:
-        print(f"  {name:<32} {t * 1e3:7.1f} ms  {t / floor:5.2f}x")
+    print(f"start-up, median of {args.runs} runs ({' '.join(os.path.basename(c) for c in cli)}); "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'':<32} {'wall':>9} {'ratio':>6} {'cpu':>9} {'ratio':>6}")
+    for name, (t, cpu) in rows:
+        print(f"  {name:<32} {t * 1e3:6.1f} ms {t / floor[0]:5.2f}x {cpu * 1e3:6.1f} ms {cpu / floor[1]:5.2f}x")
     t_json, t_msgspec, size = json_printing(args.cells)
     print(f"printing a {args.cells}-cell snapshot ({size / 1e6:.1f} MB, indent 2): json.dumps {t_json * 1e3:.0f} ms, "
           f"msgspec {t_msgspec * 1e3:.0f} ms ({t_json / t_msgspec:.1f}x faster)")

@@ -8,7 +8,6 @@ import os
 import socket
 import stat
 import struct
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ def cache_dir() -> Path:
 def _dev_hash() -> str | None:
     path = os.environ.get("RUNTIMED_WORKSPACE_PATH")
     if path is None:
+        import subprocess  # only for a dev worktree: the common paths pay nothing for it
+
         try:
             out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
                                  timeout=2, check=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 EXIT_OK = 0
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
@@ -87,6 +85,8 @@ class BadContent(BadFrame):
     offending bytes so an event can point at them without holding them."""
 
     def __init__(self, message: str, *, data: bytes | None = None) -> None:
+        import hashlib  # here, not at the top: every command imports this module, few raise this
+
         super().__init__(message)
         self.size = len(data) if data is not None else None
         self.sha256 = hashlib.sha256(data).hexdigest() if data is not None else None
