@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [*argv[:lead], "gui", *argv[lead:]]
         command = "gui"
     try:
-        if command in ("snapshot", "watch"):
+        if command in ("snapshot", "watch") and not any(a in ("-h", "--help") for a in words):
             # A missing socket is known without the engine's modules: parse without them first.
             light = build_parser(())
             early, unknown = light.parse_known_args(argv)
