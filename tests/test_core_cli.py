@@ -231,6 +231,8 @@ def test_a_socket_in_a_directory_others_can_write_is_refused(tmp_path: Any, mode
 def test_version_and_verbosity_after_the_command_and_negative_durations() -> None:
     res = run_cli("rooms", "--version")
     assert res.returncode == 0 and res.stdout.startswith("runtimed-inspector ")
+    for cmd in ("snapshot", "watch"):  # the lazily built parser still shows the engine's options
+        assert "--kernel-connection" in run_cli(cmd, "--help").stdout
     for args in (("rooms", "-v"), ("rooms", "-vv"), ("snapshot", "--notebook", "x", "-v")):
         res = run_cli(*args, "--socket", "/nonexistent/rt.sock")
         assert res.returncode == errors.EXIT_NO_SOCKET, (args, res.stderr)
