@@ -346,14 +346,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [*argv[:lead], "gui", *argv[lead:]]
         command = "gui"
     try:
-        if command in ("snapshot", "watch") and not any(a in ("-h", "--help") for a in words):
-            # A missing socket is known without the engine's modules: parse without them first.
+        if command in ("rooms", "snapshot", "watch") and not any(a in ("-h", "--help") for a in words):
+            # A missing socket is known without the engine's modules: parse without them first,
+            # and without the log file unless more logging was asked for.
             light = build_parser(())
             early, unknown = light.parse_known_args(argv)
             _non_negative(light, early)
             if not unknown:
                 early.verbose += getattr(early, "verbose_after", 0)
-                _setup_logging(early.verbose)
+                if early.verbose:
+                    _setup_logging(early.verbose)
                 try:
                     preflight(early)
                 except InspectorError as exc:
