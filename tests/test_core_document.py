@@ -289,3 +289,34 @@ def test_hostile_change_columns_fail_fast_and_small(case: str) -> None:
     # allocation bounded by the change's own size (the 64 MiB the bomb expands to is never made)
     bound = 2 * (INFLATE_MAX_RATIO * len(raw) + 65536) + (1 << 20)
     assert peak < bound, f"{case}: {peak} bytes for a {len(raw)}-byte change"
+
+
+def test_a_join_whose_message_packs_many_changes_in_one_entry_reports_nothing() -> None:
+    """A v2 (0x43) message may hold a whole history in one `changes` entry, chunk after chunk:
+    each chunk is judged on its own bytes, so a healthy join is never reported as corrupt."""
+    from inspector.document import change_hash, chunks, parse_sync_message
+
+    src = build_doc([{"id": "c1", "position": "80", "source": "x"}], schema=3, comms={"w": {"state": {}, "seq": 0}})
+    w = src.get(src.get(am.ROOT, "comms")[1], "w")[1]
+    for i in range(300):
+        with src.transaction() as tx:
+            tx.put(w, "state", S.Str, json.dumps({"value": i}))
+    rep, s_src, packed = DocReplica("notebook", 0), am.SyncState(), 0
+    every_hash = {c.hash for c in src.get_changes([])}
+    for _ in range(20):
+        msg = src.generate_sync_message(s_src)
+        if msg is None:
+            break
+        body = msg.encode()
+        for entry in parse_sync_message(body).changes:
+            split = chunks(entry)
+            assert sum(map(len, split)) == len(entry)
+            assert {change_hash(c) for c in split} <= every_hash  # each chunk checks out on its own
+            packed = max(packed, len(split))
+        reply, _ = rep.receive(body)
+        if reply is None:
+            break
+        src.receive_sync_message(s_src, am.Message.decode(reply))
+    assert packed > 1  # the case this guards: several chunks in one entry
+    assert rep.converged and rep.take_problems() == [] and rep.unapplied == {}
+    assert rep.heads == tuple(h.hex() for h in src.get_heads())
