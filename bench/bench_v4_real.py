@@ -89,15 +89,16 @@ async def per_frame(sock: str, nb: str, drv: RoomDriver, seconds: float) -> dict
     await s.wait_settled(0.3, 60)
     s.snapshot()  # the joined tree, shown before the storm starts
     costs: list[float] = []
-    orig = s._dispatch
+    orig = s.receive
 
-    async def timed(ft, body, size, payload, now):
+    def timed(payload, now):
         t = time.perf_counter()
-        await orig(ft, body, size, payload, now)
+        step = orig(payload, now)
         s.snapshot()
         costs.append(time.perf_counter() - t)
+        return step
 
-    s._dispatch = timed  # type: ignore[method-assign]
+    s.receive = timed  # type: ignore[method-assign]
     n = int(seconds * 100)
     await drv.acall(op="run", source=f"import time\nfor i in range({n}):\n    s.value = i % 10\n    time.sleep(0.01)",
                     timeout=seconds + 60)

@@ -1,9 +1,9 @@
 """`runtimed-inspector check`: watch a room for a while and fail if comm views diverged.
 
 Made for CI jobs of widget libraries: exit 0 when nothing diverged during the watch, 1 with
-one line per divergence (comm id, model, kind, keys) when something did. Also attaches the
-divergence engine (and, with `--kernel-connection`, the kernel IOPub tap) to every session the
-CLI creates, so `snapshot` and `watch` report divergence too.
+one line per divergence (comm id, model, kind, keys) when something did. Also gives `snapshot`
+and `watch` the `--kernel-connection` and settle options; `divergence_options` turns them into
+the session's declared divergence option.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from .divergence import IN_SYNC, PENDING, SEVERITY_RANK, SessionDivergence, SettleConfig
+from .divergence import IN_SYNC, PENDING, SEVERITY_RANK, DivergenceOptions, SessionDivergence, SettleConfig
 from .errors import EXIT_DIVERGED, EXIT_OK, Timeout
 from .session import unless_ended
 from .snapshot import Divergence
@@ -50,16 +50,9 @@ def settle_config(args: argparse.Namespace) -> SettleConfig:
                         updates_dual_written=not getattr(args, "no_update_dual_write", False))
 
 
-def setup_session(session: Any, args: argparse.Namespace) -> None:
-    """Attach the divergence engine to a session the CLI made.
-
-    A v4 profile replaces this binding with its own once the protocol is known; it resolves
-    `--kernel-connection auto` from the room's runtime state.
-    """
-    if getattr(session, "divergence", None) is None:
-        kc = getattr(args, "kernel_connection", None)
-        session.config.extra["kernel_connection"] = kc
-        SessionDivergence(session, settle_config(args), None if kc == "auto" else kc)
+def divergence_options(args: argparse.Namespace) -> DivergenceOptions:
+    """The divergence option of a session made from these command-line flags."""
+    return DivergenceOptions(settle=settle_config(args), kernel_connection=getattr(args, "kernel_connection", None))
 
 
 def add_parser(subparsers: Any) -> None:
@@ -84,8 +77,6 @@ def add_parser(subparsers: Any) -> None:
         other = subparsers.choices.get(name)
         if other is not None and not any("--kernel-connection" in a.option_strings for a in other._actions):
             add_kernel_option(other)
-    if setup_session not in cli.SESSION_SETUP:
-        cli.SESSION_SETUP.append(setup_session)
 
 
 def _fails(d: Divergence, strict: bool) -> bool:
@@ -117,8 +108,8 @@ async def watch_room(session: Any, duration: float, join_timeout: float) -> dict
     async with session.running() as task:
         await unless_ended(session.wait_for(lambda s: s.connection == "live", join_timeout), task,
                            "the connection ended before the room was joined")
-        sd: SessionDivergence = session.divergence  # after the join: a v4 profile brings its own binding
-        if session.config.extra.get("kernel_connection"):
+        sd: SessionDivergence = session.divergence  # this connection's binding
+        if sd.kernel_connection:
             # the kernel view only sees what is published after it subscribed: wait for it (bounded)
             with contextlib.suppress(Timeout):
                 await unless_ended(wait_until(lambda: sd.tap is not None and sd.tap.state != "connecting", 2.0),

@@ -113,6 +113,7 @@ def resolve_socket(args: argparse.Namespace) -> str:
 
 
 def make_session(args: argparse.Namespace) -> Any:
+    from .check import divergence_options
     from .session import PeerSession, SessionConfig
 
     cfg = SessionConfig(
@@ -122,15 +123,9 @@ def make_session(args: argparse.Namespace) -> Any:
         allow_kernel_launch=getattr(args, "allow_kernel_launch", False),
         resolve_blobs=not getattr(args, "no_blobs", False),
         keep_frame_bodies=False,
+        divergence=divergence_options(args),
     )
-    session = PeerSession(cfg)
-    for fn in SESSION_SETUP:
-        fn(session, args)
-    return session
-
-
-# Engines (divergence, kernel tap) attach themselves to sessions the CLI creates.
-SESSION_SETUP: list[Any] = []
+    return PeerSession(cfg)
 
 
 def run_async(coro: Any) -> int:

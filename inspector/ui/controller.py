@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace | None = None) -> Any:
-    """A session exactly as the CLI makes one (divergence engine attached), keeping frame bytes
+    """A session exactly as the CLI makes one (with its divergence option), keeping frame bytes
     for the hex view. `options` carries the gui command's flags (--kernel-connection, settle...)."""
     from .. import cli
 
@@ -31,12 +31,6 @@ def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace
         if getattr(args, name, None) is None:
             setattr(args, name, default)
     session = cli.make_session(args)
-    try:
-        from .. import check
-
-        check.setup_session(session, args)  # no-op when the CLI already attached the engine
-    except ImportError:
-        pass
     session.config.keep_frame_bodies = True
     return session
 

@@ -9,6 +9,7 @@ import sys
 
 from waiting import wait_until
 
+from inspector.divergence import DivergenceOptions
 from inspector.session import PeerSession, SessionConfig
 from inspector.v4.divergence import find_connection_file, runtime_cache_dir
 
@@ -79,7 +80,7 @@ async def test_check_fails_on_the_send_comm_divergence_with_the_kernel_tap(real_
 
 async def test_kernel_connection_found_from_the_runtime_state(real_socket, widget_room):
     """runtime agent id -> runtime-agents manifest -> pgid -> kernel process -> `-f` connection file."""
-    s = PeerSession(SessionConfig(real_socket, widget_room.notebook_id, extra={"kernel_connection": "auto"}))
+    s = PeerSession(SessionConfig(real_socket, widget_room.notebook_id, divergence=DivergenceOptions(kernel_connection="auto")))
     async with s.running():
         await s.wait_settled(0.3, 30)
         agent = s.profile.room.runtime.kernel["runtime_agent_id"]
