@@ -1164,6 +1164,15 @@ class DivergenceOptions:
     kernel_connection: str | None = None  # a connection file, "auto" (v4: found from the room), None
 
 
+@dataclass(frozen=True)
+class CompareViews:
+    """One comm as every named view holds it, key by key: what the compare table shows."""
+
+    sources: tuple[str, ...]  # column order
+    values: dict[str, dict[str, tuple[Any, float | None]]]  # source -> key -> (value, age in ms or None)
+    meta: frozenset[str] = frozenset()  # sources that describe the comm (target, seq) and hold no state
+
+
 class CommViews:
     """What a protocol profile supplies to the binding: its named comm views (engine sources),
     the pairs compared, and how session inputs update the views. Written once per profile.
@@ -1174,7 +1183,7 @@ class CommViews:
     """
 
     names: tuple[str, ...] = ()
-    kernel: str = "kernel"
+    meta: frozenset[str] = frozenset()  # views that describe comms (target, seq, model) and hold no state
 
     def __init__(self, core: Any) -> None:
         self.core = core
@@ -1342,8 +1351,11 @@ class SessionDivergence:
         self.engine.update(now)
         return tuple(self.views.present(d) for d in self.engine.divergences(now, include_pending=include_pending))
 
-    def key_views(self, comm_id: str, now: float | None = None) -> dict[str, dict[str, tuple[Any, float | None]]]:
-        return self.views.key_views(comm_id, self._now(now))
+    def key_views(self, comm_id: str, now: float | None = None) -> CompareViews:
+        """Every named view of one comm, for the compare table."""
+        shown = self.sources()
+        names = tuple(n for n in self.views.names if n in shown)
+        return CompareViews(names, self.views.key_views(comm_id, self._now(now)), self.views.meta)
 
     def apply_to(self, snap: Any) -> Any:
         import msgspec

@@ -245,6 +245,7 @@ class V4CommViews(CommViews):
     """The v4 profile's comm views for the session's divergence binding."""
 
     names = (TOPOLOGY, STATE, ECHO, KERNEL)
+    meta = frozenset({TOPOLOGY})
 
     def __init__(self, core: Any) -> None:
         super().__init__(core)
