@@ -2,8 +2,8 @@
 
 Made for CI jobs of widget libraries: exit 0 when nothing diverged during the watch, 1 with
 one line per divergence (comm id, model, kind, keys) when something did. Also gives `snapshot`
-and `watch` the `--kernel-connection` and settle options; `divergence_options` turns them into
-the session's declared divergence option.
+and `watch` the `--kernel-connection` and settle options (`cli.divergence_options` turns them
+into the session's declared divergence option).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from .divergence import IN_SYNC, PENDING, SEVERITY_RANK, DivergenceOptions, SessionDivergence, SettleConfig
+from .divergence import IN_SYNC, PENDING, SEVERITY_RANK, SessionDivergence
 from .errors import EXIT_DIVERGED, EXIT_OK, Timeout
 from .session import unless_ended
 from .snapshot import Divergence
@@ -42,17 +42,6 @@ def add_settle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-update-dual-write", action="store_true",
                    help="the daemon does not write every state update to the document (68abbd94 era): "
                         "state differences are information only")
-
-
-def settle_config(args: argparse.Namespace) -> SettleConfig:
-    return SettleConfig(quiet_s=getattr(args, "quiet_ms", 250) / 1000,
-                        clear_s=getattr(args, "clear_ms", 2000) / 1000,
-                        updates_dual_written=not getattr(args, "no_update_dual_write", False))
-
-
-def divergence_options(args: argparse.Namespace) -> DivergenceOptions:
-    """The divergence option of a session made from these command-line flags."""
-    return DivergenceOptions(settle=settle_config(args), kernel_connection=getattr(args, "kernel_connection", None))
 
 
 def add_parser(subparsers: Any) -> None:

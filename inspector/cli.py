@@ -112,8 +112,17 @@ def resolve_socket(args: argparse.Namespace) -> str:
     return default_socket()
 
 
+def divergence_options(args: argparse.Namespace) -> Any:
+    """The session's divergence option from the flags `check` adds (absent flags: the defaults)."""
+    from .divergence import DivergenceOptions, SettleConfig
+
+    settle = SettleConfig(quiet_s=getattr(args, "quiet_ms", 250) / 1000,
+                          clear_s=getattr(args, "clear_ms", 2000) / 1000,
+                          updates_dual_written=not getattr(args, "no_update_dual_write", False))
+    return DivergenceOptions(settle=settle, kernel_connection=getattr(args, "kernel_connection", None))
+
+
 def make_session(args: argparse.Namespace) -> Any:
-    from .check import divergence_options
     from .session import PeerSession, SessionConfig
 
     cfg = SessionConfig(
