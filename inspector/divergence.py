@@ -1325,7 +1325,7 @@ class SessionDivergence:
         return self.engine.next_deadline()
 
     def _now(self, t: float | None) -> float:
-        return time.monotonic() if t is None else t
+        return self.core.clock() if t is None else t
 
     def _note(self, text: str, error: bool = False) -> None:
         from . import events as ev

@@ -76,6 +76,9 @@ class PeerSession(SessionCore):
         self._tap_path: str | None = None
         self._tap_task: asyncio.Task[Any] | None = None
 
+    def clock(self) -> float:
+        return time.monotonic()
+
     def notify(self, paths: set[str]) -> None:
         super().notify(paths)
         if paths:

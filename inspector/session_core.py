@@ -126,6 +126,7 @@ class SessionCore:
         self.last_broadcast: float | None = None
         self.connected_at: float | None = None
         self.connections = 0
+        self.now: float | None = None  # the time of the latest input (the core has no clock of its own)
         self._listeners: list[Listener] = []
         self._synced: set[int] = set()  # documents whose first sync reached the daemon's heads
         self._idle_at: float | None = None  # when to index the documents after the join (idle work)
@@ -150,7 +151,17 @@ class SessionCore:
             except Exception:  # a display bug must not kill the network reader
                 log.exception("session listener failed")
 
+    def clock(self) -> float:
+        """Now, for ages and settle windows in snapshots: the latest input's time (a live driver
+        overrides this with its clock, so ages advance while the room is idle)."""
+        return self.now if self.now is not None else 0.0
+
+    def _at(self, t: float | None) -> None:
+        if t is not None and (self.now is None or t > self.now):
+            self.now = t
+
     def set_state(self, state: str, detail: str = "", t: float | None = None) -> None:
+        self._at(t)
         if state == self.state and not detail:
             return
         self.state = state
@@ -165,6 +176,7 @@ class SessionCore:
     def begin(self, protocol_version: int, *, probe: DaemonProbe | None = None,
               resolver: BlobResolver | None = None, t: float) -> m.NotebookSync:
         """A new connection: fresh replicas, feed and divergence binding. Returns the handshake."""
+        self._at(t)
         self.probe = probe
         self.protocol_version = protocol_version
         self.daemon_version = probe.daemon_version if probe is not None else None
@@ -211,6 +223,7 @@ class SessionCore:
     def receive(self, payload: bytes, t: float) -> Step:
         """One typed frame from the daemon. Raises BadFrame when the connection cannot go on."""
         assert self.profile is not None, "begin() first"
+        self._at(t)
         self.last_frame_in = t
         try:
             tf = split_typed(payload)
@@ -243,6 +256,7 @@ class SessionCore:
 
     def tick(self, t: float) -> Step:
         """Time passed (called at `next_deadline()`): pending differences may now be reported."""
+        self._at(t)
         step = Step()
         if self._idle_at is not None and t >= self._idle_at:
             self._idle_at = None
@@ -268,6 +282,7 @@ class SessionCore:
 
     def kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], t: float) -> Step:
         """A verified comm message from the kernel's IOPub (the kernel tap)."""
+        self._at(t)
         step = Step()
         if self.divergence is not None:
             self.divergence.on_kernel_comm(msg_type, content, buffers, t)
@@ -275,7 +290,8 @@ class SessionCore:
         return step
 
     def kernel_event(self, what: str, payload: Any, t: float) -> Step:
-        """Kernel-tap news: `shutdown`, `dead`, `rejected`, `status`, `tap` (connected/failed)."""
+        """Kernel-tap news: `shutdown`, `dead`, `rejected`, `subscribing`, `tap_failed`."""
+        self._at(t)
         step = Step()
         if self.divergence is not None:
             self.divergence.on_kernel_event(what, payload, t)
@@ -284,6 +300,7 @@ class SessionCore:
 
     def blobs_resolved(self, refs: set[str], t: float | None = None) -> Step:
         """Output manifests arrived from the blob server: re-read the outputs that use them."""
+        self._at(t)
         step = Step()
         if self.profile is not None:
             changed = self.profile.invalidate_refs(self, refs)
@@ -300,7 +317,7 @@ class SessionCore:
         return payload if self.config.keep_frame_bodies else b""
 
     def _finish(self, step: Step, t: float | None) -> None:
-        if self.divergence is not None and self.divergence.run(t):
+        if self.divergence is not None and self.divergence.run(self.clock() if t is None else t):
             step.changed.add("divergence")
         self.notify(step.changed)
 
