@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,3 +160,17 @@ def test_unknown_command_and_window_without_display() -> None:
     res = subprocess.run([sys.executable, "-m", "inspector", "gui"], capture_output=True, text=True, timeout=30,
                          env=env)
     assert res.returncode == errors.EXIT_USAGE and "no display" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_snapshot_of_a_room_that_never_completes_exits_10_naming_what_is_missing() -> None:
+    """The daemon advertises its heads but never sends the changes: no partial room, no exit 0."""
+    with daemon_thread(stall_sync=True) as d:
+        started = time.monotonic()
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1", "--timeout", "2")
+        took = time.monotonic() - started
+    assert res.returncode == 10, res.stderr
+    assert res.stdout == ""
+    line = res.stderr.strip().splitlines()[-1]
+    assert line == ("runtimed-inspector: the room was not complete within 2 s: still waiting for "
+                    "the notebook document (not at the daemon heads yet)")
+    assert took < 8
