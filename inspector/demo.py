@@ -174,6 +174,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def testbed_missing() -> list[str]:
+    """The testbed kernel's packages (the `testbed` extra) that are not installed."""
+    return [name for name in ("ipykernel", "ipywidgets") if importlib.util.find_spec(name) is None]
+
+
 def has_display(env: dict[str, str] | None = None, platform: str | None = None) -> bool:
     """Whether a window can open: X11/Wayland on Unix, or a Qt platform chosen explicitly."""
     env = os.environ if env is None else env
@@ -192,6 +197,11 @@ def run(args: argparse.Namespace) -> int:
         FaultSet(args.fault)
     except FaultError as exc:
         print(f"runtimed-inspector: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    missing = testbed_missing()
+    if missing:
+        print(f"runtimed-inspector: the demo's kernel needs {' and '.join(missing)}: "
+              "pip install 'runtimed-inspector[testbed]'", file=sys.stderr)
         return EXIT_USAGE
     if not args.headless:
         if not has_display():
