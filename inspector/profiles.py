@@ -19,7 +19,7 @@ from .document import DocReplica, NotebookReader
 from .errors import BadFrame, ProtocolMismatch
 from .protocol import messages as m
 from .protocol.framing import FrameType
-from .snapshot import CellView, CommView, DocumentSummary, KernelView
+from .snapshot import CellView, CommView, DocumentSummary, FeedView, KernelView
 
 if TYPE_CHECKING:
     from .session_core import SessionCore as PeerSession
@@ -44,7 +44,6 @@ class Profile:
     version: int = 0
     name: str = "?"
     doc_types: dict[int, str] = {}
-    has_feed: bool = False
     path_depth: int = 2  # how deep the dirty paths of its replicas go (3: single entry fields)
     typed_bootstrap: bool = False  # the bootstrap and session control come as typed 0x07 frames
     sources: tuple[str, ...] = ()  # the room's own comm views, named in snapshots before any engine
@@ -64,6 +63,16 @@ class Profile:
     def request_body(self, req: m.Request, n: int) -> bytes:
         """How a read-only request is framed (`n`: a number unique on this connection)."""
         return m.encode(req)
+
+    def broadcast(self, session: PeerSession, bc: Any, t: float) -> Any:
+        """A decoded broadcast, before the divergence views see it; returns its effect (logged)."""
+        return None
+
+    def after_doc_change(self, session: PeerSession) -> None:
+        """After a document change was read."""
+
+    def feed_view(self, session: PeerSession) -> FeedView:
+        return FeedView(False, (), "none")
 
     def handshake(self, notebook_id: str) -> m.NotebookSync:
         raise NotImplementedError
@@ -115,7 +124,6 @@ class V2Profile(Profile):
     version = 2
     name = "v2"
     doc_types = {FrameType.AUTOMERGE_SYNC: "notebook"}
-    has_feed = True
     path_depth = 3
     sources = ("doc", "feed")
 
@@ -137,6 +145,16 @@ class V2Profile(Profile):
 
     def comm_views(self, session: PeerSession) -> CommViews:
         return V2CommViews(session)
+
+    def broadcast(self, session: PeerSession, bc: Any, t: float) -> Any:
+        return session.feed.apply(bc, t)
+
+    def after_doc_change(self, session: PeerSession) -> None:
+        if session.feed.shutdown_pending:  # the document decides an ambiguous shutdown
+            session.feed.resolve_shutdown({c.comm_id for c in self.comms(session)})
+
+    def feed_view(self, session: PeerSession) -> FeedView:
+        return session.feed.view()
 
     def unknown_frame(self, session: PeerSession, frame_type: int, body: bytes) -> None:
         if frame_type in LATER_PROTOCOL_FRAMES:

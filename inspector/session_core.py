@@ -344,8 +344,7 @@ class SessionCore:
                           {"doc": replica.name, "paths": paths[:200], "n_paths": len(paths),
                            "heads": list(replica.heads), "full_read": ALL in dirty},
                           target=_first_target(paths), t=t)
-            if self.profile.has_feed and self.feed.shutdown_pending:
-                self.feed.resolve_shutdown({c.comm_id for c in self.profile.comms(self)})
+            self.profile.after_doc_change(self)
             if self.divergence is not None:
                 self.divergence.on_doc(replica.frame_type, changed, t)
             step.changed |= changed | {f"doc:{replica.name}"}
@@ -381,9 +380,7 @@ class SessionCore:
         raw = m.to_builtins(bc) if isinstance(bc, m.Unknown) else m.decode_json(body)  # every field, as sent
         tag = m.tag_of(bc)
         self.last_broadcast = t
-        effect = None
-        if self.profile is not None and self.profile.has_feed:
-            effect = self.feed.apply(bc, t)
+        effect = self.profile.broadcast(self, bc, t) if self.profile is not None else None
         if isinstance(bc, m.KernelStatus):
             self.kernel_state = {**self.kernel_state, "status": bc.status, "source": "broadcast"}
         elif isinstance(bc, m.QueueChanged):
@@ -492,7 +489,7 @@ class SessionCore:
                 cells=prof.cells(self),
                 metadata=prof.metadata(self),
                 comms=prof.comms(self),
-                feed=self.feed.view() if prof.has_feed else FeedView(False, (), "none"),
+                feed=prof.feed_view(self),
                 kernel=prof.kernel(self),
                 sources=prof.sources,
                 documents=prof.documents(self),

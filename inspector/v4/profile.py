@@ -28,7 +28,6 @@ class V4Profile(Profile):
     version = 4
     name = "v4"
     doc_types = dict(DOC_FRAMES)
-    has_feed = False
     typed_bootstrap = True
     sources = ("topology", "state", "echo")
     warm_after_join = True
