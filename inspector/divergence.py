@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import collections
 import heapq
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +26,8 @@ from typing import Any
 
 from .comm_table import CommRecord, CommTable
 from .snapshot import CommView, Divergence, KeyDiff
+
+_log = logging.getLogger(__name__)
 
 # -- kinds and severities ---------------------------------------------------------------------
 
@@ -1251,8 +1254,10 @@ class SessionDivergence:
         self._tap_note: str | None = None
         self._closed = False
         if self.kernel_connection == "auto" and type(views).auto_tap is CommViews.auto_tap:
-            self._note(f"--kernel-connection auto is ignored: it finds the kernel through a v4 room's runtime "
-                       f"state, and this daemon speaks {core.profile.name}; pass the kernel's connection file")
+            text = (f"--kernel-connection auto is ignored: it finds the kernel through a v4 room's runtime "
+                    f"state, and this daemon speaks {core.profile.name}; pass the kernel's connection file")
+            _log.warning("%s", text)  # one line on stderr too: `snapshot` prints no events
+            self._note(text)
 
     # -- inputs from the core ------------------------------------------------------------------
 
@@ -1310,12 +1315,12 @@ class SessionDivergence:
         return self.kernel_connection
 
     def core_tap(self) -> Any:
-        return getattr(self.core, "tap", None)
+        return self.core.tap
 
     @property
     def tap(self) -> Any:
         """The running kernel tap (a socket driver's), for its counters; None without one."""
-        return self.core_tap()
+        return self.core.tap
 
     def run(self, t: float | None = None) -> bool:
         """Evaluate what changed (and what came due); True if some comm changed classification."""

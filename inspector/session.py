@@ -72,7 +72,6 @@ class PeerSession(SessionCore):
         self._request_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
-        self.tap: Any = None  # the running kernel tap (inspector.kernel_tap.KernelTap), if any
         self._tap_path: str | None = None
         self._tap_task: asyncio.Task[Any] | None = None
 

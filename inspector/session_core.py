@@ -121,6 +121,7 @@ class SessionCore:
         self.presence_peers: dict[str, dict[str, Any]] = {}
         self.resolver: BlobResolver | None = None
         self.divergence: SessionDivergence | None = None
+        self.tap: Any = None  # a driver's kernel tap, for its counters (the core only gets its messages)
         self.last_frame_in: float | None = None
         self.last_doc_change: float | None = None
         self.last_broadcast: float | None = None
@@ -184,6 +185,8 @@ class SessionCore:
         self.replicas = {ft: DocReplica(name, ft, self.profile.path_depth)
                          for ft, name in self.profile.doc_types.items()}
         self.feed = CommFeed()
+        self.kernel_state = {}
+        self.presence_peers = {}
         self._synced = set()
         self._idle_at = None
         self.resolver = resolver
