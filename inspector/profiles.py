@@ -57,6 +57,10 @@ class Profile:
         """Beyond every document at the daemon's heads: what else the join waits for."""
         return []
 
+    def waits_for(self, session: PeerSession, replica: DocReplica) -> bool:
+        """Whether the join waits for this document to reach the daemon's heads."""
+        return True
+
     def control(self, session: PeerSession, message: dict[str, Any]) -> None:
         """A session-control message (typed-bootstrap protocols)."""
 

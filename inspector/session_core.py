@@ -358,7 +358,7 @@ class SessionCore:
             return ["the connection"]
         out = []
         for ft, rep in self.replicas.items():
-            if ft in self._synced:
+            if ft in self._synced or not self.profile.waits_for(self, rep):
                 continue
             out.append(f"the {rep.name} document ({'no sync message yet' if not rep.messages_in else 'not at the daemon heads yet'})")
         out += self.profile.join_gates(self)

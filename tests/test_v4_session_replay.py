@@ -232,3 +232,36 @@ def test_advertised_heads_rejects_what_is_not_a_sync_message() -> None:
     assert advertised_heads(b"\x42\x02" + b"\x00" * 32) is None  # says 2 heads, holds 1
     assert advertised_heads(b"\x42\x80") is None  # the count never ends
     assert advertised_heads(b"\x42\x01" + b"\x11" * 32) == (b"\x11" * 32,)
+
+
+def test_a_document_the_daemon_never_syncs_is_not_waited_for_once_it_says_ready(core: SessionCore) -> None:
+    """A v4 build without the comments document: the join is done when the daemon says so."""
+    frames = [x for x in s2c(5) if x[2].get("frame_type") != FrameType.COMMENTS_SYNC]
+    core.begin(4, t=frames[0][1])
+    core.bootstrap(frames[0][0], frames[0][1])
+    drv = FileDriver(core)
+    for payload, t, _f in frames[1:]:
+        if t < JOINED_AT:
+            drv.feed(payload, t)
+    assert core.state == SYNCING
+    drv.feed(interactive_status(), JOINED_AT)
+    assert core.state == LIVE and core.replicas[FrameType.COMMENTS_SYNC].messages_in == 0
+
+
+def test_a_document_started_but_not_at_the_daemons_heads_is_waited_for(core: SessionCore) -> None:
+    frames = list(s2c(5))
+    core.begin(4, t=frames[0][1])
+    core.bootstrap(frames[0][0], frames[0][1])
+    drv = FileDriver(core)
+    first_comments = True
+    for payload, t, f in frames[1:]:
+        if t >= JOINED_AT:
+            break
+        if f.get("frame_type") == FrameType.COMMENTS_SYNC:
+            if not first_comments:
+                continue  # the comments document's content never arrives
+            first_comments = False
+        drv.feed(payload, t)
+    drv.feed(interactive_status(), JOINED_AT)
+    assert core.state == SYNCING
+    assert core.missing() == ["the comments document (not at the daemon heads yet)"]

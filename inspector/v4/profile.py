@@ -62,6 +62,11 @@ class V4Profile(Profile):
         if message.get("type") == "sync_status":
             self.sync_status = message
 
+    def waits_for(self, session: PeerSession, replica: DocReplica) -> bool:
+        # A document the daemon never started to sync once it says the join is done is one this
+        # daemon does not have (a v4 build before the comms or comments document), not one to wait for.
+        return replica.messages_in > 0 or bool(self.join_gates(session))
+
     def join_gates(self, session: PeerSession) -> list[str]:
         """The daemon says the join is complete with `sync_status` (notebook interactive, runtime
         state ready), sent after the last document of the join."""
