@@ -174,3 +174,13 @@ def test_snapshot_of_a_room_that_never_completes_exits_10_naming_what_is_missing
     assert line == ("runtimed-inspector: the room was not complete within 2 s: still waiting for "
                     "the notebook document (not at the daemon heads yet)")
     assert took < 8
+
+
+def test_kernel_connection_auto_on_a_v2_daemon_is_one_line_not_silence() -> None:
+    with daemon_thread() as d:
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1", "--settle-ms", "100",
+                      "--kernel-connection", "auto")
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "--kernel-connection auto is ignored" in ln]
+    assert len(lines) == 1 and "this daemon speaks v2" in lines[0]
+    assert json.loads(res.stdout)["sources"] == ["doc"]  # no comm_sync from this daemon: no feed view yet
