@@ -1337,7 +1337,7 @@ class SessionDivergence:
 
         if text != self._tap_note:
             self._tap_note = text
-            self.core.log.emit(ev.ERROR if error else ev.CONNECTION, text, {})
+            self.core.log.emit(ev.ERROR if error else ev.CONNECTION, text, {}, t=self.core.clock())
 
     # -- output -----------------------------------------------------------------------------------
 

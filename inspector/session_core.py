@@ -163,6 +163,7 @@ class SessionCore:
 
     def set_state(self, state: str, detail: str = "", t: float | None = None) -> None:
         self._at(t)
+        t = self.clock() if t is None else t
         if state == self.state and not detail:
             return
         self.state = state
@@ -276,6 +277,7 @@ class SessionCore:
 
     def sent(self, frame_type: int, body: bytes, doc: str | None, t: float | None = None) -> None:
         """The driver wrote a frame the core asked for (or a request): recorded in the log."""
+        t = self.clock() if t is None else t
         size = len(body) + 1
         rec = self.log.frame("out", frame_type, FrameType.name_of(frame_type), size,
                              (bytes([frame_type]) + body) if self.config.keep_frame_bodies else b"", doc, t)

@@ -180,7 +180,7 @@ def test_the_same_frames_give_the_same_verdict_twice() -> None:
             drv.feed(payload, t)
         drv.until(20.0)
         snap = c.snapshot(taken_at=0.0)
-        out.append((snap.comms, snap.cells, snap.divergence, [e.summary for e in c.log.events()]))
+        out.append((snap.comms, snap.cells, snap.divergence, [(e.t, e.kind, e.summary) for e in c.log.events()]))
     assert out[0] == out[1]
 
 

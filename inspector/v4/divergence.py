@@ -381,7 +381,7 @@ class V4CommViews(CommViews):
 
         if text != self._tap_note:
             self._tap_note = text
-            self.core.log.emit(ev.CONNECTION, text, {})
+            self.core.log.emit(ev.CONNECTION, text, {}, t=self.core.clock())
 
     def auto_tap(self) -> str | None:
         return self._tap_file
