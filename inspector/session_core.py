@@ -11,7 +11,11 @@ A driver feeds it inputs with their times and carries out what it returns:
     core.kernel_comm(msg_type, content, buffers, t); core.kernel_event(what, payload, t)
     core.end(state, detail, t)                 # the connection ended (disconnected / closed / error)
 
-Each `Step` lists the frames to write, in order, and the tree paths that changed. The socket
+Each `Step` lists the frames to write, in order (a driver that writes one reports it with
+`core.sent(frame_type, body, doc, t)`), and the tree paths that changed; listeners
+(`core.add_listener`) hear the same. `core.snapshot()` is the room now; `core.missing()` what
+the join still waits for; `core.divergence.tap_path` the kernel connection file to tap, whose
+messages come back through `kernel_comm` / `kernel_event`. The socket
 loop (`inspector.session.PeerSession`) is one driver; a recording is another: fed the same
 frames with the same times, the core builds the same tree and the same verdicts.
 
