@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "tests" / "real_daemon"))
 
 from conftest import TOOLS, RoomDriver  # noqa: E402
 
+from inspector.divergence import DivergenceOptions  # noqa: E402
 from inspector.session import PeerSession, SessionConfig  # noqa: E402
 
 WHEEL_JOIN = textwrap.dedent("""
@@ -54,7 +55,7 @@ WHEEL_JOIN = textwrap.dedent("""
 
 async def inspector_join(sock: str, nb: str, cells: int, comms: int) -> float:
     t0 = time.perf_counter()
-    s = PeerSession(SessionConfig(sock, nb))
+    s = PeerSession(SessionConfig(sock, nb, divergence=DivergenceOptions()))
     task = asyncio.create_task(s.run())
     try:
         while True:
@@ -84,7 +85,7 @@ def wheel_join(sock: str, nb: str, cells: int, comms: int) -> float:
 
 
 async def per_frame(sock: str, nb: str, drv: RoomDriver, seconds: float) -> dict:
-    s = PeerSession(SessionConfig(sock, nb))
+    s = PeerSession(SessionConfig(sock, nb, divergence=DivergenceOptions()))
     task = asyncio.create_task(s.run())
     await s.wait_settled(0.3, 60)
     s.snapshot()  # the joined tree, shown before the storm starts
