@@ -1307,11 +1307,13 @@ class SessionDivergence:
 
     @property
     def tap_path(self) -> str | None:
-        """The kernel connection file the driver should tap now (None: no tap)."""
-        if self._closed or self.kernel_connection is None or not self.views.joined:
+        """The kernel connection file the driver should tap now (None: no tap). A given file is
+        tapped from the start of the connection (the SUB socket only sees what is published after
+        it subscribed); `auto` once the joined room names its kernel."""
+        if self._closed or self.kernel_connection is None:
             return None
         if self.kernel_connection == "auto":
-            return self.views.auto_tap()
+            return self.views.auto_tap() if self.views.joined else None
         return self.kernel_connection
 
     def core_tap(self) -> Any:

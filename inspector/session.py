@@ -172,7 +172,11 @@ class PeerSession(SessionCore):
         self._stopping = True
         self._activity.set()
         await self._disconnect()
-        self._stop_tap()
+        tap_task = self._stop_tap()
+        if tap_task is not None and not tap_task.done():
+            # its socket closes inside the loop, not after it (bounded: a stuck tap is left behind)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({tap_task}, timeout=2.0)
         if self.state not in (ERROR,):
             self.end(CLOSED)
 
@@ -262,6 +266,7 @@ class PeerSession(SessionCore):
                                                                                      now)
         self.tap = tap
         self._tap_task = asyncio.get_running_loop().create_task(self._run_tap(tap))
+        self._tap_task.add_done_callback(_retrieve)
 
     def _on_tap(self, what: str, payload: Any) -> None:
         if what != "comm":  # comm messages come through the comm listener, with their content
@@ -281,10 +286,13 @@ class PeerSession(SessionCore):
         except TapError as exc:
             self.kernel_event("tap_failed", str(exc), time.monotonic())
 
-    def _stop_tap(self) -> None:
+    def _stop_tap(self) -> asyncio.Task[Any] | None:
+        """Stop the tap; returns its task (ending) for a caller that can wait for it."""
         if self.tap is not None:
             self.tap.stop()
+        task = self._tap_task
         self.tap, self._tap_path, self._tap_task = None, None, None
+        return task
 
     # -- read-only requests ---------------------------------------------------------------------
 
@@ -379,6 +387,12 @@ class PeerSession(SessionCore):
             self._activity.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._activity.wait(), remaining)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A tap task's failure is logged, never "Task exception was never retrieved"."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("kernel tap task ended: %r", task.exception())
 
 
 async def unless_ended(coro: Any, session_task: asyncio.Task[Any], what: str = "the connection ended") -> Any:

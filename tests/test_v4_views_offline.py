@@ -72,14 +72,16 @@ def test_the_kernels_own_view_is_compared_with_the_state(tmp_path: Path) -> None
     assert "rejected an IOPub message (bad signature)" in core.log.events()[-1].summary
 
 
-def test_no_tap_before_the_join_and_none_after_the_connection_ends(tmp_path: Path) -> None:
+def test_a_given_kernel_file_is_tapped_from_the_start_of_each_connection(tmp_path: Path) -> None:
+    path = str(tmp_path / "k.json")
     core = SessionCore(SessionConfig("replay.sock", ROOM, resolve_blobs=False,
-                                     divergence=DivergenceOptions(kernel_connection=str(tmp_path / "k.json"))))
+                                     divergence=DivergenceOptions(kernel_connection=path)))
     core.begin(4, t=0.0)
-    assert core.divergence is not None and core.divergence.tap_path is None  # not joined yet
-    core, _drv = joined(str(tmp_path / "k.json"))
-    core.end("disconnected", "reconnecting in 1 s", 20.0)
-    assert core.divergence.tap_path is None
+    assert core.divergence is not None and core.divergence.tap_path == path  # before the join
+    first = core.divergence
+    core.end("disconnected", "reconnecting in 1 s", 1.0)
+    core.begin(4, t=2.0)  # the next connection brings its own binding, tapping the same file
+    assert first.tap_path is None and core.divergence is not first and core.divergence.tap_path == path
 
 
 @pytest.fixture()
