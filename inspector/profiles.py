@@ -22,7 +22,7 @@ from .protocol.framing import FrameType
 from .snapshot import CellView, CommView, DocumentSummary, FeedView, KernelView
 
 if TYPE_CHECKING:
-    from .session_core import SessionCore as PeerSession
+    from .session_core import SessionCore
 
 # Frame types a later protocol added (v4's documents and session control): on a v2 connection
 # they mean the daemon speaks that protocol; any other unknown type is kept as an unknown frame.
@@ -49,33 +49,33 @@ class Profile:
     sources: tuple[str, ...] = ()  # the room's own comm views, named in snapshots before any engine
     warm_after_join: bool = False  # index the documents for incremental reads right after the join
 
-    def comm_views(self, session: PeerSession) -> CommViews:
+    def comm_views(self, session: SessionCore) -> CommViews:
         """The comm views the divergence binding compares on this protocol."""
         raise NotImplementedError
 
-    def join_gates(self, session: PeerSession) -> list[str]:
+    def join_gates(self, session: SessionCore) -> list[str]:
         """Beyond every document at the daemon's heads: what else the join waits for."""
         return []
 
-    def waits_for(self, session: PeerSession, replica: DocReplica) -> bool:
+    def waits_for(self, session: SessionCore, replica: DocReplica) -> bool:
         """Whether the join waits for this document to reach the daemon's heads."""
         return True
 
-    def control(self, session: PeerSession, message: dict[str, Any]) -> None:
+    def control(self, session: SessionCore, message: dict[str, Any]) -> None:
         """A session-control message (typed-bootstrap protocols)."""
 
     def request_body(self, req: m.Request, n: int) -> bytes:
         """How a read-only request is framed (`n`: a number unique on this connection)."""
         return m.encode(req)
 
-    def broadcast(self, session: PeerSession, bc: Any, t: float) -> Any:
+    def broadcast(self, session: SessionCore, bc: Any, t: float) -> Any:
         """A decoded broadcast, before the divergence views see it; returns its effect (logged)."""
         return None
 
-    def after_doc_change(self, session: PeerSession) -> None:
+    def after_doc_change(self, session: SessionCore) -> None:
         """After a document change was read."""
 
-    def feed_view(self, session: PeerSession) -> FeedView:
+    def feed_view(self, session: SessionCore) -> FeedView:
         return FeedView(False, (), "none")
 
     def handshake(self, notebook_id: str) -> m.NotebookSync:
@@ -85,40 +85,40 @@ class Profile:
         """The daemon's reply to the handshake (first frame): capabilities as a dict."""
         raise NotImplementedError
 
-    def unknown_frame(self, session: PeerSession, frame_type: int, body: bytes) -> None:
+    def unknown_frame(self, session: SessionCore, frame_type: int, body: bytes) -> None:
         """A typed frame the profile does not model. Default: keep it in the timeline."""
 
-    def doc_changed(self, session: PeerSession, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
+    def doc_changed(self, session: SessionCore, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
         """Re-read what a sync changed; return the tree paths that changed."""
         raise NotImplementedError
 
-    def invalidate_refs(self, session: PeerSession, refs: set[str]) -> set[str]:
+    def invalidate_refs(self, session: SessionCore, refs: set[str]) -> set[str]:
         return set()
 
-    def cells(self, session: PeerSession) -> tuple[CellView, ...]:
+    def cells(self, session: SessionCore) -> tuple[CellView, ...]:
         raise NotImplementedError
 
-    def comms(self, session: PeerSession) -> tuple[CommView, ...]:
+    def comms(self, session: SessionCore) -> tuple[CommView, ...]:
         raise NotImplementedError
 
-    def metadata(self, session: PeerSession) -> Any:
+    def metadata(self, session: SessionCore) -> Any:
         raise NotImplementedError
 
-    def schema_version(self, session: PeerSession) -> int | None:
+    def schema_version(self, session: SessionCore) -> int | None:
         raise NotImplementedError
 
-    def kernel(self, session: PeerSession) -> KernelView:
+    def kernel(self, session: SessionCore) -> KernelView:
         raise NotImplementedError
 
-    def documents(self, session: PeerSession) -> tuple[DocumentSummary, ...]:
+    def documents(self, session: SessionCore) -> tuple[DocumentSummary, ...]:
         return tuple(
             DocumentSummary(r.name, r.frame_type, r.heads, *r.change_actors()) for r in session.replicas.values()
         )
 
-    def warnings(self, session: PeerSession) -> list[str]:
+    def warnings(self, session: SessionCore) -> list[str]:
         return []
 
-    def extra_root(self, session: PeerSession) -> dict[str, Any]:
+    def extra_root(self, session: SessionCore) -> dict[str, Any]:
         return {}
 
 
@@ -147,20 +147,20 @@ class V2Profile(Profile):
                 version=version if isinstance(version, int) else None, daemon_version=raw.get("daemon_version"))
         return raw
 
-    def comm_views(self, session: PeerSession) -> CommViews:
+    def comm_views(self, session: SessionCore) -> CommViews:
         return V2CommViews(session)
 
-    def broadcast(self, session: PeerSession, bc: Any, t: float) -> Any:
+    def broadcast(self, session: SessionCore, bc: Any, t: float) -> Any:
         return session.feed.apply(bc, t)
 
-    def after_doc_change(self, session: PeerSession) -> None:
+    def after_doc_change(self, session: SessionCore) -> None:
         if session.feed.shutdown_pending:  # the document decides an ambiguous shutdown
             session.feed.resolve_shutdown({c.comm_id for c in self.comms(session)})
 
-    def feed_view(self, session: PeerSession) -> FeedView:
+    def feed_view(self, session: SessionCore) -> FeedView:
         return session.feed.view()
 
-    def unknown_frame(self, session: PeerSession, frame_type: int, body: bytes) -> None:
+    def unknown_frame(self, session: SessionCore, frame_type: int, body: bytes) -> None:
         if frame_type in LATER_PROTOCOL_FRAMES:
             dv = session.capabilities.get("daemon_version") or session.daemon_version
             raise ProtocolMismatch(
@@ -168,38 +168,38 @@ class V2Profile(Profile):
                 "does not have: it speaks a later protocol (v3 accepts v2 peers but uses its own document "
                 "schema); this inspector cannot follow it as v2", version=3, daemon_version=dv)
 
-    def _reader(self, session: PeerSession) -> NotebookReader:
+    def _reader(self, session: SessionCore) -> NotebookReader:
         if self.reader is None:
             self.reader = NotebookReader(resolve=session.resolve_output)
         return self.reader
 
-    def doc_changed(self, session: PeerSession, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
+    def doc_changed(self, session: SessionCore, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
         return self._reader(session).refresh(replica.doc, dirty)
 
-    def invalidate_refs(self, session: PeerSession, refs: set[str]) -> set[str]:
+    def invalidate_refs(self, session: SessionCore, refs: set[str]) -> set[str]:
         rep = session.replicas.get(FrameType.AUTOMERGE_SYNC)
         if rep is None:
             return set()
         return self._reader(session).invalidate_refs(rep.doc, refs)
 
-    def cells(self, session: PeerSession) -> tuple[CellView, ...]:
+    def cells(self, session: SessionCore) -> tuple[CellView, ...]:
         return self._reader(session).ordered_cells()
 
-    def comms(self, session: PeerSession) -> tuple[CommView, ...]:
+    def comms(self, session: SessionCore) -> tuple[CommView, ...]:
         return self._reader(session).ordered_comms()
 
-    def metadata(self, session: PeerSession) -> Any:
+    def metadata(self, session: SessionCore) -> Any:
         return self._reader(session).metadata
 
-    def schema_version(self, session: PeerSession) -> int | None:
+    def schema_version(self, session: SessionCore) -> int | None:
         return self._reader(session).schema_version
 
-    def kernel(self, session: PeerSession) -> KernelView:
+    def kernel(self, session: SessionCore) -> KernelView:
         k = session.kernel_state
         return KernelView(status=k.get("status"), source=k.get("source", "list_rooms"),
                           executing=k.get("executing"), queued=tuple(k.get("queued", ())))
 
-    def warnings(self, session: PeerSession) -> list[str]:
+    def warnings(self, session: SessionCore) -> list[str]:
         r = self._reader(session)
         out = list(r.warnings)
         if r.has_comms_map and (r.schema_version or 0) < 3:
@@ -208,7 +208,7 @@ class V2Profile(Profile):
             out.append("schema_version 3 without a comms map: not the #808 layout (document-schema §10.1)")
         return out
 
-    def extra_root(self, session: PeerSession) -> dict[str, Any]:
+    def extra_root(self, session: SessionCore) -> dict[str, Any]:
         return dict(self._reader(session).extra_root)
 
 
@@ -217,7 +217,7 @@ class V2CommViews(CommViews):
 
     names = ("doc", "feed", "kernel")
 
-    def __init__(self, session: PeerSession) -> None:
+    def __init__(self, session: SessionCore) -> None:
         super().__init__(session)
         self.doc = DocSource()
         self.doc.ready = False  # until the comms map exists and the join is complete

@@ -1,4 +1,4 @@
-"""The protocol v4 profile for `PeerSession`: handshake, bootstrap, five documents, and the
+"""The protocol v4 profile for `SessionCore`: handshake, bootstrap, five documents, and the
 v4 divergence sources (topology, state, echo broadcasts).
 """
 
@@ -17,7 +17,7 @@ from .room import DOC_FRAMES, V4Room
 
 if TYPE_CHECKING:
     from ..document import DocReplica
-    from ..session_core import SessionCore as PeerSession
+    from ..session_core import SessionCore
 
 OPERATOR = "inspector"  # becomes this connection's actor label suffix: local:<user>/inspector
 
@@ -53,21 +53,21 @@ class V4Profile(Profile):
     def request_body(self, req: m.Request, n: int) -> bytes:
         return m.encode_json({"id": f"inspector-{n}", **m.to_builtins(req)})
 
-    def comm_views(self, session: PeerSession) -> V4CommViews:
+    def comm_views(self, session: SessionCore) -> V4CommViews:
         return V4CommViews(session)
 
     # -- the join --------------------------------------------------------------------------------
 
-    def control(self, session: PeerSession, message: dict[str, Any]) -> None:
+    def control(self, session: SessionCore, message: dict[str, Any]) -> None:
         if message.get("type") == "sync_status":
             self.sync_status = message
 
-    def waits_for(self, session: PeerSession, replica: DocReplica) -> bool:
+    def waits_for(self, session: SessionCore, replica: DocReplica) -> bool:
         # A document the daemon never started to sync once it says the join is done is one this
         # daemon does not have (a v4 build before the comms or comments document), not one to wait for.
         return replica.messages_in > 0 or bool(self.join_gates(session))
 
-    def join_gates(self, session: PeerSession) -> list[str]:
+    def join_gates(self, session: SessionCore) -> list[str]:
         """The daemon says the join is complete with `sync_status` (notebook interactive, runtime
         state ready), sent after the last document of the join."""
         st = self.sync_status
@@ -78,14 +78,14 @@ class V4Profile(Profile):
 
     # -- the room ------------------------------------------------------------------------------
 
-    def _room(self, session: PeerSession) -> V4Room:
+    def _room(self, session: SessionCore) -> V4Room:
         if self.room is None or self.room.replicas is not session.replicas:
             # first sync, or a reconnect gave the session fresh replicas
             self.room = V4Room(session.config.notebook_id, self._blob_source(session), replicas=session.replicas)
         return self.room
 
     @staticmethod
-    def _blob_source(session: PeerSession) -> BlobSource | None:
+    def _blob_source(session: SessionCore) -> BlobSource | None:
         if not session.config.resolve_blobs:
             return None
         p = session.probe
@@ -96,32 +96,32 @@ class V4Profile(Profile):
         src = BlobSource(port=p.blob_port if p else None, store_dir=store)
         return src.get  # type: ignore[return-value]
 
-    def doc_changed(self, session: PeerSession, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
+    def doc_changed(self, session: SessionCore, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
         return self._room(session).apply(replica.frame_type, dirty)
 
     # -- snapshot parts -------------------------------------------------------------------------
 
-    def cells(self, session: PeerSession) -> tuple[CellView, ...]:
+    def cells(self, session: SessionCore) -> tuple[CellView, ...]:
         return self._room(session).cells()
 
-    def comms(self, session: PeerSession) -> tuple[CommView, ...]:
+    def comms(self, session: SessionCore) -> tuple[CommView, ...]:
         return self._room(session).comm_views()
 
-    def metadata(self, session: PeerSession) -> Any:
+    def metadata(self, session: SessionCore) -> Any:
         return self._room(session).notebook.metadata
 
-    def schema_version(self, session: PeerSession) -> int | None:
+    def schema_version(self, session: SessionCore) -> int | None:
         return self._room(session).notebook.schema_version
 
-    def kernel(self, session: PeerSession) -> KernelView:
+    def kernel(self, session: SessionCore) -> KernelView:
         return self._room(session).kernel()
 
-    def documents(self, session: PeerSession) -> tuple[DocumentSummary, ...]:
+    def documents(self, session: SessionCore) -> tuple[DocumentSummary, ...]:
         return self._room(session).documents()
 
-    def warnings(self, session: PeerSession) -> list[str]:
+    def warnings(self, session: SessionCore) -> list[str]:
         return list(self._room(session).notebook.warnings)
 
-    def extra_root(self, session: PeerSession) -> dict[str, Any]:
+    def extra_root(self, session: SessionCore) -> dict[str, Any]:
         return dict(self._room(session).notebook.extra_root)
 
