@@ -172,11 +172,7 @@ class PeerSession(SessionCore):
         self._stopping = True
         self._activity.set()
         await self._disconnect()
-        tap_task = self._stop_tap()
-        if tap_task is not None and not tap_task.done():
-            # its socket closes inside the loop, not after it (bounded: a stuck tap is left behind)
-            with contextlib.suppress(BaseException):
-                await asyncio.wait({tap_task}, timeout=2.0)
+        self._stop_tap()
         if self.state not in (ERROR,):
             self.end(CLOSED)
 
@@ -286,13 +282,10 @@ class PeerSession(SessionCore):
         except TapError as exc:
             self.kernel_event("tap_failed", str(exc), time.monotonic())
 
-    def _stop_tap(self) -> asyncio.Task[Any] | None:
-        """Stop the tap; returns its task (ending) for a caller that can wait for it."""
+    def _stop_tap(self) -> None:
         if self.tap is not None:
             self.tap.stop()
-        task = self._tap_task
         self.tap, self._tap_path, self._tap_task = None, None, None
-        return task
 
     # -- read-only requests ---------------------------------------------------------------------
 
