@@ -161,6 +161,16 @@ def resolve_socket(args: argparse.Namespace) -> str:
     return default_socket()
 
 
+def divergence_options(args: argparse.Namespace) -> Any:
+    """The session's divergence option from the flags `check` adds (absent flags: the defaults)."""
+    from .divergence import DivergenceOptions, SettleConfig
+
+    settle = SettleConfig(quiet_s=getattr(args, "quiet_ms", 250) / 1000,
+                          clear_s=getattr(args, "clear_ms", 2000) / 1000,
+                          updates_dual_written=not getattr(args, "no_update_dual_write", False))
+    return DivergenceOptions(settle=settle, kernel_connection=getattr(args, "kernel_connection", None))
+
+
 def make_session(args: argparse.Namespace) -> Any:
     from .session import PeerSession, SessionConfig
 
@@ -171,15 +181,9 @@ def make_session(args: argparse.Namespace) -> Any:
         allow_kernel_launch=getattr(args, "allow_kernel_launch", False),
         resolve_blobs=not getattr(args, "no_blobs", False),
         keep_frame_bodies=False,
+        divergence=divergence_options(args),
     )
-    session = PeerSession(cfg)
-    for fn in SESSION_SETUP:
-        fn(session, args)
-    return session
-
-
-# Engines (divergence, kernel tap) attach themselves to sessions the CLI creates.
-SESSION_SETUP: list[Any] = []
+    return PeerSession(cfg)
 
 
 def run_async(coro: Any) -> int:

@@ -101,9 +101,9 @@ class KernelTap:
                                packer="json", unpacker="json")
         self.table = CommTable()
         self.listener = listener
-        # Optional (msg_type, content, now) for every verified comm message, comms the table
+        # Optional (msg_type, content, buffers, now) for every verified comm message, comms the table
         # never saw opened included (a view that joined late still learns the kernel's values).
-        self.comm_listener: Callable[[str, dict[str, Any], float], None] | None = None
+        self.comm_listener: Callable[[str, dict[str, Any], list[bytes], float], None] | None = None
         self.poll_s = poll_s
         self.received = 0  # verified messages
         self.rejected = 0  # unsigned, badly signed, replayed or malformed messages
@@ -151,7 +151,7 @@ class KernelTap:
                 self._tell("comm", cid)
             if self.comm_listener is not None:
                 try:
-                    self.comm_listener(msg_type, content, now)
+                    self.comm_listener(msg_type, content, buffers, now)
                 except Exception:
                     log.exception("kernel tap comm listener failed")
         elif msg_type == "status":

@@ -129,7 +129,7 @@ class ScriptedDaemon:
                  pool_pong: dict[str, Any] | None = None, refuse_v2_notebook: bool = False,
                  after_join: Callable[[ScriptedDaemon, Peer], Any] | None = None,
                  blob_port: int | None = None, rooms: list[dict[str, Any]] | None = None,
-                 handshake_delay: float = 0.0) -> None:
+                 handshake_delay: float = 0.0, stall_sync: bool = False) -> None:
         self.path = path
         self.doc = doc
         self.notebook_id = notebook_id
@@ -144,6 +144,7 @@ class ScriptedDaemon:
         self.blob_port = blob_port
         self.rooms = rooms
         self.handshake_delay = handshake_delay  # seconds before the notebook handshake reply
+        self.stall_sync = stall_sync  # advertise heads in the first message, never send the changes
         self.peers: list[Peer] = []
         self.joined = asyncio.Event()
         self.connections = 0
@@ -221,7 +222,7 @@ class ScriptedDaemon:
             while True:
                 payload = await read_frame(reader)
                 peer.received.append((payload[0], payload[1:]))
-                if payload[0] == 0:
+                if payload[0] == 0 and not self.stall_sync:
                     self.doc.receive_sync_message(peer.state, am.Message.decode(payload[1:]))
                     await self.sync_peer(peer)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError, FrameError):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -270,3 +271,25 @@ def test_watch_ending_during_connect_does_not_blame_the_daemon() -> None:
         res = run_cli("watch", "--socket", d.path, "--notebook", "nb-1", "--for", "0.5")
         assert res.returncode == 0, res.stderr
         assert "refused protocol" not in res.stdout + res.stderr
+def test_snapshot_of_a_room_that_never_completes_exits_10_naming_what_is_missing() -> None:
+    """The daemon advertises its heads but never sends the changes: no partial room, no exit 0."""
+    with daemon_thread(stall_sync=True) as d:
+        started = time.monotonic()
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1", "--timeout", "2")
+        took = time.monotonic() - started
+    assert res.returncode == 10, res.stderr
+    assert res.stdout == ""
+    line = res.stderr.strip().splitlines()[-1]
+    assert line == ("runtimed-inspector: the room was not complete within 2 s: still waiting for "
+                    "the notebook document (not at the daemon heads yet)")
+    assert took < 8
+
+
+def test_kernel_connection_auto_on_a_v2_daemon_is_one_line_not_silence() -> None:
+    with daemon_thread() as d:
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1", "--settle-ms", "100",
+                      "--kernel-connection", "auto")
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "--kernel-connection auto is ignored" in ln]
+    assert len(lines) == 1 and "this daemon speaks v2" in lines[0]
+    assert json.loads(res.stdout)["sources"] == ["doc"]  # no comm_sync from this daemon: no feed view yet

@@ -33,13 +33,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="FILE", help="write a PNG of the window (at --quit-after, else after 3 s)")
     p.add_argument("--quit-after", metavar="S", type=float, help="close the app after S seconds")
     p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)  # synthetic data, for docs
-    try:
-        from ..check import add_kernel_option, add_settle_options
+    from ..check import add_kernel_option, add_settle_options
 
-        add_kernel_option(p)
-        add_settle_options(p)
-    except ImportError:
-        pass
+    add_kernel_option(p)
+    add_settle_options(p)
     p.set_defaults(func=run_gui)
     return p
 

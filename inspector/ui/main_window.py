@@ -238,7 +238,7 @@ class InspectorWindow(QMainWindow):
         return await session.resolver.fetch_content(digest)
 
     def _key_views(self, comm_id: str) -> Any:
-        # v4 sessions compare four views per comm; the v2 engine has no such call (None)
+        # every named view of the comm (the session's divergence binding); None without an engine
         div = getattr(self.controller.session, "divergence", None)
         views = getattr(div, "key_views", None)
         return views(comm_id) if views is not None else None
