@@ -36,6 +36,7 @@ ROLE = Qt.ItemDataRole.UserRole + 1
 
 class AttachView(QWidget):
     attach_requested = Signal(str, str)  # socket, notebook id
+    back_requested = Signal()  # back to the room the window is attached to
 
     def __init__(self, recent: RecentConnections, parent: QWidget | None = None,
                  extra_sockets: list[str] | None = None) -> None:
@@ -53,6 +54,18 @@ class AttachView(QWidget):
                      "kernel unless asked, and never creates a room.", self)
         sub.setWordWrap(True)
         sub.setStyleSheet(f"color: {th.theme().muted_fg.name()}")
+        self.back_button = QPushButton("◀ Back", self)
+        self.back_button.setToolTip("Back to the room you are attached to (Esc)")
+        self.back_button.clicked.connect(self.go_back)
+        self.back_button.hide()
+        # why the last attach failed, whole: the cause is usually at the end of the message
+        self.error = QLabel(self)
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        t = th.theme()
+        self.error.setStyleSheet(f"QLabel {{ background: {t.diverged_bg.name()}; color: {t.diverged_fg.name()};"
+                                 " padding: 8px 12px; border-radius: 4px; }")
+        self.error.hide()
 
         # daemons and rooms
         box = QGroupBox("Daemons on this machine", self)
@@ -61,20 +74,23 @@ class AttachView(QWidget):
         self.daemons.setHeaderLabels(["Daemon / room", "Peers", "Kernel", "Details"])
         self.daemons.setRootIsDecorated(True)
         self.daemons.setUniformRowHeights(True)
-        self.daemons.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # the end of a path says the most
+        # cut at the end: a path's end is in its tooltip, and a message's cause must not be cut out
+        self.daemons.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.daemons.setAlternatingRowColors(True)
         self.daemons.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         hh = self.daemons.header()
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         hh.setStretchLastSection(False)
-        for col, w in ((1, 60), (2, 110), (3, 330)):
+        for col, w in ((1, 60), (2, 110), (3, 300)):
             hh.resizeSection(col, w)
+        self.daemons.setWordWrap(True)
         self.daemons.itemDoubleClicked.connect(self._on_daemon_double)
         self.daemons.currentItemChanged.connect(self._on_daemon_current)
         self.refresh_button = QPushButton("Refresh", box)
         self.refresh_button.setToolTip("Look for daemons and list their rooms again (F5)")
         self.refresh_button.clicked.connect(self.refresh)
         self.status = QLabel(box)
+        self.status.setWordWrap(True)
         self.status.setStyleSheet(f"color: {th.theme().muted_fg.name()}")
         bl = QVBoxLayout(box)
         bl.addWidget(self.daemons, 1)
@@ -126,14 +142,34 @@ class AttachView(QWidget):
         outer = QVBoxLayout(frame)
         outer.setContentsMargins(28, 22, 28, 22)
         outer.setSpacing(10)
-        outer.addWidget(title)
+        head = QHBoxLayout()
+        head.addWidget(title, 1)
+        head.addWidget(self.back_button)
+        outer.addLayout(head)
         outer.addWidget(sub)
+        outer.addWidget(self.error)
         outer.addSpacing(6)
         outer.addLayout(body, 1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(frame)
         self.load_recent()
+
+    # -- back / errors ----------------------------------------------------------------------------
+
+    def set_back_target(self, room: str | None) -> None:
+        """Offer "Back" (and Esc) to the room still attached; None hides it."""
+        self.back_button.setVisible(room is not None)
+        if room is not None:
+            self.back_button.setText(f"◀ Back to {room if len(room) <= 40 else room[:39] + '…'}")
+
+    def go_back(self) -> None:
+        if self.back_button.isVisible():
+            self.back_requested.emit()
+
+    def show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
 
     # -- recent ------------------------------------------------------------------------------------
 
@@ -210,7 +246,7 @@ class AttachView(QWidget):
                 top.setForeground(0, th.theme().muted_fg)
             elif isinstance(res, Exception):
                 top.setText(3, str(res))
-                top.setToolTip(3, str(res))
+                top.setToolTip(3, f"<p>{_esc(str(res))}</p>")  # rich text: the tooltip wraps
                 top.setIcon(0, th.status_icon("diverged"))
                 top.setForeground(3, th.theme().diverged_fg)
             else:
@@ -251,6 +287,8 @@ class AttachView(QWidget):
 
     def _on_daemon_current(self, item: QTreeWidgetItem | None, _prev: Any) -> None:
         data = item.data(0, ROLE) if item is not None else None
+        if item is not None and not data and item.foreground(3).color() == th.theme().diverged_fg:
+            self.status.setText(item.text(3))  # a daemon that failed: its whole message, wrapped
         if data:
             self.socket_edit.setText(data[0])
             self.notebook_edit.setText(data[1])
@@ -263,3 +301,7 @@ class AttachView(QWidget):
 
 async def _absent() -> None:
     return None
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
