@@ -101,6 +101,8 @@ class InspectorWindow(QMainWindow):
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self._user_sized: set[int] = set()
         hh.sectionResized.connect(self._on_section_resized)
+        self._header_pressed = False
+        hh.viewport().installEventFilter(self)
         self.tree.selectionModel().currentChanged.connect(self._on_tree_current)
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self.tree.viewport().installEventFilter(self)
@@ -314,10 +316,13 @@ class InspectorWindow(QMainWindow):
         if obj is self.tree.viewport() and event.type() == QEvent.Type.Resize:
             self._fit_tree_columns()
             self.empty_label.setGeometry(self.tree.viewport().rect())
+        elif obj is self.tree.header().viewport() and event.type() in (QEvent.Type.MouseButtonPress,
+                                                                        QEvent.Type.MouseButtonRelease):
+            self._header_pressed = event.type() == QEvent.Type.MouseButtonPress
         return super().eventFilter(obj, event)
 
-    def _on_section_resized(self, col: int, _old: int, _new: int) -> None:
-        if not self._fitting and col != 1:
+    def _on_section_resized(self, col: int, _old: int, new: int) -> None:
+        if self._header_pressed and not self._fitting and col != 1 and new > 0:
             self._user_sized.add(col)  # a column the user dragged keeps its width
 
     _fitting = False

@@ -359,9 +359,11 @@ def comm_summary(state: Any) -> str:
         parts.append(plural(len(state["children"]), "child").replace("childs", "children"))
     elif isinstance(state.get("outputs"), list):
         parts.append(plural(len(state["outputs"]), "output"))
-    if not parts:  # a layout or a style: how much state it carries (its own keys, not the _model ones)
+    if not parts:  # a layout or a style: how much of its state is set (its own keys, not the _model ones)
         own = [k for k in state if not str(k).startswith("_")]
-        parts.append(f"{{{plural(len(own), 'key')}}}")
+        set_ = [k for k in own if state[k] not in (None, "", [], {})]
+        parts.append(f"{len(set_)} of {plural(len(own), 'key')} set" if len(set_) != len(own)
+                     else f"{{{plural(len(own), 'key')}}}")
     return " ".join(parts)
 
 
