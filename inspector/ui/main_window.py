@@ -329,17 +329,17 @@ class InspectorWindow(QMainWindow):
 
     def _fit_tree_columns(self) -> None:
         """Name and Info get widths in proportion to the tree; Value always keeps the rest, at
-        least a third. Writer, then Id, are shown only while they leave Value that much."""
+        least 30 %. Writer, then Id, are shown only while they leave Value that much."""
         width = self.tree.viewport().width()
         if width <= 0:
             return
         hh = self.tree.header()
-        want = {0: max(160, min(300, int(width * 0.30))), 2: max(110, min(200, int(width * 0.18))),
+        want = {0: max(160, min(300, int(width * 0.27))), 2: max(110, min(200, int(width * 0.16))),
                 WRITER_COL: 130, 3: 110}
         for col in want:
             if col in self._user_sized:
                 want[col] = hh.sectionSize(col)
-        value_min = max(150, width // 3)
+        value_min = max(150, int(width * 0.3))
         used = want[0] + want[2]
         show_writer = self._has_writers() and width - used - want[WRITER_COL] >= value_min
         used += want[WRITER_COL] if show_writer else 0
