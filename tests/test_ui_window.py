@@ -345,3 +345,40 @@ def test_help_lists_shortcuts_about_names_versions_and_verdicts_are_explained(wi
     win._dialog.close()
     assert [m.title().replace("&", "") for m in win.menus.values()] == ["File", "Edit", "View", "Go", "Help"]
     assert win.windowTitle() == ""  # the application's name is added once, by Qt
+
+
+# -- 4. the attach view ------------------------------------------------------------------------------
+
+def test_attach_view_shows_a_daemons_whole_error_and_offers_back_only_when_attached(qtbot, tmp_path):
+    import asyncio
+
+    from waiting import qt_loop
+
+    from inspector.ui.attach import AttachView
+
+    loop_gen = qt_loop(QApplication.instance())
+    loop = next(loop_gen)
+    try:
+        not_a_socket = tmp_path / ("a-long-directory-name-" * 4) / "runtimed.sock"
+        not_a_socket.parent.mkdir(parents=True)
+        not_a_socket.write_text("")
+        view = AttachView(RecentConnections(tmp_path / "r.json"), extra_sockets=[str(not_a_socket)])
+        qtbot.addWidget(view)
+        view.resize(1024, 640)
+        view.show()
+        loop.run_until_complete(view._discover())
+        top = view.daemons.topLevelItem(0)
+        assert top.text(0) == str(not_a_socket)
+        lines = [top.child(i).text(0) for i in range(top.childCount())]
+        message = " ".join(lines)
+        assert message.endswith("is not a Unix socket")  # the cause, at the end, is not cut out
+        assert str(not_a_socket) in message.replace(" ", "") or str(not_a_socket) in message
+        assert all(top.child(i).isFirstColumnSpanned() for i in range(top.childCount()))
+        assert not view.back_button.isVisible()
+        view.set_back_target("widgets.ipynb")
+        assert view.back_button.isVisible() and "widgets.ipynb" in view.back_button.text()
+        with qtbot.waitSignal(view.back_requested):
+            view.back_button.click()
+        asyncio.set_event_loop(loop)
+    finally:
+        loop_gen.close()

@@ -23,3 +23,16 @@ for theme in light dark; do
   shot "demo-divergence-1024$suffix.png" 1024x700 "$theme" --fault doc-drop-update:IntSliderModel
 done
 cp "$here/main-window.png" "$here/demo.png"  # the metainfo's third screenshot
+
+# the attach view, listing a testbed daemon and its room
+tmp="$(mktemp -d /tmp/rti-shots-XXXXXX)"
+"$bin" testbed --socket "$tmp/rt.sock" --notebook "$root/inspector/testbed/samples/widgets-demo.ipynb" \
+  --keep-alive 60 >"$tmp/testbed.log" 2>&1 &
+bed=$!
+trap 'kill "$bed" 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 50); do [ -S "$tmp/rt.sock" ] && break; sleep 0.1; done
+for theme in light dark; do
+  suffix=""; [ "$theme" = dark ] && suffix="-dark"
+  RUNTIMED_INSPECTOR_WINDOW_SIZE=1024x700 RUNTIMED_INSPECTOR_THEME="$theme" \
+    "$bin" gui --socket "$tmp/rt.sock" --screenshot "$here/attach$suffix.png" --quit-after 4
+done

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import os
+import textwrap
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -32,6 +33,7 @@ from . import theme as th
 from .recent import RecentConnections
 
 ROLE = Qt.ItemDataRole.UserRole + 1
+SPAN_ROLE = Qt.ItemDataRole.UserRole + 2  # a line of a daemon's error message, across every column
 
 
 class AttachView(QWidget):
@@ -74,16 +76,14 @@ class AttachView(QWidget):
         self.daemons.setHeaderLabels(["Daemon / room", "Peers", "Kernel", "Details"])
         self.daemons.setRootIsDecorated(True)
         self.daemons.setUniformRowHeights(True)
-        # cut at the end: a path's end is in its tooltip, and a message's cause must not be cut out
-        self.daemons.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.daemons.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # the end of a path says the most
         self.daemons.setAlternatingRowColors(True)
         self.daemons.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         hh = self.daemons.header()
-        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        hh.setStretchLastSection(False)
-        for col, w in ((1, 60), (2, 110), (3, 300)):
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setStretchLastSection(True)
+        for col, w in ((0, 250), (1, 50), (2, 90)):
             hh.resizeSection(col, w)
-        self.daemons.setWordWrap(True)
         self.daemons.itemDoubleClicked.connect(self._on_daemon_double)
         self.daemons.currentItemChanged.connect(self._on_daemon_current)
         self.refresh_button = QPushButton("Refresh", box)
@@ -245,10 +245,17 @@ class AttachView(QWidget):
                 top.setText(3, f"{origin} · not running")
                 top.setForeground(0, th.theme().muted_fg)
             elif isinstance(res, Exception):
-                top.setText(3, str(res))
+                top.setText(3, "not answering (below)")
                 top.setToolTip(3, f"<p>{_esc(str(res))}</p>")  # rich text: the tooltip wraps
                 top.setIcon(0, th.status_icon("diverged"))
                 top.setForeground(3, th.theme().diverged_fg)
+                # the whole message, on lines of the whole width: its cause is often at the end
+                for line in textwrap.wrap(str(res), 90, break_on_hyphens=False) or [type(res).__name__]:
+                    child = QTreeWidgetItem([line])
+                    child.setForeground(0, th.theme().diverged_fg)
+                    child.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                    child.setData(0, SPAN_ROLE, True)
+                    top.addChild(child)
             else:
                 found += 1
                 top.setIcon(0, th.state_dot("#1e8e3e"))
@@ -273,6 +280,9 @@ class AttachView(QWidget):
                     top.addChild(child)
             self.daemons.addTopLevelItem(top)
             top.setExpanded(True)
+            for i in range(top.childCount()):  # spanning takes effect only once the item is in the tree
+                if top.child(i).data(0, SPAN_ROLE):
+                    top.child(i).setFirstColumnSpanned(True)
         self.status.setText(f"{found} daemon(s) answering · double-click a room to attach")
         self.refresh_button.setEnabled(True)
 
@@ -287,8 +297,6 @@ class AttachView(QWidget):
 
     def _on_daemon_current(self, item: QTreeWidgetItem | None, _prev: Any) -> None:
         data = item.data(0, ROLE) if item is not None else None
-        if item is not None and not data and item.foreground(3).color() == th.theme().diverged_fg:
-            self.status.setText(item.text(3))  # a daemon that failed: its whole message, wrapped
         if data:
             self.socket_edit.setText(data[0])
             self.notebook_edit.setText(data[1])
