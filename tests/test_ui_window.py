@@ -382,3 +382,27 @@ def test_attach_view_shows_a_daemons_whole_error_and_offers_back_only_when_attac
         asyncio.set_event_loop(loop)
     finally:
         loop_gen.close()
+
+
+def test_compare_values_stay_readable_at_1024_once_a_kernel_column_appears(qtbot, tmp_path):
+    w = InspectorWindow(recent=RecentConnections(tmp_path / "r.json"))
+    qtbot.addWidget(w)
+    w.resize(1024, 700)
+    w.show()
+    qtbot.waitExposed(w)
+    w.stack.setCurrentWidget(w.main_split)
+    snap = _snap()
+    d = snap.divergence[0]
+    d = msgspec.structs.replace(d, keys=(msgspec.structs.replace(d.keys[0], kernel=7, kernel_age_ms=130.0,
+                                                                 present=("doc", "feed", "kernel")),))
+    w.apply_snapshot(msgspec.structs.replace(snap, divergence=(d,)))
+    w.select_path(f"comms/{snap.comms[2].comm_id}")
+    table = w.detail.compare
+    assert not table.isColumnHidden(3)  # the kernel column is there
+    hh = table.horizontalHeader()
+    qtbot.waitUntil(lambda: table.viewport().width() > 0)
+    for col in (1, 2, 3):
+        # "IntSliderModel" in quotes needs about 16 characters; the columns shrank to 2-3 before
+        assert hh.sectionSize(col) >= 70, (col, hh.sectionSize(col))
+    assert sum(hh.sectionSize(c) for c in range(table.columnCount()) if not table.isColumnHidden(c)) \
+        <= table.viewport().width() + 2

@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
@@ -102,10 +103,12 @@ class InspectorWindow(QMainWindow):
         self._user_sized: set[int] = set()
         hh.sectionResized.connect(self._on_section_resized)
         self._header_pressed = False
-        hh.viewport().installEventFilter(self)
+        self._header_viewport = hh.viewport()
+        self._header_viewport.installEventFilter(self)
         self.tree.selectionModel().currentChanged.connect(self._on_tree_current)
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
-        self.tree.viewport().installEventFilter(self)
+        self._tree_viewport = self.tree.viewport()
+        self._tree_viewport.installEventFilter(self)
         # says why the tree is empty (nothing diverged, nothing matches) instead of a blank pane
         self.empty_label = QLabel(self.tree.viewport())
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -117,6 +120,10 @@ class InspectorWindow(QMainWindow):
 
         self.detail = DetailPane(self)
         self.detail.compare.setTabKeyNavigation(False)  # Tab leaves the table, arrows move in it
+        self._compare_viewport = self.detail.compare.viewport()
+        self._compare_viewport.installEventFilter(self)
+        self.detail.compare.model().columnsInserted.connect(lambda *_: self._fit_compare())
+        self.detail.compare.model().modelReset.connect(lambda *_: self._fit_compare())
         self.timeline = TimelineView(self)
         self.timeline.table.setTabKeyNavigation(False)
         self.timeline.target_selected.connect(self.select_path)
@@ -313,11 +320,16 @@ class InspectorWindow(QMainWindow):
     # -- tree columns ----------------------------------------------------------------------------------
 
     def eventFilter(self, obj: Any, event: Any) -> bool:
-        if obj is self.tree.viewport() and event.type() == QEvent.Type.Resize:
+        # the watched widgets are compared as stored wrappers: asking a view for its viewport
+        # here would touch C++ objects already gone while the window is torn down
+        if obj is self.__dict__.get("_tree_viewport") and event.type() == QEvent.Type.Resize:
             self._fit_tree_columns()
-            self.empty_label.setGeometry(self.tree.viewport().rect())
-        elif obj is self.tree.header().viewport() and event.type() in (QEvent.Type.MouseButtonPress,
-                                                                        QEvent.Type.MouseButtonRelease):
+            if "empty_label" in self.__dict__:
+                self.empty_label.setGeometry(obj.rect())
+        elif obj is self.__dict__.get("_compare_viewport") and event.type() == QEvent.Type.Resize:
+            self._fit_compare()
+        elif obj is self.__dict__.get("_header_viewport") and event.type() in (QEvent.Type.MouseButtonPress,
+                                                                                QEvent.Type.MouseButtonRelease):
             self._header_pressed = event.type() == QEvent.Type.MouseButtonPress
         return super().eventFilter(obj, event)
 
@@ -330,12 +342,14 @@ class InspectorWindow(QMainWindow):
     def _fit_tree_columns(self) -> None:
         """Name and Info get widths in proportion to the tree; Value always keeps the rest, at
         least 30 %. Writer, then Id, are shown only while they leave Value that much."""
+        if not shiboken6.isValid(self.tree):
+            return
         width = self.tree.viewport().width()
         if width <= 0:
             return
         hh = self.tree.header()
-        want = {0: max(160, min(300, int(width * 0.27))), 2: max(110, min(200, int(width * 0.16))),
-                WRITER_COL: 130, 3: 110}
+        want = {0: max(190, min(300, int(width * 0.27))), 2: max(110, min(200, int(width * 0.16))),
+                WRITER_COL: 110, 3: 110}
         for col in want:
             if col in self._user_sized:
                 want[col] = hh.sectionSize(col)
@@ -352,6 +366,26 @@ class InspectorWindow(QMainWindow):
                 hh.resizeSection(col, w)
         finally:
             self._fitting = False
+
+    def _fit_compare(self) -> None:
+        """The compare table's key and age columns take a share of the pane, never all of it:
+        sized to their contents they left the views' values a few pixels once a Kernel column
+        appeared."""
+        table = self.detail.compare
+        if not shiboken6.isValid(table):
+            return  # the window is being torn down
+        n = table.columnCount()
+        width = table.viewport().width()
+        if n < 3 or width <= 0:
+            return
+        hh = table.horizontalHeader()
+        last = n - 1
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        hh.resizeSection(0, max(90, min(170, int(width * 0.24))))
+        if not table.isColumnHidden(last):
+            hh.setSectionResizeMode(last, QHeaderView.ResizeMode.Interactive)
+            hh.resizeSection(last, max(64, min(hh.sectionSizeHint(last), table.sizeHintForColumn(last) + 12,
+                                             int(width * 0.22))))
 
     def _has_writers(self) -> bool:
         comms = self.model.node_at("comms")
@@ -551,11 +585,13 @@ class InspectorWindow(QMainWindow):
         node = self.model.node(self.proxy.mapToSource(cur)) if cur.isValid() else None
         if node is None or not force:
             self.detail.show_node(node)
+            self._fit_compare()
             return
         table = self.detail.compare
         row, col = table.currentRow(), table.currentColumn()
         had_focus = table.hasFocus()
         self.detail.show_node(node, force=True)
+        self._fit_compare()
         if row >= 0 and row < table.rowCount() and had_focus:
             table.setCurrentCell(row, max(col, 0))
 
@@ -675,6 +711,7 @@ class InspectorWindow(QMainWindow):
 
     def _on_tree_current(self, current: QModelIndex, _prev: QModelIndex) -> None:
         self.detail.show_node(self.model.node(self.proxy.mapToSource(current)) if current.isValid() else None)
+        self._fit_compare()
 
     def _apply_search(self, text: str) -> None:
         keep = self._expanded_paths() if text.strip() and not self.proxy.active else None
