@@ -82,7 +82,7 @@ class AttachView(QWidget):
         hh = self.daemons.header()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
-        for col, w in ((0, 250), (1, 50), (2, 90)):
+        for col, w in ((0, 280), (1, 50), (2, 90)):
             hh.resizeSection(col, w)
         self.daemons.itemDoubleClicked.connect(self._on_daemon_double)
         self.daemons.currentItemChanged.connect(self._on_daemon_current)
@@ -135,8 +135,8 @@ class AttachView(QWidget):
         right.addWidget(recent_box, 1)
         body = QHBoxLayout()
         body.setSpacing(14)
-        body.addWidget(box, 3)
-        body.addLayout(right, 2)
+        body.addWidget(box, 2)  # the daemons' list (paths, details) needs the width more than the form
+        body.addLayout(right, 1)
 
         frame = QFrame(self)
         outer = QVBoxLayout(frame)

@@ -384,8 +384,10 @@ class InspectorWindow(QMainWindow):
         hh.resizeSection(0, max(90, min(170, int(width * 0.24))))
         if not table.isColumnHidden(last):
             hh.setSectionResizeMode(last, QHeaderView.ResizeMode.Interactive)
-            hh.resizeSection(last, max(64, min(hh.sectionSizeHint(last), table.sizeHintForColumn(last) + 12,
-                                             int(width * 0.22))))
+            # room for the ages when the pane has it; at 1024 px the values come first
+            cap = int(width * (0.3 if width >= 500 else 0.22))
+            hh.resizeSection(last, max(64, min(max(table.sizeHintForColumn(last) + 12, hh.sectionSizeHint(last)),
+                                               cap)))
 
     def _has_writers(self) -> bool:
         comms = self.model.node_at("comms")
@@ -560,7 +562,8 @@ class InspectorWindow(QMainWindow):
             self._held_count += 1
             self._show_paused()
             return
-        self.apply_snapshot(snap)
+        # a refresh may hand out the session's cached snapshot again: show its ages as of now
+        self.apply_snapshot(aged(snap))
 
     def apply_snapshot(self, snap: Snapshot) -> None:
         first = self.model.rowCount() == 0
@@ -697,7 +700,7 @@ class InspectorWindow(QMainWindow):
         self.pause_banner.hide()
         held, self._held = self._held, None
         if held is not None:
-            self.apply_snapshot(held)
+            self.apply_snapshot(aged(held))
         elif self.controller.session is not None:
             self.controller.refresh_now()
 
