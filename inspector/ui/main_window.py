@@ -426,8 +426,8 @@ class InspectorWindow(QMainWindow):
                 if self.stack.currentWidget() is not self.attach_view:
                     self.show_attach()
                     self.attach_view.show_error(f"Cannot attach to {notebook_id}: {problem}")
-                kept = f" — still attached to {os.path.basename(self.notebook_id)}" if self.controller.session else ""
-                self.statusBar().showMessage(f"Cannot attach: {problem}{kept}", 8000)
+                kept = f"Still attached to {os.path.basename(self.notebook_id)}. " if self.controller.session else ""
+                self.statusBar().showMessage(f"{kept}Cannot attach: {problem}", 8000)
                 return False
         await self.controller.stop()
         if not same:
