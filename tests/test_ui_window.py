@@ -158,6 +158,12 @@ def test_divergence_ages_advance_with_time_though_no_new_snapshot_arrives(win, q
     assert "for 4.2 s" not in win.model.index_for_path(f"comms/{cid}").data(Qt.ItemDataRole.ToolTipRole)
     # the row does not light up as "changed" for an age that moved on
     assert win.model.node_at(f"comms/{cid}").changed_at == 0.0
+    # and the compare row the user picked stays picked while the ages move on
+    table.setCurrentCell(row + 1, 1)
+    picked = table.item(row + 1, 0).text()
+    seen = table.item(row, age_col).text()
+    qtbot.waitUntil(lambda: table.item(row, age_col).text() != seen, timeout=4000)
+    assert table.currentRow() == row + 1 and table.item(table.currentRow(), 0).text() == picked
 
 
 def test_aged_moves_every_age_on_and_keeps_join_values_ageless():

@@ -106,6 +106,7 @@ class InspectorWindow(QMainWindow):
         self._header_viewport = hh.viewport()
         self._header_viewport.installEventFilter(self)
         self.tree.selectionModel().currentChanged.connect(self._on_tree_current)
+        self._detail_path: str | None = None  # the node the detail pane shows
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self._tree_viewport = self.tree.viewport()
         self._tree_viewport.installEventFilter(self)
@@ -583,20 +584,19 @@ class InspectorWindow(QMainWindow):
 
     def _sync_detail(self, force: bool = False) -> None:
         """The detail pane shows the tree's current row, or nothing when no row is current (a
-        comm filtered out or gone must not stay on screen)."""
+        comm filtered out or gone must not stay on screen). Redrawing the same node (new ages,
+        a new value) keeps the compare row the user picked."""
         cur = self.tree.currentIndex()
         node = self.model.node(self.proxy.mapToSource(cur)) if cur.isValid() else None
-        if node is None or not force:
-            self.detail.show_node(node)
-            self._fit_compare()
-            return
         table = self.detail.compare
-        row, col = table.currentRow(), table.currentColumn()
-        had_focus = table.hasFocus()
-        self.detail.show_node(node, force=True)
+        keep = None
+        if node is not None and node.path == self._detail_path and table.selectedItems():
+            keep = (table.currentRow(), max(table.currentColumn(), 0), table.hasFocus())
+        self.detail.show_node(node, force=force)
+        self._detail_path = node.path if node is not None else None
         self._fit_compare()
-        if row >= 0 and row < table.rowCount() and had_focus:
-            table.setCurrentCell(row, max(col, 0))
+        if keep is not None and 0 <= keep[0] < table.rowCount():
+            table.setCurrentCell(keep[0], keep[1])
 
     def _tick_ages(self) -> None:
         """Once a second: divergence ages and the compare pane's ages move on, though the room
@@ -713,7 +713,9 @@ class InspectorWindow(QMainWindow):
     # -- tree interaction ----------------------------------------------------------------------------
 
     def _on_tree_current(self, current: QModelIndex, _prev: QModelIndex) -> None:
-        self.detail.show_node(self.model.node(self.proxy.mapToSource(current)) if current.isValid() else None)
+        node = self.model.node(self.proxy.mapToSource(current)) if current.isValid() else None
+        self.detail.show_node(node)
+        self._detail_path = node.path if node is not None else None
         self._fit_compare()
 
     def _apply_search(self, text: str) -> None:
