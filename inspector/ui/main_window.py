@@ -622,7 +622,7 @@ class InspectorWindow(QMainWindow):
             parts.append(f"<span style='color:{t.pending_fg.name()}'>{p} pending</span>")
         if i:
             parts.append(f"<span style='color:{t.info_fg.name()}'>{i} info</span>")
-        if self.state != "live":
+        if self.state not in ("live", "synthetic"):
             # nothing is compared while not live: "no divergence" would be a verdict we do not have
             parts.append(f"<span style='color:{t.muted_fg.name()}'>no verdict while {STATE_TEXT.get(self.state, self.state).lower()}</span>")
         elif not parts:
