@@ -412,3 +412,50 @@ def test_compare_values_stay_readable_at_1024_once_a_kernel_column_appears(qtbot
         assert hh.sectionSize(col) >= 70, (col, hh.sectionSize(col))
     assert sum(hh.sectionSize(c) for c in range(table.columnCount()) if not table.isColumnHidden(c)) \
         <= table.viewport().width() + 2
+
+
+def test_v4_compare_ages_are_read_again_every_second_while_the_room_is_idle(win, qtbot):
+    """A stand-in for the v4 engine's `key_views` (a real runtimed 2.9 is not started by this
+    suite): each view's age of a key grows with the clock, as the engine reports it."""
+    import time
+
+    snap = ss.make_snapshot(n_cells=4, n_comms=3)
+    cid = snap.comms[0].comm_id
+    changed_at = time.monotonic() - 3.0
+
+    def key_views(comm_id):
+        age = (time.monotonic() - changed_at) * 1000
+        return {"topology": {"seq": (0, None)}, "state": {"value": (50, age)}} if comm_id == cid else None
+
+    win.detail.key_views = key_views
+    win.apply_snapshot(snap)
+    win.select_path(f"comms/{cid}")
+    table = win.detail.compare
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "value")
+    age_col = table.columnCount() - 1
+    first = table.item(row, age_col).text()
+    assert first.startswith("3.")
+    qtbot.waitUntil(lambda: table.item(row, age_col).text() != first, timeout=4000)
+
+
+def test_timeline_pause_holds_events_and_esc_clears_its_filter(win, qtbot):
+    log = ev.EventLog()
+    win.timeline.attach(log)
+    log.emit(ev.BROADCAST, "first", {})
+    win.timeline.model.flush()
+    win.act_pause.setChecked(True)
+    log.emit(ev.BROADCAST, "second", {})
+    log.emit(ev.BROADCAST, "third", {})
+    win.timeline.model.flush()
+    assert win.timeline.model.rowCount() == 1
+    win.timeline._update_count()
+    assert "paused, 2 waiting" in win.timeline.count_label.text()
+    win.act_pause.setChecked(False)
+    assert win.timeline.model.rowCount() == 3
+    search = win.timeline.search
+    search.setFocus()
+    qtbot.waitUntil(search.hasFocus)
+    qtbot.keyClicks(search, "third")
+    assert win.timeline.proxy.rowCount() == 1 and "1 of 3 events" in win.timeline.count_label.text()
+    QTest.keyClick(search, Qt.Key.Key_Escape)
+    assert search.text() == "" and win.timeline.proxy.rowCount() == 3
