@@ -331,6 +331,11 @@ def test_a_divergence_appearing_in_the_background_is_announced_and_logged(win, q
     assert win.notifications and "state_mismatch" in win.notifications[-1]
     win._on_state("disconnected", "the daemon closed the connection")
     assert any("connection disconnected" in r.message for r in caplog.records)
+    # a retry that fails the same way is not logged again at warning level
+    win._on_state("connecting", "")
+    win._on_state("disconnected", "the daemon closed the connection")
+    warned = [r for r in caplog.records if "connection disconnected" in r.message and r.levelno >= logging.WARNING]
+    assert len(warned) == 1
 
 
 def test_help_lists_shortcuts_about_names_versions_and_verdicts_are_explained(win):

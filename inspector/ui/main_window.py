@@ -79,6 +79,7 @@ class InspectorWindow(QMainWindow):
         self._held_count = 0
         self._diverged_ids: set[str] = set()
         self._was_live = False  # the current target reached "live" (only then is it remembered)
+        self._last_problem = ""  # the connection error last logged (a retry failing alike is not)
         self._expanded_before_filter: set[str] | None = None
         self.tray: Any = None
         self.notifications: list[str] = []  # what was announced, newest last (also for tests)
@@ -513,7 +514,15 @@ class InspectorWindow(QMainWindow):
 
     def _on_state(self, state: str, detail: str) -> None:
         if state != self.state or detail != self.state_detail:
-            level = logging.WARNING if state in ("error", "disconnected") else logging.INFO
+            # one line per change worth reading: a retry that fails the same way again, and the
+            # connecting/syncing steps, go to debug
+            if state in ("error", "disconnected"):
+                level = logging.DEBUG if detail and detail == self._last_problem else logging.WARNING
+                self._last_problem = detail or self._last_problem
+            else:
+                level = logging.INFO if state in ("live", "closed") else logging.DEBUG
+                if state == "live":
+                    self._last_problem = ""
             log.log(level, "connection %s%s", state, f": {detail}" if detail else "")
         self._set_state(state, detail)
         if state == "live" and not self._was_live and self.socket_path and self.notebook_id:
