@@ -38,6 +38,7 @@ PLUGINS = (
     ("inspector.testbed.command", "add_parser"),
     ("inspector.demo", "add_parser"),
     ("inspector.ui.app", "add_parser"),
+    ("inspector.desktop_entry", "add_parser"),
 )
 # Which plugin modules a command needs: `check` brings the divergence engine (and the kernel
 # option) to every command that joins a room.
@@ -46,6 +47,7 @@ PLUGIN_HELP = {
     "testbed": "run a runtimed-compatible daemon (protocol v2) with a real kernel and fault injection",
     "demo": "start the testbed with a sample widget notebook and open the inspector on it",
     "gui": "open the desktop app (the default with no command)",
+    "install-desktop": "add the app to the desktop's application menu (this installation)",
 }
 NEEDS = {
     "rooms": (),
@@ -55,6 +57,7 @@ NEEDS = {
     "testbed": ("inspector.testbed.command",),
     "demo": ("inspector.check", "inspector.demo"),
     "gui": ("inspector.check", "inspector.ui.app"),
+    "install-desktop": ("inspector.desktop_entry",),
 }
 COMMANDS = tuple(NEEDS)
 # Options that must not be negative (nor NaN), whichever command defines them.
@@ -128,8 +131,11 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
         try:
             mod = importlib.import_module(mod_name)
         except ImportError as exc:
-            if getattr(exc, "name", "") and not str(getattr(exc, "name", "")).startswith(mod_name):
-                log.debug("command module %s unavailable: %s", mod_name, exc)
+            # Only a missing optional third-party extra (PySide6, qasync) leaves a command out;
+            # a broken module of the project's own fails loudly.
+            if str(getattr(exc, "name", "") or "").split(".")[0] in ("inspector", ""):
+                raise
+            log.debug("command module %s unavailable: %s", mod_name, exc)
             continue
         getattr(mod, attr)(sub)
         loaded.add(mod_name)
