@@ -141,6 +141,26 @@ async def test_box_filled_after_display_resolves_forward_references_without_a_fi
     assert json.loads(msgspec.json.encode(final))["findings"] == []
 
 
+async def test_jslink_pairs_and_a_widget_shown_inside_an_output_widget(bed):
+    async with Room(bed, ["import ipywidgets as w\na = w.IntSlider()\nb = w.IntSlider()\n"
+                          "link = w.jslink((a, 'value'), (b, 'max'))\n"
+                          "out = w.Output()\nwith out:\n    display(w.Button(description='inner'))\nout"]) as room:
+        await room.run(0)
+        snap = await room.settle()
+    g = references.build_graph(snap)
+    (link,) = by_model(snap, "LinkModel")
+    a, b = sorted(by_model(snap, "IntSliderModel"), key=lambda c: c.seq)
+    pairs = sorted((r.path, r.kind, r.target, r.trait) for r in g.references_from(link.comm_id))
+    assert pairs == [("state/source", "link", a.comm_id, "value"), ("state/target", "link", b.comm_id, "max")]
+    (out,) = by_model(snap, "OutputModel")
+    (button,) = by_model(snap, "ButtonModel")
+    (inner,) = [r for r in g.references_from(out.comm_id) if r.kind == "view"]
+    assert (inner.path, inner.target, inner.target_status) == ("outputs/0", button.comm_id, "ok")
+    assert out.comm_id in {r.target for r in g.references if r.holder.startswith("cell:")}
+    assert {r.holder for r in g.referenced_by(a.comm_id)} == {link.comm_id}
+    assert g.findings == () and all(r.resolved for r in g.references)
+
+
 async def test_a_closed_child_still_listed_by_its_box_is_a_finding_that_stays(bed):
     tracker = references.ReferenceTracker(settle_s=0.5)
     async with Room(bed, ["import ipywidgets as w\nb = w.Button(description='x')\nbox = w.HBox([b])\nbox",
