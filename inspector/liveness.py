@@ -8,7 +8,8 @@ The classes (one per comm of the snapshot):
   opened and removes it on close, so a running kernel is the best evidence without a tap;
   v2: the feed's record is `live`).
 * **replay-only**: topology and state are present but the kernel is gone (status `shutdown`,
-  `dead`, `error`, `not_started`, or none reported) or is alive and known not to hold the comm
+  `dead`, `error`, `not_started`, or none reported), is starting (a launch clears the comms of
+  the kernel before it, so survivors belong to a dead one), or is alive and known not to hold the comm
   (a tap that saw the kernel from its start does not list it; v2: the feed marked the comm
   `kernel_dead`). A frontend would still render it from state, but nothing answers it.
 * **not-yet-loaded** (v4): topology without state, younger than the window. The runtime state
@@ -37,7 +38,7 @@ LIVE_BOUND, REPLAY_ONLY, ORPHANED, NOT_YET_LOADED = "live-bound", "replay-only",
 CLASSES = (LIVE_BOUND, REPLAY_ONLY, ORPHANED, NOT_YET_LOADED)
 WINDOW_S = 2.0  # the daemon batches topology and state writes; past this a half comm is orphaned
 RESERVED_PREFIX = "nteract.dx."
-GONE = {"shutdown", "dead", "error", "not_started", "none"}
+GONE = {"shutdown", "dead", "error", "not_started", "none", "starting"}
 
 
 class KernelEvidence(msgspec.Struct, frozen=True):

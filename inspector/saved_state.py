@@ -62,7 +62,7 @@ class KeyDifference(msgspec.Struct, frozen=True):
 class CommComparison(msgspec.Struct, frozen=True):
     comm_id: str
     model_name: str | None
-    status: str  # same | differs | missing_in_saved | missing_in_room
+    status: str  # same | differs | missing_in_saved | missing_in_room | no_room_state (not loaded yet)
     keys: tuple[KeyDifference, ...] = ()
 
 
@@ -73,7 +73,7 @@ class SavedComparison(msgspec.Struct, frozen=True):
 
     @property
     def differences(self) -> tuple[CommComparison, ...]:
-        return tuple(c for c in self.comms if c.status != "same")
+        return tuple(c for c in self.comms if c.status not in ("same", "no_room_state"))
 
     def to_json(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
@@ -259,6 +259,9 @@ def compare_saved(saved: SavedState, snapshot: Snapshot) -> SavedComparison:
         model = saved.models.get(cid)
         if model is None:
             out.append(CommComparison(cid, c.model_name, "missing_in_saved"))
+            continue
+        if not isinstance(c.state, dict):  # v4 topology whose state has not arrived: nothing to compare yet
+            out.append(CommComparison(cid, c.model_name, "no_room_state"))
             continue
         keys = _compare_model(model, c)
         real = tuple(k for k in keys if k.status != "unverifiable")

@@ -319,3 +319,24 @@ def test_bokeh_session_patch_is_decoded_and_not_a_comm():
         decode_bokeh_patch({"event": "bokeh_session_patch", "patch": {"session_id": 1}})
     with pytest.raises(BokehPatchError, match="not a bokeh_session_patch"):
         decode_bokeh_patch(echo)
+
+
+def test_one_report_per_snapshot_for_the_json_and_check(shut):
+    from inspector.integrity import IntegrityTracker
+
+    saved = saved_state.read_saved_state(FIX / "widget-demo.saved.ipynb")
+    half = room_snapshot(2, ("notebook", "runtime_state", "comments"), taken_at=1000.0)
+    tracker = IntegrityTracker(settle_s=2.0, window_s=2.0)
+    first = tracker.update(half, saved=saved, capabilities=CAPS)
+    assert first.warnings() == ()  # topology before state: normal, for now
+    late = tracker.update(msgspec.structs.replace(half, taken_at=1004.0), saved=saved, capabilities=CAPS)
+    warnings = late.warnings()
+    assert any("which has topology but no state in the comms document, for 4.0 s" in w for w in warnings)
+    assert sum("is orphaned: topology without state" in w for w in warnings) == 3
+    assert not any("saved notebook" in w for w in warnings)  # no room state to compare with: liveness says why
+    assert {c.status for c in late.saved.comms} == {"no_room_state"}
+    full = tracker.update(msgspec.structs.replace(shut, taken_at=1004.5), saved=saved, capabilities=CAPS)
+    assert full.warnings() == () and full.liveness.counts()["replay-only"] == 3
+    out = json.loads(msgspec.json.encode(full))
+    assert set(out) == {"references", "liveness", "buffers", "pointers", "saved", "taken_at"}
+    assert out["saved"]["comms"][0]["status"] == "same"
