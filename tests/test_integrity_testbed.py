@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from waiting import wait_until
 
 from inspector import liveness, references, saved_state, widget_buffers
 from inspector.blobs import BlobResolver
+from inspector.kernel_tap import KernelTap
 from inspector.protocol import messages as m
 from inspector.session import PeerSession, SessionConfig
 from inspector.snapshot import CommView, Snapshot
@@ -244,6 +246,43 @@ async def test_kernel_death_makes_comms_replay_only(bed):
         tapped = liveness.classify(snap, liveness.KernelEvidence(comms={c.comm_id: "jupyter.widget"
                                                                          for c in snap.comms}))
         assert tapped.counts()["replay-only"] == 3
+
+
+async def test_kernel_tap_evidence_and_the_reserved_namespace(bed):
+    # doc-skip-open: the daemon does not write these comm_opens into the doc, so the slider and
+    # the reserved nteract.dx.* comm (the 4th opened) are missing from the room; only the
+    # slider may be reported: the reserved namespace is filtered out of the room by design.
+    await call(bed, bed.testbed.set_faults, ["doc-skip-open:IntSliderModel", "doc-skip-open:every=4"])
+    try:
+        async with Room(bed, ["1"]) as room:
+            conn = bed.testbed.room(room.nid).kernel.km.connection_file
+            tap = KernelTap(conn)
+            task = asyncio.create_task(tap.run())
+            try:
+                while tap.received == 0:  # the SUB socket sees only what is published after it joined
+                    await room.run(0)
+                await room.run("import ipywidgets as w\nfrom comm import create_comm\n"
+                               "s = w.IntSlider(value=2)\n"
+                               "dx = create_comm(target_name='nteract.dx.probe', data={})\ns")
+                snap = await room.settle()
+                await wait_until(lambda: len(tap.table.comms) == 4, "the tap to see the four comm_opens")
+                evidence = liveness.KernelEvidence(
+                    comms={cid: r.target_name for cid, r in tap.table.comms.items()}, complete=True)
+                report = liveness.classify(snap, evidence)
+            finally:
+                tap.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await call(bed, bed.testbed.set_faults, [])
+    (slider_id,) = [cid for cid, r in tap.table.comms.items() if r.model_name == "IntSliderModel"]
+    (dx_id,) = [cid for cid, r in tap.table.comms.items() if r.target_name == "nteract.dx.probe"]
+    assert report.missing_in_room == (slider_id,) and report.reserved == (dx_id,)
+    bound = report.by_id()
+    # the layout and style were written: the kernel's own view confirms them
+    assert {c.comm_id for c in snap.comms} == set(tap.table.comms) - {slider_id, dx_id}
+    for cid in set(tap.table.comms) - {slider_id, dx_id}:
+        assert (bound[cid].liveness, bound[cid].evidence) == ("live-bound", "kernel_tap")
 
 
 async def test_a_shutdown_request_leaves_this_daemon_nothing_to_replay(bed):
