@@ -32,7 +32,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from .snapshot import CommView, Snapshot
+from .snapshot import CommView, FeedCommView, Snapshot
 
 LIVE_BOUND, REPLAY_ONLY, ORPHANED, NOT_YET_LOADED = "live-bound", "replay-only", "orphaned", "not-yet-loaded"
 CLASSES = (LIVE_BOUND, REPLAY_ONLY, ORPHANED, NOT_YET_LOADED)
@@ -134,19 +134,19 @@ def classify(snapshot: Snapshot, kernel: KernelEvidence | None = None, *,
     return LivenessReport(tuple(out), status, alive, tuple(sorted(missing)), tuple(sorted(reserved)))
 
 
-def _bound(cid: str, status: str | None, alive: bool, kernel: KernelEvidence, feed: object | None,
+def _bound(cid: str, status: str | None, alive: bool, kernel: KernelEvidence, feed: FeedCommView | None,
            seen: float | None) -> CommLiveness:
     if not alive:
         why = f"kernel {status}" if status else "no kernel reported"
         return CommLiveness(cid, REPLAY_ONLY, why, "kernel_status", since=seen)
-    if getattr(feed, "status", None) == "kernel_dead":
+    if feed is not None and feed.status == "kernel_dead":
         return CommLiveness(cid, REPLAY_ONLY, "the feed marked the comm's kernel dead", "feed", since=seen)
     if kernel.comms is not None:
         if cid in kernel.comms:
             return CommLiveness(cid, LIVE_BOUND, "the kernel holds the comm", "kernel_tap", since=seen)
         if kernel.complete:
             return CommLiveness(cid, REPLAY_ONLY, "the kernel does not know this comm", "kernel_tap", since=seen)
-    if getattr(feed, "status", None) == "live":
+    if feed is not None and feed.status == "live":
         return CommLiveness(cid, LIVE_BOUND, "kernel alive; the feed relayed its comm_open", "feed", since=seen)
     return CommLiveness(cid, LIVE_BOUND, f"kernel {status}; topology and state present", "kernel_running",
                         since=seen)

@@ -233,23 +233,36 @@ def known_executions(snapshot: Snapshot) -> frozenset[str] | None:
     return frozenset(ids) if ids else None
 
 
-def build_graph(snapshot: Snapshot, *, executions: Collection[str] | None = None,
-                first_seen: Mapping[tuple[str, str, str], float] | None = None,
-                now: float | None = None, settle_s: float = SETTLE_S) -> ReferenceGraph:
-    """The graph of one snapshot. `executions`: every execution id the room knows (v4: the
-    RuntimeStateDoc's `executions` keys); without it, the cells' execution ids. `first_seen`:
-    when each unresolved reference (its `key`) was first seen; with it, references unresolved
-    longer than `settle_s` become findings (the tracker passes it)."""
-    now = snapshot.taken_at if now is None else now
+Edge = tuple[str, str, str, str, str | None, str]  # holder, path, kind, target, trait, target status
+
+
+def edges(snapshot: Snapshot, executions: Collection[str] | None = None) -> list[Edge]:
+    """Every reference of the snapshot with its target's status."""
     comms = {c.comm_id: _comm_status(c) for c in snapshot.comms}
     execs = frozenset(executions) if executions is not None else known_executions(snapshot)
-    refs: list[Reference] = []
-    findings: list[Finding] = []
+    out: list[Edge] = []
     for holder, path, kind, target, trait in extract(snapshot):
         if kind == "capture":
             status = UNKNOWN if execs is None else (OK if target in execs else MISSING)
         else:
             status = comms.get(target, MISSING)
+        out.append((holder, path, kind, target, trait, status))
+    return out
+
+
+def build_graph(snapshot: Snapshot, *, executions: Collection[str] | None = None,
+                first_seen: Mapping[tuple[str, str, str], float] | None = None,
+                now: float | None = None, settle_s: float = SETTLE_S,
+                found: list[Edge] | None = None) -> ReferenceGraph:
+    """The graph of one snapshot. `executions`: every execution id the room knows (v4: the
+    RuntimeStateDoc's `executions` keys); without it, the cells' execution ids. `first_seen`:
+    when each unresolved reference (its `key`) was first seen; with it, references unresolved
+    longer than `settle_s` become findings (the tracker passes it). `found`: `edges()` already
+    computed for this snapshot."""
+    now = snapshot.taken_at if now is None else now
+    refs: list[Reference] = []
+    findings: list[Finding] = []
+    for holder, path, kind, target, trait, status in (found if found is not None else edges(snapshot, executions)):
         seen = first_seen.get((holder, path, target)) if first_seen is not None and status not in (OK, UNKNOWN) \
             else None
         age = max(0.0, now - seen) if seen is not None else None
@@ -304,22 +317,21 @@ class ReferenceTracker:
     def update(self, snapshot: Snapshot, now: float | None = None,
                executions: Collection[str] | None = None) -> ReferenceGraph:
         now = snapshot.taken_at if now is None else now
-        probe = build_graph(snapshot, executions=executions, now=now)
+        found = edges(snapshot, executions)
         present: set[tuple[str, str, str]] = set()
-        for r in probe.references:
-            present.add(r.key)
-            if r.resolved:
-                seen = self.first_seen.pop(r.key, None)
+        for holder, path, _kind, target, _trait, status in found:
+            key = (holder, path, target)
+            present.add(key)
+            if status in (OK, UNKNOWN):
+                seen = self.first_seen.pop(key, None)
                 if seen is not None:
                     age = max(0.0, now - seen)
-                    self.resolutions.append(Resolution(r.holder, r.path, r.target, seen, now, age,
-                                                       age <= self.settle_s))
+                    self.resolutions.append(Resolution(holder, path, target, seen, now, age, age <= self.settle_s))
             else:
-                self.first_seen.setdefault(r.key, now)
+                self.first_seen.setdefault(key, now)
         # a reference that went away with its holder is neither resolved nor pending
         for key in set(self.first_seen) - present:
             del self.first_seen[key]
         del self.resolutions[:-self.history]
-        graph = build_graph(snapshot, executions=executions, first_seen=self.first_seen, now=now,
-                            settle_s=self.settle_s)
+        graph = build_graph(snapshot, first_seen=self.first_seen, now=now, settle_s=self.settle_s, found=found)
         return msgspec.structs.replace(graph, resolved=tuple(self.resolutions))
