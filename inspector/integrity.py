@@ -51,6 +51,7 @@ class IntegrityTracker:
     def __init__(self, settle_s: float = SETTLE_S, window_s: float = WINDOW_S) -> None:
         self.references = ReferenceTracker(settle_s)
         self.liveness = LivenessTracker(window_s)
+        self._buffers: dict[str, Any] = {}
 
     def update(self, snapshot: Snapshot, *, now: float | None = None, kernel: KernelEvidence | None = None,
                executions: Collection[str] | None = None, saved: SavedState | None = None,
@@ -60,7 +61,7 @@ class IntegrityTracker:
         return IntegrityReport(
             references=self.references.update(snapshot, now, executions),
             liveness=self.liveness.update(snapshot, kernel, now),
-            buffers=find_buffer_refs(snapshot),
+            buffers=find_buffer_refs(snapshot, self._buffers),
             pointers=check_snapshot_pointers(snapshot, joined_notebook_id, capabilities),
             saved=compare_saved(saved, snapshot) if saved is not None else None,
             taken_at=now,

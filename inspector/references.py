@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from .snapshot import CommView, OutputView, Snapshot
+from .snapshot import CellView, CommView, OutputView, Snapshot
 
 PREFIX = "IPY_MODEL_"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -122,23 +122,25 @@ def _is_link_pair(value: Any) -> bool:
             and isinstance(value[1], str))
 
 
-def state_references(state: Any, path: str = "") -> Iterator[tuple[str, str, str, str | None]]:
+def state_references(state: Any, path: str = "") -> list[tuple[str, str, str, str | None]]:
     """(path, kind, model id, trait) for every model reference in a widget state."""
-    if isinstance(state, dict):
-        items: Iterator[tuple[str, Any]] = iter((str(k), v) for k, v in state.items())
-    elif isinstance(state, list | tuple):
-        items = iter((str(i), v) for i, v in enumerate(state))
-    else:
-        mid = model_id(state)
-        if mid is not None:
-            yield path, "state", mid, None
-        return
-    for k, v in items:
-        sub = f"{path}/{k}" if path else k
-        if _is_link_pair(v):
-            yield sub, "link", model_id(v[0]) or "", v[1]
-        else:
-            yield from state_references(v, sub)
+    out: list[tuple[str, str, str, str | None]] = []
+    stack: list[tuple[str, Any]] = [(path, state)]
+    while stack:  # iterative: a 600-widget room has ~50,000 state values per snapshot
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if value.startswith(PREFIX) and len(value) > len(PREFIX):
+                out.append((where, "state", value[len(PREFIX):], None))
+        elif isinstance(value, dict):  # pushed in reverse: popped in the state's own order
+            stack.extend(reversed([(f"{where}/{k}" if where else str(k), v) for k, v in value.items()
+                                   if isinstance(v, str | dict | list)]))
+        elif isinstance(value, list | tuple):
+            if _is_link_pair(value):
+                out.append((where, "link", value[0][len(PREFIX):], value[1]))
+            else:
+                stack.extend(reversed([(f"{where}/{i}" if where else str(i), v) for i, v in enumerate(value)
+                                       if isinstance(v, str | dict | list)]))
+    return out
 
 
 def _json_or_none(text: Any) -> Any:
@@ -183,33 +185,70 @@ def _is_output_widget(c: CommView) -> bool:
     return name == "OutputModel"
 
 
-def extract(snapshot: Snapshot) -> Iterator[tuple[str, str, str, str, str | None]]:
+Found = tuple[tuple[str, str, str, str | None], ...]  # (path, kind, target, trait) of one holder
+
+
+def _cell_refs(cell: CellView) -> Found:
+    return tuple((f"outputs/{i}", "view", mid, None) for i, out in enumerate(cell.outputs)
+                 if (mid := output_view_target(out)))
+
+
+def _comm_refs(c: CommView) -> Found:
+    state = c.state if isinstance(c.state, dict) else {}
+    found: list[tuple[str, str, str, str | None]] = [
+        (f"outputs/{i}", "view", mid, None) for i, out in enumerate(c.outputs) if (mid := output_view_target(out))]
+    found += [(f"state/{path}", kind, mid, trait)
+              for path, kind, mid, trait in state_references(state)]
+    outs = state.get("outputs")
+    if isinstance(outs, list):
+        found += [(f"state/outputs/{i}", "view", mid, None) for i, o in enumerate(outs)
+                  if isinstance(o, dict) and (mid := output_view_target(o))]
+    if _is_output_widget(c):
+        if c.capture_msg_id:
+            found.append(("capture_msg_id", "capture", c.capture_msg_id, None))
+        msg_id = state.get("msg_id")
+        if isinstance(msg_id, str) and msg_id and msg_id != c.capture_msg_id:
+            found.append(("state/msg_id", "capture", msg_id, None))
+    return tuple(found)
+
+
+class _HolderCache:
+    """References per holder, kept while the (immutable) view object is the same one: the
+    readers reuse unchanged views, so a slider storm re-reads one comm, not the room."""
+
+    def __init__(self) -> None:
+        self._cells: dict[str, tuple[CellView, Found]] = {}
+        self._comms: dict[str, tuple[CommView, Found]] = {}
+
+    def cell(self, cell: CellView) -> Found:
+        hit = self._cells.get(cell.id)
+        if hit is None or hit[0] is not cell:
+            hit = self._cells[cell.id] = (cell, _cell_refs(cell))
+        return hit[1]
+
+    def comm(self, c: CommView) -> Found:
+        hit = self._comms.get(c.comm_id)
+        if hit is None or hit[0] is not c:
+            hit = self._comms[c.comm_id] = (c, _comm_refs(c))
+        return hit[1]
+
+    def prune(self, snapshot: Snapshot) -> None:
+        if len(self._cells) > len(snapshot.cells) + 64:
+            keep = {c.id for c in snapshot.cells}
+            self._cells = {k: v for k, v in self._cells.items() if k in keep}
+        if len(self._comms) > len(snapshot.comms) + 64:
+            keep = {c.comm_id for c in snapshot.comms}
+            self._comms = {k: v for k, v in self._comms.items() if k in keep}
+
+
+def extract(snapshot: Snapshot, cache: _HolderCache | None = None) -> Iterator[tuple[str, str, str, str, str | None]]:
     """(holder, path, kind, target, trait) for every reference in the snapshot."""
     for cell in snapshot.cells:
-        for i, out in enumerate(cell.outputs):
-            mid = output_view_target(out)
-            if mid:
-                yield f"cell:{cell.id}", f"outputs/{i}", "view", mid, None
+        for path, kind, target, trait in (cache.cell(cell) if cache else _cell_refs(cell)):
+            yield f"cell:{cell.id}", path, kind, target, trait
     for c in snapshot.comms:
-        state = c.state if isinstance(c.state, dict) else {}
-        for i, out in enumerate(c.outputs):
-            mid = output_view_target(out)
-            if mid:
-                yield c.comm_id, f"outputs/{i}", "view", mid, None
-        for path, kind, mid, trait in state_references({k: v for k, v in state.items() if k != "outputs"}):
-            yield c.comm_id, f"state/{path}", kind, mid, trait
-        outs = state.get("outputs")
-        if isinstance(outs, list):
-            for i, o in enumerate(outs):
-                mid = output_view_target(o) if isinstance(o, dict) else None
-                if mid:
-                    yield c.comm_id, f"state/outputs/{i}", "view", mid, None
-        if _is_output_widget(c):
-            if c.capture_msg_id:
-                yield c.comm_id, "capture_msg_id", "capture", c.capture_msg_id, None
-            msg_id = state.get("msg_id")
-            if isinstance(msg_id, str) and msg_id and msg_id != c.capture_msg_id:
-                yield c.comm_id, "state/msg_id", "capture", msg_id, None
+        for path, kind, target, trait in (cache.comm(c) if cache else _comm_refs(c)):
+            yield c.comm_id, path, kind, target, trait
 
 
 # --------------------------------------------------------------------------- the graph
@@ -236,12 +275,13 @@ def known_executions(snapshot: Snapshot) -> frozenset[str] | None:
 Edge = tuple[str, str, str, str, str | None, str]  # holder, path, kind, target, trait, target status
 
 
-def edges(snapshot: Snapshot, executions: Collection[str] | None = None) -> list[Edge]:
+def edges(snapshot: Snapshot, executions: Collection[str] | None = None,
+          cache: _HolderCache | None = None) -> list[Edge]:
     """Every reference of the snapshot with its target's status."""
     comms = {c.comm_id: _comm_status(c) for c in snapshot.comms}
     execs = frozenset(executions) if executions is not None else known_executions(snapshot)
     out: list[Edge] = []
-    for holder, path, kind, target, trait in extract(snapshot):
+    for holder, path, kind, target, trait in extract(snapshot, cache):
         if kind == "capture":
             status = UNKNOWN if execs is None else (OK if target in execs else MISSING)
         else:
@@ -313,11 +353,13 @@ class ReferenceTracker:
         self.history = history
         self.first_seen: dict[tuple[str, str, str], float] = {}
         self.resolutions: list[Resolution] = []
+        self._cache = _HolderCache()
 
     def update(self, snapshot: Snapshot, now: float | None = None,
                executions: Collection[str] | None = None) -> ReferenceGraph:
         now = snapshot.taken_at if now is None else now
-        found = edges(snapshot, executions)
+        found = edges(snapshot, executions, self._cache)
+        self._cache.prune(snapshot)
         present: set[tuple[str, str, str]] = set()
         for holder, path, _kind, target, _trait, status in found:
             key = (holder, path, target)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
 
 from .blobs import BlobError, BlobResolver
-from .snapshot import Snapshot
+from .snapshot import CommView, Snapshot
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX_DUMP_LIMIT = 4096
@@ -82,30 +82,49 @@ def _content_ref(value: Any) -> tuple[str, str, int | None, str | None] | None:
     return None
 
 
-def _walk(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], tuple[str, str, int | None, str | None]]]:
-    ref = _content_ref(value)
-    if ref is not None:
-        yield path, ref
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk(v, (*path, str(k)))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk(v, (*path, str(i)))
+def _walk(state: Any) -> list[tuple[tuple[str, ...], tuple[str, str, int | None, str | None]]]:
+    out = []
+    stack: list[tuple[tuple[str, ...], Any]] = [((), state)]
+    while stack:  # iterative, containers only: most state values are scalars
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            ref = _content_ref(value) if ("blob" in value or "$blob" in value) else None
+            if ref is not None:
+                out.append((path, ref))
+            else:
+                stack.extend(reversed([((*path, str(k)), v) for k, v in value.items() if isinstance(v, dict | list)]))
+        elif isinstance(value, list):
+            stack.extend(reversed([((*path, str(i)), v) for i, v in enumerate(value) if isinstance(v, dict | list)]))
+    return out
 
 
-def find_buffer_refs(snapshot: Snapshot) -> tuple[BufferRef, ...]:
-    """Every blob reference in the comms' state, in comm order (not yet resolved)."""
+def _comm_buffer_refs(c: CommView) -> tuple[BufferRef, ...]:
+    if not isinstance(c.state, dict):
+        return ()
+    out = []
+    for path, (origin, blob, size, mt) in _walk(c.state):
+        writer = (c.key_writers.get(path[0]) if path else None) or c.writer
+        err = None if HEX64.match(blob) else f"not a blob hash: {blob[:20]!r}"
+        out.append(BufferRef(c.comm_id, path, origin, blob, size, mt, writer, author_of(writer), error=err))
+    return tuple(out)
+
+
+def find_buffer_refs(snapshot: Snapshot,
+                     cache: dict[str, tuple[CommView, tuple[BufferRef, ...]]] | None = None) -> tuple[BufferRef, ...]:
+    """Every blob reference in the comms' state, in comm order (not yet resolved). `cache`
+    (kept by the caller across snapshots) skips comms whose view object did not change."""
     out: list[BufferRef] = []
     for c in snapshot.comms:
-        if not isinstance(c.state, dict):
-            continue
-        for path, (origin, blob, size, mt) in _walk(c.state, ()):
-            writer = c.key_writers.get(path[0]) if path else None
-            writer = writer or c.writer
-            err = None if HEX64.match(blob) else f"not a blob hash: {blob[:20]!r}"
-            out.append(BufferRef(c.comm_id, path, origin, blob, size, mt, writer, author_of(writer), error=err))
+        hit = cache.get(c.comm_id) if cache is not None else None
+        if hit is None or hit[0] is not c:
+            hit = (c, _comm_buffer_refs(c))
+            if cache is not None:
+                cache[c.comm_id] = hit
+        out.extend(hit[1])
+    if cache is not None and len(cache) > len(snapshot.comms) + 64:
+        keep = {c.comm_id for c in snapshot.comms}
+        for gone in [k for k in cache if k not in keep]:
+            del cache[gone]
     return tuple(out)
 
 

@@ -340,3 +340,21 @@ def test_one_report_per_snapshot_for_the_json_and_check(shut):
     out = json.loads(msgspec.json.encode(full))
     assert set(out) == {"references", "liveness", "buffers", "pointers", "saved", "taken_at"}
     assert out["saved"]["comms"][0]["status"] == "same"
+
+
+def test_trackers_reread_a_comm_whose_view_changed_and_only_that_one(running):
+    tracker = references.ReferenceTracker(settle_s=1.0)
+    assert tracker.update(running).findings == ()
+    slider = running.comms[2]
+    moved = msgspec.structs.replace(slider, state={**slider.state, "layout": "IPY_MODEL_feed"})
+    snap = msgspec.structs.replace(running, comms=(*running.comms[:2], moved))
+    tracker.update(snap)
+    (f,) = tracker.update(msgspec.structs.replace(snap, taken_at=running.taken_at + 1.5)).findings
+    assert (f.holder, f.path, f.target, f.unresolved_for_s) == (SLIDER, "state/layout", "feed", 1.5)
+    cache: dict = {}
+    assert widget_buffers.find_buffer_refs(snap, cache) == ()
+    ref = {"blob": "ab" * 32, "size": 1, "media_type": "application/octet-stream"}
+    with_blob = msgspec.structs.replace(snap, comms=(*snap.comms[:2], msgspec.structs.replace(
+        moved, state={**moved.state, "value": ref})))
+    assert [r.path for r in widget_buffers.find_buffer_refs(with_blob, cache)] == [("value",)]
+    assert set(cache) == {SLIDER, LAYOUT, STYLE}
