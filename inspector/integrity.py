@@ -13,7 +13,7 @@ import msgspec
 from .doc_pointers import PointerReport, check_snapshot_pointers
 from .liveness import ORPHANED, WINDOW_S, KernelEvidence, LivenessReport, LivenessTracker
 from .references import SETTLE_S, ReferenceGraph, ReferenceTracker
-from .saved_state import SavedComparison, SavedState, compare_saved
+from .saved_state import SavedComparison, SavedState, SavedView, compare_saved
 from .snapshot import Snapshot
 from .widget_buffers import BufferRef, find_buffer_refs
 
@@ -24,7 +24,12 @@ class IntegrityReport(msgspec.Struct, frozen=True):
     buffers: tuple[BufferRef, ...]
     pointers: PointerReport
     saved: SavedComparison | None = None
+    saved_views: tuple[SavedView, ...] = ()  # saved views a reopened notebook could not restore
     taken_at: float = 0.0
+
+    @property
+    def saved_source(self) -> str:
+        return self.saved.source if self.saved is not None else "?"
 
     def warnings(self) -> tuple[str, ...]:
         """One line per finding, for `check` and the status bar."""
@@ -35,6 +40,8 @@ class IntegrityReport(msgspec.Struct, frozen=True):
         out += [f"document pointer {c.name}: {c.status} ({c.pointer!r} vs joined {c.joined!r})"
                 for c in self.pointers.findings]
         out += [f"buffer {b.comm_id}/{'/'.join(b.path)}: {b.error}" for b in self.buffers if b.error]
+        out += [f"saved notebook {self.saved_source}: cell {v.cell_id} output {v.output_index} shows model "
+                f"{v.model_id}, which the saved widget state lacks" for v in self.saved_views]
         if self.saved is not None and self.saved.differences:
             n = len(self.saved.differences)
             out.append(f"saved notebook {self.saved.source}: {n} widget{'s' if n != 1 else ''} differ from the room")
@@ -64,5 +71,6 @@ class IntegrityTracker:
             buffers=find_buffer_refs(snapshot, self._buffers),
             pointers=check_snapshot_pointers(snapshot, joined_notebook_id, capabilities),
             saved=compare_saved(saved, snapshot) if saved is not None else None,
+            saved_views=saved.unrestorable_views if saved is not None else (),
             taken_at=now,
         )

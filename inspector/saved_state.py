@@ -29,6 +29,7 @@ from .errors import EXIT_USAGE, InspectorError
 from .snapshot import CommView, Snapshot
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 class SavedStateError(InspectorError):
@@ -44,12 +45,26 @@ class SavedModel(msgspec.Struct, frozen=True):
     buffers: dict[tuple[str, ...], str] = {}  # path -> sha256 of the decoded bytes
 
 
+class SavedView(msgspec.Struct, frozen=True):
+    """A widget-view output saved in a cell: what a reopened notebook tries to render."""
+
+    cell_id: str
+    output_index: int
+    model_id: str
+
+
 class SavedState(msgspec.Struct, frozen=True):
     source: str
     models: dict[str, SavedModel] = {}
     version: str | None = None  # "2.0"
     present: bool = False  # the notebook has widget-state metadata at all
     problems: tuple[str, ...] = ()
+    views: tuple[SavedView, ...] = ()
+
+    @property
+    def unrestorable_views(self) -> tuple[SavedView, ...]:
+        """Saved views of models the saved state lacks: "model not found" on reopening."""
+        return tuple(v for v in self.views if v.model_id not in self.models)
 
 
 class KeyDifference(msgspec.Struct, frozen=True):
@@ -104,19 +119,21 @@ def read_saved_state(source: str | os.PathLike[str] | bytes | dict[str, Any]) ->
     if not isinstance(nb, dict):
         raise SavedStateError(f"saved notebook {name} is not a JSON object")
     problems: list[str] = []
+    views = _views(nb)
     meta = nb.get("metadata")
     widgets = meta.get("widgets") if isinstance(meta, dict) else None
     block = widgets.get(WIDGET_STATE) if isinstance(widgets, dict) else None
     if block is None:
-        return SavedState(name, present=False)
+        return SavedState(name, present=False, views=views)
     if not isinstance(block, dict):
-        return SavedState(name, present=True, problems=(f"{WIDGET_STATE} is not an object",))
+        return SavedState(name, present=True, problems=(f"{WIDGET_STATE} is not an object",), views=views)
     version = None
     if isinstance(block.get("version_major"), int):
         version = f"{block['version_major']}.{block.get('version_minor', 0)}"
     state = block.get("state")
     if not isinstance(state, dict):
-        return SavedState(name, version=version, present=True, problems=("widget state has no `state` object",))
+        return SavedState(name, version=version, present=True, problems=("widget state has no `state` object",),
+                          views=views)
     models: dict[str, SavedModel] = {}
     for mid, entry in state.items():
         if not isinstance(entry, dict):
@@ -128,7 +145,21 @@ def read_saved_state(source: str | os.PathLike[str] | bytes | dict[str, Any]) ->
             st = {}
         models[mid] = SavedModel(mid, _str(entry.get("model_name")), _str(entry.get("model_module")),
                                  _str(entry.get("model_module_version")), st, _buffers(mid, entry, problems))
-    return SavedState(name, models, version, True, tuple(problems))
+    return SavedState(name, models, version, True, tuple(problems), views)
+
+
+def _views(nb: dict[str, Any]) -> tuple[SavedView, ...]:
+    out = []
+    cells = nb.get("cells")
+    for i, cell in enumerate(cells if isinstance(cells, list) else []):
+        outs = cell.get("outputs") if isinstance(cell, dict) else None
+        cid = cell.get("id") if isinstance(cell, dict) and isinstance(cell.get("id"), str) else f"#{i}"
+        for j, o in enumerate(outs if isinstance(outs, list) else []):
+            data = o.get("data") if isinstance(o, dict) else None
+            view = data.get(WIDGET_VIEW) if isinstance(data, dict) else None
+            if isinstance(view, dict) and isinstance(view.get("model_id"), str):
+                out.append(SavedView(cid, j, view["model_id"]))
+    return tuple(out)
 
 
 def _str(v: Any) -> str | None:

@@ -150,6 +150,7 @@ def test_saved_notebook_restores_what_the_comms_document_holds(shut, running):
     saved = saved_state.read_saved_state(FIX / "widget-demo.saved.ipynb")
     assert saved.present and saved.version == "2.0" and set(saved.models) == {SLIDER, LAYOUT, STYLE}
     assert saved.models[SLIDER].model_name == "IntSliderModel"
+    assert [(v.cell_id, v.model_id) for v in saved.views] == [(SLIDER_CELL, SLIDER)] and not saved.unrestorable_views
     for snap in (shut, running):
         cmp = saved_state.compare_saved(saved, snap)
         assert {c.comm_id: c.status for c in cmp.comms} == dict.fromkeys((LAYOUT, STYLE, SLIDER), "same")
@@ -167,13 +168,17 @@ def test_saved_state_differs_per_key_and_per_comm(running):
     del st[SLIDER]["state"]["description"]
     del st[STYLE]
     st["feedface"] = {"model_name": "ButtonModel", "model_module": "@jupyter-widgets/controls", "state": {}}
-    cmp = saved_state.compare_saved(saved_state.read_saved_state(nb), running)
+    saved = saved_state.read_saved_state(nb)
+    cmp = saved_state.compare_saved(saved, running)
     by = {c.comm_id: c for c in cmp.comms}
     assert [(k.key, k.status, k.saved, k.room) for k in by[SLIDER].keys] == [
         ("description", "missing_in_saved", None, "n"), ("value", "differs", 2, 7)]
     assert by[STYLE].status == "missing_in_saved" and by["feedface"].status == "missing_in_room"
     assert by[LAYOUT].status == "same"
     assert len(cmp.differences) == 3
+    del st[SLIDER]  # the saved slider view would then render "model not found" on reopening
+    (lost,) = saved_state.read_saved_state(nb).unrestorable_views
+    assert (lost.cell_id, lost.output_index, lost.model_id) == (SLIDER_CELL, 0, SLIDER)
 
 
 def test_saved_buffers_compare_by_hash_with_room_blob_refs(running):
@@ -338,7 +343,7 @@ def test_one_report_per_snapshot_for_the_json_and_check(shut):
     full = tracker.update(msgspec.structs.replace(shut, taken_at=1004.5), saved=saved, capabilities=CAPS)
     assert full.warnings() == () and full.liveness.counts()["replay-only"] == 3
     out = json.loads(msgspec.json.encode(full))
-    assert set(out) == {"references", "liveness", "buffers", "pointers", "saved", "taken_at"}
+    assert set(out) == {"references", "liveness", "buffers", "pointers", "saved", "saved_views", "taken_at"}
     assert out["saved"]["comms"][0]["status"] == "same"
 
 
