@@ -24,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from .snapshot import Snapshot
+
 OK, MISMATCH, MISSING, NOT_APPLICABLE, DERIVED = "ok", "mismatch", "missing", "not_applicable", "derived"
 
 
@@ -104,7 +106,7 @@ def check_doc_pointers(joined_notebook_id: str, notebook_root: Mapping[str, Any]
     return PointerReport(tuple(checks))
 
 
-def check_snapshot_pointers(snapshot: Any, joined_notebook_id: str | None = None,
+def check_snapshot_pointers(snapshot: Snapshot, joined_notebook_id: str | None = None,
                             capabilities: Mapping[str, Any] | None = None) -> PointerReport:
     """The same check from a `Snapshot` alone: its root keys and the raw trees of its
     `documents` (the runtime-state tree keeps `runtime_state_doc_id`, the comments tree is

@@ -19,16 +19,14 @@ sniffed from the bytes (PNG, JPEG, GIF, WebP, SVG) and whether the bytes hash to
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
 
-from .blobs import BlobError, BlobResolver
+from .blobs import HEX64, BlobError, BlobResolver
 from .snapshot import CommView, Snapshot
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX_DUMP_LIMIT = 4096
 
 
