@@ -363,3 +363,31 @@ def test_trackers_reread_a_comm_whose_view_changed_and_only_that_one(running):
         moved, state={**moved.state, "value": ref})))
     assert [r.path for r in widget_buffers.find_buffer_refs(with_blob, cache)] == [("value",)]
     assert set(cache) == {SLIDER, LAYOUT, STYLE}
+
+
+def test_real_traffic_a_forward_reference_resolves_within_the_settle_window():
+    """Conn 2 of the capture frame by frame (each prefix replayed at its capture time): the
+    runtime-state frame brings the slider's topology and the cell's widget view before the
+    comms-document frame brings its state. A forward reference, resolved in milliseconds."""
+    from inspector.v4.replay import replay
+
+    lines = [ln for ln in (FIX / "frames.jsonl").read_text().splitlines() if json.loads(ln)["conn"] == 2]
+    refs, live = references.ReferenceTracker(), liveness.LivenessTracker()
+    seen: list[tuple[float, tuple[str, ...], dict[str, int]]] = []
+    for k, line in enumerate(lines, 1):
+        rec = json.loads(line)
+        if rec["dir"] != "s2c" or rec.get("frame_type") not in (0x00, 0x05, 0x09):
+            continue
+        snap = msgspec.structs.replace(replay(lines[:k])[2].room.snapshot(DaemonView(socket="fixture")),
+                                       taken_at=rec["t"])
+        g, lv = refs.update(snap), live.update(snap)
+        assert g.findings == ()
+        seen.append((rec["t"], tuple(r.target_status for r in g.references), lv.counts()))
+    statuses = [s for _, s, _ in seen]
+    first = statuses.index(("no_state",))  # topology (0x05) before state (0x09)
+    assert statuses[first + 1] == ("ok", "ok", "ok")
+    assert seen[first][2]["not-yet-loaded"] == 3 and seen[first + 1][2]["live-bound"] == 3
+    assert seen[-1][2]["replay-only"] == 3  # shutdown_kernel at the end of the scenario
+    (res,) = refs.resolutions
+    assert (res.holder, res.target) == (f"cell:{SLIDER_CELL}", SLIDER)
+    assert res.within_settle and 0 < res.unresolved_for_s < 0.1
