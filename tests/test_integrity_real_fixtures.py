@@ -391,3 +391,13 @@ def test_real_traffic_a_forward_reference_resolves_within_the_settle_window():
     (res,) = refs.resolutions
     assert (res.holder, res.target) == (f"cell:{SLIDER_CELL}", SLIDER)
     assert res.within_settle and 0 < res.unresolved_for_s < 0.1
+
+
+def test_buffers_without_paths_keep_their_index():
+    # a seed-era comm_sync snapshot carries open-time buffers without their paths
+    gif = b"GIF89a\x04\x00\x02\x00" + b"\x00" * 6
+    a, b = widget_buffers.from_comm_message("c1", {}, [gif, b"\x00\x01"])
+    assert (a.path, a.media_type, a.width, a.height, a.size) == (("<buffer 0>",), "image/gif", 4, 2, 16)
+    assert (b.path, b.media_type, b.hash_matches) == (("<buffer 1>",), None, None)
+    (c,) = widget_buffers.from_comm_message("c2", {"data": {"buffer_paths": [["x", 3]], "state": {}}}, [b"<svg/>"])
+    assert (c.path, c.media_type) == (("x", "3"), "image/svg+xml")
