@@ -55,18 +55,28 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--for", dest="duration", type=float, default=10.0, metavar="S",
                    help="how long to watch, in seconds (default 10)")
     p.add_argument("--strict", action="store_true",
-                   help="information-grade findings (feed gaps, comms kept after a kernel death) fail too")
+                   help="information-grade findings (feed gaps, comms kept after a kernel death) and integrity "
+                        "warnings (dangling references, orphaned comms, saved-notebook differences) fail too")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S",
                    help="give up if the room cannot be joined within S seconds (default 20)")
     add_kernel_option(p)
     add_settle_options(p)
     p.set_defaults(func=run)
+    add_saved_option(p)
     # snapshot and watch get the kernel view and the engine too
     for name in ("snapshot", "watch"):
         other = subparsers.choices.get(name)
         if other is not None and not any("--kernel-connection" in a.option_strings for a in other._actions):
             add_kernel_option(other)
+            if name == "snapshot":
+                add_saved_option(other)
+
+
+def add_saved_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--saved", metavar="FILE", default=None,
+                   help="a saved .ipynb whose widget state is compared with the room (default: the room's "
+                        "own file, when the daemon names it and it is on disk)")
 
 
 def _fails(d: Divergence, strict: bool) -> bool:
@@ -90,6 +100,7 @@ class Watched:
     found: dict[tuple[str, str], Divergence]
     sources: tuple[str, ...]
     tap: Any
+    integrity: Any = None  # the last integrity report (`inspector.integrity.IntegrityReport`)
 
 
 async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
@@ -116,7 +127,12 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
                                    task)
         print(f"check: watching room {session.config.notebook_id} for {duration:g} s "
               f"(views: {', '.join(sd.sources())})", file=sys.stderr, flush=True)
-        await unless_ended(asyncio.sleep(duration), task, "the connection ended during the check")
+        # snapshots at a steady rate, as the window takes them: the integrity tracker times
+        # forward references by the snapshots it is fed
+        end = time.monotonic() + duration
+        while (left := end - time.monotonic()) > 0:
+            session.snapshot()
+            await unless_ended(asyncio.sleep(min(0.25, left)), task, "the connection ended during the check")
         # Let what is still pending settle (bounded by the settle windows).
         cfg = sd.engine.config
         limit = time.monotonic() + cfg.clear_s + cfg.quiet_s + 0.5
@@ -130,7 +146,7 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         for d in sd.divergences(include_pending=False):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
-        return Watched(seen, sd.sources(), sd.tap)
+        return Watched(seen, sd.sources(), sd.tap, session.snapshot(taken_at=time.time()).integrity)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -140,6 +156,12 @@ async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
         if time.monotonic() > deadline:
             raise Timeout(f"condition not met within {timeout:g} s")
         await asyncio.sleep(poll)
+
+
+def integrity_json(report: Any) -> Any:
+    if report is None:
+        return None
+    return {"warnings": list(report.warnings()), "report": report.to_json()}
 
 
 def _div(raw: dict[str, Any]) -> Divergence:
@@ -158,13 +180,17 @@ def run(args: argparse.Namespace) -> int:
         failing = [d for d in found.values() if _fails(d, args.strict)]
         notes = [d for d in found.values() if not _fails(d, args.strict)]
         failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
+        # integrity findings are warnings: they fail only --strict (docs/verdicts.md)
+        integrity = watched.integrity.warnings() if watched.integrity is not None else ()
+        failed = bool(failing) or (args.strict and bool(integrity))
         if args.json:
             import msgspec
 
             print(json.dumps({
-                "ok": not failing,
                 "diverged": [msgspec.to_builtins(d) for d in failing],
                 "info": [msgspec.to_builtins(d) for d in notes],
+                "ok": not failed,
+                "integrity": integrity_json(watched.integrity),
                 "sources": list(watched.sources),
                 "kernel_tap": tap.summary() if tap is not None else None,
             }, indent=2, default=str))
@@ -176,9 +202,13 @@ def run(args: argparse.Namespace) -> int:
             if tap is not None and tap.rejected:
                 print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
                       f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
+            for line in integrity:
+                print(("integrity: " if args.strict else "warning: integrity: ") + line)
             srcs = ", ".join(watched.sources)
             verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
+            if integrity:
+                verdict += f", {len(integrity)} integrity warning(s)"
             print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
-        return EXIT_DIVERGED if failing else EXIT_OK
+        return EXIT_DIVERGED if failed else EXIT_OK
 
     return cli._guarded(go)

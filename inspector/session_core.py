@@ -44,6 +44,7 @@ from .snapshot import DaemonView, FeedView, KernelView, OutputView, Snapshot
 if TYPE_CHECKING:
     from .blobs import BlobResolver
     from .divergence import DivergenceOptions, SessionDivergence
+    from .integrity import IntegrityOptions, SessionIntegrity
     from .pool import DaemonProbe
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class SessionConfig:
     keep_frame_bodies: bool = True
     # The divergence engine (settle windows, kernel connection); None: no comparison at all.
     divergence: DivergenceOptions | None = None
+    # The integrity report (references, liveness, buffers, saved notebook); None: not computed.
+    integrity: IntegrityOptions | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,6 +128,7 @@ class SessionCore:
         self.presence_peers: dict[str, dict[str, Any]] = {}
         self.resolver: BlobResolver | None = None
         self.divergence: SessionDivergence | None = None
+        self.integrity: SessionIntegrity | None = None
         self.tap: Any = None  # a driver's kernel tap, for its counters (the core only gets its messages)
         self.last_frame_in: float | None = None
         self.last_doc_change: float | None = None
@@ -203,6 +207,11 @@ class SessionCore:
 
             # one engine per connection: a reconnect equals a fresh attach
             self.divergence = SessionDivergence(self, self.profile.comm_views(self), self.config.divergence)
+        self.integrity = None
+        if self.config.integrity is not None:
+            from .integrity import SessionIntegrity
+
+            self.integrity = SessionIntegrity(self, self.config.integrity)  # first-seen times per connection
         self._dirty = True
         return self.profile.handshake(self.config.notebook_id)
 
@@ -270,12 +279,15 @@ class SessionCore:
             self._idle_at = None
             for rep in self.replicas.values():
                 rep.paths.warm(rep.doc)  # index for incremental reads once the tree is shown
+        if self.integrity is not None and self.integrity.due(t):
+            step.changed.add("integrity")  # a forward reference may have outstayed the settle window
         self._finish(step, t)
         return step
 
     def next_deadline(self) -> float | None:
         """When `tick` should next be called (the same clock as the inputs' times), or None."""
-        due = [d for d in (self._idle_at, self.divergence.next_deadline() if self.divergence else None)
+        due = [d for d in (self._idle_at, self.divergence.next_deadline() if self.divergence else None,
+                           self.integrity.next_deadline() if self.integrity else None)
                if d is not None]
         return min(due) if due else None
 
@@ -509,6 +521,8 @@ class SessionCore:
             )
         if self.divergence is not None:
             snap = self.divergence.apply_to(snap)
+        if self.integrity is not None and prof is not None:
+            snap = self.integrity.apply_to(snap)
         self._snapshot_cache = snap
         self._dirty = False
         return snap

@@ -343,7 +343,8 @@ def test_one_report_per_snapshot_for_the_json_and_check(shut):
     full = tracker.update(msgspec.structs.replace(shut, taken_at=1004.5), saved=saved, capabilities=CAPS)
     assert full.warnings() == () and full.liveness.counts()["replay-only"] == 3
     out = json.loads(msgspec.json.encode(full))
-    assert set(out) == {"references", "liveness", "buffers", "pointers", "saved", "saved_views", "taken_at"}
+    assert set(out) == {"references", "liveness", "buffers", "pointers", "saved", "saved_views", "saved_error",
+                        "taken_at"}
     assert out["saved"]["comms"][0]["status"] == "same"
 
 

@@ -74,12 +74,18 @@ class Room:
         self.nid = await call(self.bed, self.tb.create_room, self.cells)
         self.session = PeerSession(SessionConfig(self.bed.socket_path, self.nid, allow_kernel_launch=True))
         self.session.add_listener(lambda _paths: self.on_snapshot and self.on_snapshot(self.session.snapshot()))
-        self.session.hooks.append(lambda what, bc: what == "broadcast" and isinstance(bc, m.Comm)
-                                  and self.comm_messages.append(bc))
+        self.session.log.subscribe(self._on_event)
         await self.session.connect()
         self._run = asyncio.create_task(self.session.run())
         await call(self.bed, self.tb.wait_kernel, self.nid)
         return self
+
+    def _on_event(self, e: Any) -> None:
+        # every broadcast is logged with its message as sent; keep the comm ones, decoded
+        if e.kind == "broadcast" and e.data.get("event") == "comm":
+            bc = m.decode_broadcast(msgspec.json.encode(e.data["message"]))
+            if isinstance(bc, m.Comm):
+                self.comm_messages.append(bc)
 
     async def run(self, cell: str | int) -> str:
         return await call(self.bed, self.tb.run_cell, self.nid, cell)
