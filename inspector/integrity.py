@@ -197,21 +197,22 @@ class SessionIntegrity:
 
     def report(self, snapshot: Snapshot) -> IntegrityReport:
         saved, saved_error = self._read_saved()
-        rep = self.tracker.update(snapshot, now=snapshot.taken_at, kernel=self._kernel(),
+        # timed by the session's clock, not the wall: a recording replayed gives the same report
+        now = self.core.clock()
+        rep = self.tracker.update(snapshot, now=now, kernel=self._kernel(),
                                   executions=self._executions(), saved=saved,
                                   joined_notebook_id=self.core.config.notebook_id,
                                   capabilities=self.core.capabilities)
-        self._schedule(rep, snapshot.taken_at)
+        self._schedule(rep, now)
         return msgspec.structs.replace(rep, buffers=self._resolve(rep.buffers), saved_error=saved_error)
 
-    def _schedule(self, rep: IntegrityReport, taken_at: float) -> None:
-        # Reports are timed by the snapshot's wall clock, deadlines by the core's clock: carry the delay.
+    def _schedule(self, rep: IntegrityReport, now: float) -> None:
         ripe = [seen + self.options.settle_s for seen in self.tracker.references.first_seen.values()
-                if seen + self.options.settle_s > taken_at]
+                if seen + self.options.settle_s > now]
         ripe += [c.since + self.options.window_s for c in rep.liveness.comms
                  if c.since is not None and (c.provisional or not (c.has_state and c.has_topology))
-                 and c.since + self.options.window_s > taken_at]
-        self._due = self.core.clock() + (min(ripe) - taken_at) + 0.01 if ripe else None
+                 and c.since + self.options.window_s > now]
+        self._due = min(ripe) + 0.01 if ripe else None
 
     def next_deadline(self) -> float | None:
         """When a new snapshot could show a new finding although nothing changed (core clock)."""

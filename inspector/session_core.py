@@ -551,6 +551,8 @@ def _broadcast_summary(bc: Any) -> str:
         return f"comm {bc.msg_type}{' ' + method if method else ''} {c.get('comm_id', '?')}{extra}"
     if isinstance(bc, m.CommSync):
         return f"comm_sync: {len(bc.comms)} comm(s)"
+    if isinstance(bc, m.BokehSessionPatch):
+        return bc.patch.summary()
     if isinstance(bc, m.KernelStatus):
         return f"kernel_status {bc.status}{' cell ' + bc.cell_id if bc.cell_id else ''}"
     tag = m.tag_of(bc)
