@@ -189,6 +189,10 @@ class SessionIntegrity:
             out.append(done)
         return tuple(out)
 
+    def saved_state(self) -> SavedState | None:
+        """The saved notebook last read (the window shows its values as one more view)."""
+        return self._saved[1] if self._saved is not None else None
+
     def blob_bytes(self, digest: str) -> bytes | None:
         """The bytes of a blob already resolved for a snapshot (the window's preview and hex view)."""
         return self._bytes.get(digest)
