@@ -216,7 +216,12 @@ class SessionIntegrity:
         ripe += [c.since + self.options.window_s for c in rep.liveness.comms
                  if c.since is not None and (c.provisional or not (c.has_state and c.has_topology))
                  and c.since + self.options.window_s > now]
-        self._due = min(ripe) + 0.01 if ripe else None
+        if ripe:
+            self._due = min(ripe) + 0.01
+        elif self.tracker.references.first_seen:
+            self._due = now + 1.0  # findings stay: how long they have been unresolved moves on
+        else:
+            self._due = None
 
     def next_deadline(self) -> float | None:
         """When a new snapshot could show a new finding although nothing changed (core clock)."""
@@ -225,7 +230,8 @@ class SessionIntegrity:
     def due(self, t: float) -> bool:
         """`t` is past the deadline: the core marks its snapshot stale and forgets the deadline."""
         if self._due is not None and t >= self._due:
-            self._due = None
+            # the next snapshot reschedules; until one is taken, ages of findings still move on
+            self._due = t + 1.0 if self.tracker.references.first_seen else None
             return True
         return False
 

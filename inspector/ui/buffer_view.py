@@ -128,6 +128,7 @@ class BufferView(QWidget):
         split.setStretchFactor(1, 2)
         split.setStretchFactor(2, 2)
         split.setChildrenCollapsible(False)
+        split.setSizes([90, 220, 260])  # one or two rows usually: the bytes get the room
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 4, 0, 0)
         lay.addWidget(split)

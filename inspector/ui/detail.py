@@ -159,6 +159,7 @@ class DetailPane(QWidget):
         self.tabs.addTab(self.references, "References")
         self.tabs.addTab(self.buffers, "Buffers")
         self._integrity: Any = None  # the shown snapshot's integrity report
+        self._names: dict[str, str] = {}
         self._node: Node | None = None
         self._prefer_json = False
         self.tabs.tabBarClicked.connect(self._on_tab_clicked)
@@ -222,8 +223,11 @@ class DetailPane(QWidget):
         else:
             self._set_tabs(compare=False, content=False)
 
-    def set_integrity(self, report: Any) -> None:
-        """The integrity report of the snapshot shown (None: the session computes none)."""
+    def set_integrity(self, report: Any, names: dict[str, str] | None = None) -> None:
+        """The integrity report of the snapshot shown (None: the session computes none);
+        `names`: comm id -> model name, for the other ends of references."""
+        if names is not None:
+            self._names = names
         if report is not self._integrity:
             self._integrity = report
             self._fill_integrity()
@@ -244,7 +248,7 @@ class DetailPane(QWidget):
             self.tabs.setTabVisible(refs_tab, False)
         else:
             assert node is not None and prefix is not None
-            rows = rows_for(rep.references, holder, prefix)
+            rows = rows_for(rep.references, holder, prefix, self._names)
             self.references.show_rows(node.path, rows)
             self.tabs.setTabVisible(refs_tab, True)
             self.tabs.setTabText(refs_tab, f"References ({len(rows)})" if rows else "References")

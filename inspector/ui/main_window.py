@@ -610,7 +610,7 @@ class InspectorWindow(QMainWindow):
         self.snapshot = snap
         had_writers, had_liveness = self._has_writers(), self._has_liveness()
         self.model.set_snapshot(snap)
-        self.detail.set_integrity(snap.integrity)
+        self.detail.set_integrity(snap.integrity, {c.comm_id: c.model_name for c in snap.comms if c.model_name})
         if first:
             self.tree.expand(self.proxy.mapFromSource(self.model.index_for_path("cells")))
             self.tree.expand(self.proxy.mapFromSource(self.model.index_for_path("comms")))

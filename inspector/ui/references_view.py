@@ -56,14 +56,18 @@ def tree_path(holder_or_target: str, kind: str = "state") -> str | None:
     return f"comms/{holder_or_target}"
 
 
-def rows_for(graph: ReferenceGraph, holder: str, path_prefix: str = "") -> list[RefRow]:
-    """Outgoing references of `holder` (only those under `path_prefix`), then incoming ones."""
+def rows_for(graph: ReferenceGraph, holder: str, path_prefix: str = "",
+             names: dict[str, str] | None = None) -> list[RefRow]:
+    """Outgoing references of `holder` (only those under `path_prefix`), then incoming ones;
+    `names` (comm id -> model name) labels the other end."""
+    names = names or {}
     findings = {(f.holder, f.path, f.target) for f in graph.findings}
     resolved = {(r.holder, r.path, r.target): r.unresolved_for_s for r in graph.resolved}
 
     def row(r: Reference, direction: str) -> RefRow:
         other = r.target if direction == OUT else r.holder
-        return RefRow(direction, r.path, r.kind + (f" ({r.trait})" if r.trait else ""), other, r.target_status,
+        label = f"{names[other]} {other}" if other in names else other
+        return RefRow(direction, r.path, r.kind + (f" ({r.trait})" if r.trait else ""), label, r.target_status,
                       r.unresolved_for_s if not r.resolved else None, r.key in findings,
                       resolved.get(r.key) if r.resolved else None,
                       tree_path(other, r.kind if direction == OUT else "state"))

@@ -177,12 +177,13 @@ class DocumentTreeModel(QAbstractItemModel):
         display_changed = not old.same_display(new)
         # only what a reader sees change lights a row up: a tooltip whose age moved on does not
         shown_changed = (old.cols != new.cols or old.status != new.status or old.writer != new.writer
+                         or old.liveness != new.liveness
                          or (old.kind in ("statekey", "json") and old.value != new.value))
         old.sig, old.ref, old.value, old.obj_id = new.sig, new.ref, new.value, new.obj_id
         old.kind, old.doc_path, old.search = new.kind, new.doc_path, new.search
         if display_changed:
             old.cols, old.status, old.tooltip, old.badge = new.cols, new.status, new.tooltip, new.badge
-            old.writer = new.writer
+            old.writer, old.liveness = new.writer, new.liveness
         index = self.createIndex(old.row, 0, old)
         sub_changed = self._sync_children(old, index, new.children)
         if display_changed or sub_changed or old.kind in ("statekey", "json"):
