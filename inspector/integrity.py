@@ -164,8 +164,7 @@ class SessionIntegrity:
     def _blob_get(self) -> BlobGet | None:
         room = self._room()
         blobs = getattr(room, "blobs", None) if room is not None else None
-        get = getattr(blobs, "get", None)
-        return get if callable(get) else None
+        return blobs if callable(blobs) else None  # the v4 room's getter (None: blobs not resolved)
 
     def _resolve(self, refs: tuple[BufferRef, ...]) -> tuple[BufferRef, ...]:
         get = self._blob_get()

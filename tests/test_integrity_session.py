@@ -111,3 +111,14 @@ def test_a_saved_notebook_given_by_path_is_compared_and_reread_when_it_changes(t
     core.notify({"test"})
     gone = core.snapshot().integrity
     assert gone.saved is None and gone.saved_error and "No such file" in gone.saved_error
+
+
+def test_a_box_with_two_children_references_both_and_a_link_pair_keeps_its_trait() -> None:
+    from inspector.references import state_references
+
+    a, b = "a" * 32, "b" * 32
+    # seen on runtimed 2.9.0: HBox(children=[Button, IntSlider]) was once read as a link pair
+    assert state_references({"children": [f"IPY_MODEL_{a}", f"IPY_MODEL_{b}"]}, "state") == [
+        ("state/children/0", "state", a, None), ("state/children/1", "state", b, None)]
+    assert state_references({"source": [f"IPY_MODEL_{a}", "value"]}, "state") == [
+        ("state/source", "link", a, "value")]
