@@ -218,12 +218,12 @@ async def test_a_saved_notebook_whose_widget_state_differs_from_the_room(real_so
         # the window's compare table gets the file's values as one more view
         saved = s.integrity.saved_state()
         assert saved is not None and saved.models[slider.comm_id].state["value"] == 3
-    # the room's own file, when the daemon names it: no option needed
-    probe_rooms = {r.notebook_id: r for r in s.probe.rooms} if s.probe is not None else {}
-    named = probe_rooms.get(room.notebook_id)
-    if named is not None and named.notebook_path and Path(named.notebook_path).resolve() == Path(path).resolve():
-        auto = session(real_socket, room.notebook_id)
-        async with auto.running():
-            await auto.wait_settled(0.3, 30)
-            rep, _snap = await until(auto, lambda r, _sn: r.saved is not None, "the room's own file compared")
-            assert Path(rep.saved.source).resolve() == Path(path).resolve()
+    # after the save, list_rooms names the room's file: compared with no option at all
+    assert s.probe is not None
+    named = s.probe.room(room.notebook_id)
+    assert named is not None and Path(named.notebook_path or "").resolve() == Path(path).resolve()
+    auto = session(real_socket, room.notebook_id)
+    async with auto.running():
+        await auto.wait_settled(0.3, 30)
+        rep, _snap = await until(auto, lambda r, _sn: r.saved is not None, "the room's own file compared")
+        assert Path(rep.saved.source).resolve() == Path(path).resolve() and rep.saved.differences
