@@ -114,7 +114,6 @@ class SessionIntegrity:
         self.tracker = IntegrityTracker(options.settle_s, options.window_s)
         self._saved: tuple[tuple[str, int, int], SavedState] | None = None
         self._described: dict[tuple[str, str, tuple[str, ...]], BufferRef] = {}
-        self._bytes: dict[str, bytes] = {}
         self._due: float | None = None  # core clock: when a pending reference or half comm ripens
 
     # -- inputs the session holds ------------------------------------------------------------------
@@ -170,6 +169,9 @@ class SessionIntegrity:
         get = self._blob_get()
         if get is None:
             return refs
+        current = {(r.blob, r.comm_id, r.path) for r in refs}
+        for gone in [k for k in self._described if k not in current]:
+            del self._described[gone]  # what the room no longer references is not kept
         out = []
         for ref in refs:
             if not ref.blob or ref.error:
@@ -182,7 +184,6 @@ class SessionIntegrity:
                 if data is None:
                     out.append(msgspec.structs.replace(ref, error=err or "blob not available"))
                     continue  # not cached: a blob server that comes back is asked again
-                self._bytes[ref.blob] = data
                 done = describe(ref, data, served)
                 self._described[key] = done
             out.append(done)
@@ -193,8 +194,13 @@ class SessionIntegrity:
         return self._saved[1] if self._saved is not None else None
 
     def blob_bytes(self, digest: str) -> bytes | None:
-        """The bytes of a blob already resolved for a snapshot (the window's preview and hex view)."""
-        return self._bytes.get(digest)
+        """The bytes of a blob already resolved for a snapshot (the window's preview and hex
+        view); the room's blob getter keeps them, so this never fetches."""
+        get = self._blob_get()
+        if get is None or not any(k[0] == digest for k in self._described):
+            return None
+        data, _served, _err = get(digest)
+        return data
 
     # -- per snapshot ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QWidget
 
 from ..liveness import CLASSES
@@ -24,6 +25,6 @@ def liveness_filter(parent: QWidget, on_change: Callable[[str], None]) -> QCombo
     box.addItem(ANY, "")
     for i, cls in enumerate(CLASSES, start=1):
         box.addItem(cls, cls)
-        box.setItemData(i, TIPS.get(cls, ""), 3)  # 3: Qt.ToolTipRole
+        box.setItemData(i, TIPS.get(cls, ""), Qt.ItemDataRole.ToolTipRole)
     box.currentIndexChanged.connect(lambda i: on_change(box.itemData(i) or ""))
     return box
