@@ -10,6 +10,7 @@ takes them at its refresh rate: the integrity tracker times references by them."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -227,3 +228,77 @@ async def test_a_saved_notebook_whose_widget_state_differs_from_the_room(real_so
         await auto.wait_settled(0.3, 30)
         rep, _snap = await until(auto, lambda r, _sn: r.saved is not None, "the room's own file compared")
         assert Path(rep.saved.source).resolve() == Path(path).resolve() and rep.saved.differences
+
+
+# -- the window on the same facts ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loop(qapp):
+    from waiting import qt_loop
+
+    yield from qt_loop(qapp)
+
+
+def test_the_window_previews_a_real_image_buffer_and_jumps_along_references(qtbot, tmp_path, loop, real_socket,
+                                                                             room):
+    """Attached to the room like a user: the Image widget's value row, its Buffers tab with the
+    bytes the blob server gave, then References from the image to its layout and back. Set
+    RUNTIMED_INSPECTOR_SHOTS to keep the screenshot."""
+    import os
+
+    from PySide6.QtTest import QAbstractItemModelTester
+    from PySide6.QtWidgets import QApplication
+
+    from inspector.ui.main_window import InspectorWindow
+    from inspector.ui.recent import RecentConnections
+
+    win = InspectorWindow(recent=RecentConnections(tmp_path / "recent.json"))
+    win.resize(1500, 900)
+    qtbot.addWidget(win)
+    win.show()
+    for model in (win.model, win.proxy, win.detail.references.model, win.detail.buffers.model):
+        QAbstractItemModelTester(model, QAbstractItemModelTester.FailureReportingMode.Fatal)
+    png = make_png()
+    digest = hashlib.sha256(png).hexdigest()
+
+    async def scenario() -> None:
+        src = PNG_SOURCE + "\nimport ipywidgets as w\nimg = w.Image(value=make_png(), format='png')\ndisplay(img)"
+        assert (await room.acall(op="run", source=src))["success"]
+        win.attach(real_socket, room.notebook_id)
+        await wait_until(lambda: win.state == "live", "the live state", 30)
+
+        def value_row():
+            snap = win.snapshot
+            img = [c for c in snap.comms if c.model_name == "ImageModel"] if snap is not None else []
+            node = win.model.node_at(f"comms/{img[0].comm_id}/state/value") if img else None
+            return node if node is not None and node.cols[1].startswith("blob ") and "image/png" in node.cols[1] \
+                else None
+
+        node = await wait_until(value_row, "the image's value row resolved", 30)
+        img_id = node.path.split("/")[1]
+        assert node.cols[1].startswith(f"blob {len(png)} B image/png 12×8 {digest[:12]}")
+        assert win.select_path(node.path)
+        bufs = win.detail.buffers
+        assert win.detail.tabs.currentWidget() is bufs
+        await wait_until(lambda: not bufs.preview.pixmap().isNull(), "the preview", 10)
+        assert bufs.hex.toPlainText().startswith("00000000  89 50 4e 47")
+        assert bufs.model.index(0, 6).data() == "hash ok"
+        QApplication.processEvents()
+        shots = os.environ.get("RUNTIMED_INSPECTOR_SHOTS")
+        if shots:
+            assert win.grab().save(os.path.join(shots, "integrity-buffer-real.png"))
+        # from the image to its layout and back
+        assert win.select_path(f"comms/{img_id}")
+        refs = win.detail.references
+        row = next(i for i, r in enumerate(refs.model.rows) if r.path == "state/layout")
+        layout_path = refs.model.rows[row].nav
+        assert refs.follow(row) and win.current_node().path == layout_path
+        assert [r.direction for r in refs.model.rows] == ["referenced by"]
+        refs.go_back()
+        assert win.current_node().path == f"comms/{img_id}"
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(scenario(), 90))
+    finally:
+        loop.run_until_complete(win.shutdown())
