@@ -18,7 +18,6 @@ from .recording_file import RecordingWriter, encoded
 from .records import (
     Checkpoint,
     Connection,
-    DocState,
     Frame,
     Kernel,
     Mark,
@@ -33,11 +32,6 @@ CheckpointSource = Callable[[float, float], Checkpoint | None]  # (mono, wall) -
 
 class Sink(Protocol):
     def append_encoded(self, code: int, mono: float, body: bytes) -> None: ...
-
-
-def doc_state(doc: Any) -> DocState:
-    """A checkpoint's view of one `automerge.core.Document`."""
-    return DocState(doc.save(), [bytes(h).hex() for h in doc.get_heads()])
 
 
 class Recorder:
@@ -55,9 +49,11 @@ class Recorder:
     # -- hooks the core calls -----------------------------------------------------------------
 
     def frame(self, conn: int, direction: str, kind: str, payload: bytes, mono: float | None = None,
-              wall: float | None = None) -> None:
+              wall: float | None = None) -> Frame:
         mono, wall = self._times(mono, wall)
-        self._emit(Frame(conn, direction, kind, mono, wall, bytes(payload), len(payload)))
+        rec = Frame(conn, direction, kind, mono, wall, bytes(payload), len(payload))
+        self._emit(rec)
+        return rec
 
     def kernel(self, msg: dict[str, Any], mono: float | None = None, wall: float | None = None,
                channel: str = "iopub") -> None:
@@ -134,11 +130,13 @@ class Recorder:
 
     def _emit(self, rec: Record) -> None:
         code, mono, body = encoded(rec)
-        self._fan(code, mono, body)
+        # a checkpoint goes before the record: it holds what the core applied of the records
+        # before this one, which is the contract (apply a record before handing over the next)
         if self.checkpoint_source is not None and not self._in_checkpoint:
             due = self._last_checkpoint is None or mono - self._last_checkpoint >= self.checkpoint_interval
             if due or (self.ring is not None and self.ring.wants_checkpoint(mono)):
                 self.checkpoint_now(mono)
+        self._fan(code, mono, body)
 
     def _fan(self, code: int, mono: float, body: bytes) -> None:
         for sink in self._sinks:

@@ -1,0 +1,77 @@
+"""The documents a recording's frames build, per connection: what checkpoints hold and what
+redaction rewrites. Both directions feed one replica per document, each through its own sync
+state (the other peer's changes and the daemon's alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from automerge import core as am
+
+from ..v4.room import DOC_FRAMES
+from .records import IN, TYPED, Checkpoint, DocState, Frame
+
+# v2 uses only 0x00 (notebook); 0x05-0x0a are v4's other documents and unused in v2
+DOC_TYPES = DOC_FRAMES
+
+
+def doc_state(doc: Any) -> DocState:
+    """A checkpoint's view of one `automerge.core.Document`."""
+    return DocState(doc.save(), [bytes(h).hex() for h in doc.get_heads()])
+
+
+class ConnDocs:
+    """One connection's documents."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, Any] = {}
+        self._states: dict[tuple[str, str], Any] = {}
+
+    def apply(self, frame: Frame) -> str | None:
+        """Apply a typed sync frame; the name of the document it changed, or None."""
+        if frame.kind != TYPED or frame.redacted or not frame.payload:
+            return None
+        name = DOC_TYPES.get(frame.payload[0])
+        if name is None:
+            return None
+        doc = self.docs.get(name)
+        if doc is None:
+            doc = self.docs[name] = am.Document()
+        state = self._states.setdefault((name, frame.direction == IN and "in" or "out"), am.SyncState())
+        before = doc.get_heads()
+        try:
+            doc.receive_sync_message(state, am.Message.decode(frame.payload[1:]))
+        except Exception:  # the binding raises plain exceptions; a bad message changes nothing
+            return None
+        return name if doc.get_heads() != before else None
+
+    def load(self, name: str, saved: bytes) -> Any:
+        """Start document `name` over from a checkpoint's bytes (with fresh sync states)."""
+        doc = self.docs[name] = am.Document.load(saved)
+        self._states = {k: v for k, v in self._states.items() if k[0] != name}
+        return doc
+
+
+class Replicas:
+    """Every connection's documents, fed frame by frame."""
+
+    def __init__(self) -> None:
+        self.conns: dict[int, ConnDocs] = {}
+
+    def conn(self, conn: int) -> ConnDocs:
+        return self.conns.setdefault(conn, ConnDocs())
+
+    def apply(self, frame: Frame) -> str | None:
+        return self.conn(frame.conn).apply(frame)
+
+    def checkpoint(self, mono: float, wall: float, conn: int | None = None) -> Checkpoint | None:
+        """The documents of `conn` (default: the latest connection that has any)."""
+        if conn is None:
+            with_docs = [c for c, d in self.conns.items() if d.docs]
+            if not with_docs:
+                return None
+            conn = max(with_docs)
+        docs = self.conns.get(conn)
+        if docs is None or not docs.docs:
+            return None
+        return Checkpoint(mono, wall, conn, {name: doc_state(d) for name, d in docs.docs.items()})

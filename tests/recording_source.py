@@ -1,0 +1,90 @@
+"""Real traffic for the recorder's tests: the testbed daemon (real kernel and widgets), the
+inspector's own session joined through a recording tap, everything recorded to a file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from inspector import __version__
+from inspector.divergence import SessionDivergence, SettleConfig
+from inspector.recording import Meta, Recorder, Replicas
+from inspector.recording.wire_tap import WireTap
+from inspector.session import PeerSession, SessionConfig
+from inspector.testbed import Testbed
+
+SLIDER = "import ipywidgets as w\ns = w.IntSlider(value=1, description='secret-label-314')"
+
+
+@dataclass
+class RecordedRoom:
+    tb: Testbed
+    nid: str
+    session: PeerSession
+    sd: SessionDivergence
+    recorder: Recorder
+    tap: WireTap
+    path: str
+    dir: str
+
+    async def settle(self, timeout: float = 15.0) -> None:
+        """Until the session is quiet and the engine has nothing pending."""
+        start = time.monotonic()
+        while not (self.sd.engine.next_deadline() is None and self.session.settled(0.2)):
+            if time.monotonic() - start > timeout:
+                raise AssertionError("the session did not settle")
+            self.sd.run()
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def recorded_room(fault: str | None = None, checkpoint_interval: float = 1.0,
+                        kernel: bool = True) -> AsyncIterator[RecordedRoom]:
+    d = tempfile.mkdtemp(prefix="rti-rec-", dir="/tmp")
+    tb = Testbed(os.path.join(d, "rt.sock"), faults=[fault] if fault else [], auto_launch=False,
+                 write_daemon_json=False)
+    await tb.start()
+    session = task = None
+    recorder = None
+    replicas = Replicas()
+    path = os.path.join(d, "session.rtirec")
+    recorder = Recorder(Meta(__version__, time.time(), time.monotonic(), socket=tb.socket_path),
+                        checkpoint=lambda mono, wall: replicas.checkpoint(mono, wall),
+                        checkpoint_interval=checkpoint_interval)
+    tap = WireTap(os.path.join(d, "tap.sock"), tb.socket_path, recorder, replicas)
+    await tap.start()
+    try:
+        nid = tb.create_room()
+        if kernel:
+            await tb.launch_kernel(nid)
+            await tb.wait_kernel(nid)
+        recorder.update_meta(notebook_id=nid)
+        recorder.start_file(path)
+        session = PeerSession(SessionConfig(tap.listen_path, nid, allow_kernel_launch=True))
+        sd = SessionDivergence(session, SettleConfig())
+        task = asyncio.create_task(session.run())
+        await session.wait_settled(0.1, 30)
+        recorder.update_meta(protocol=session.profile.name if session.profile else None,
+                             protocol_version=session.probe.protocol_version if session.probe else None,
+                             daemon_version=session.daemon_version)
+        yield RecordedRoom(tb, nid, session, sd, recorder, tap, path, d)
+    finally:
+        if session is not None:
+            await session.stop()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await tap.stop()
+        recorder.close()
+        await tb.stop()
+
+
+def cleanup(room: RecordedRoom) -> None:
+    shutil.rmtree(room.dir, ignore_errors=True)
