@@ -45,7 +45,7 @@ class RecordedRoom:
 
 @contextlib.asynccontextmanager
 async def recorded_room(fault: str | None = None, checkpoint_interval: float = 1.0,
-                        kernel: bool = True) -> AsyncIterator[RecordedRoom]:
+                        kernel: bool = True, checkpoint_records: int = 10) -> AsyncIterator[RecordedRoom]:
     d = tempfile.mkdtemp(prefix="rti-rec-", dir="/tmp")
     tb = Testbed(os.path.join(d, "rt.sock"), faults=[fault] if fault else [], auto_launch=False,
                  write_daemon_json=False)
@@ -56,7 +56,7 @@ async def recorded_room(fault: str | None = None, checkpoint_interval: float = 1
     path = os.path.join(d, "session.rtirec")
     recorder = Recorder(Meta(__version__, time.time(), time.monotonic(), socket=tb.socket_path),
                         checkpoint=lambda mono, wall: replicas.checkpoint(mono, wall),
-                        checkpoint_interval=checkpoint_interval)
+                        checkpoint_interval=checkpoint_interval, checkpoint_records=checkpoint_records)
     tap = WireTap(os.path.join(d, "tap.sock"), tb.socket_path, recorder, replicas)
     await tap.start()
     try:
@@ -88,3 +88,56 @@ async def recorded_room(fault: str | None = None, checkpoint_interval: float = 1
 
 def cleanup(room: RecordedRoom) -> None:
     shutil.rmtree(room.dir, ignore_errors=True)
+
+
+# A notebook whose code, outputs and widget strings are recognisable, so tests can look for them.
+SECRETS = {
+    "source": "SOURCE_SECRET_5501",
+    "description": "secret-label-314",
+    "text_value": "classified-value-271",
+    "printed": "printed-secret-161",
+}
+SETUP = (f"# {SECRETS['source']}\nimport ipywidgets as w\n"
+         f"s = w.IntSlider(value=1, description='{SECRETS['description']}')\n"
+         f"t = w.Text(value='{SECRETS['text_value']}')")
+ACTIONS = ["s.value = 7", f"print('{SECRETS['printed']}')", "s.value = 9"]
+
+
+@dataclass
+class Recorded:
+    """A finished recording of the testbed and what the live session saw."""
+
+    path: str
+    dir: str
+    nid: str
+    heads: list[str]  # the session's notebook replica at the end
+    snapshot: dict
+    divergences: list[dict]
+    frames_tapped: int
+    session_frames: tuple[int, int, int, int]  # what the session logged: frames in/out, bytes in/out
+    comm_ids: dict[str, str]  # model name -> comm id
+
+
+def record_testbed(fault: str | None = None, checkpoint_interval: float = 0.5) -> Recorded:
+    """Run the scenario against the testbed (fault optional) and record it; synchronous, for
+    module-scoped fixtures (one kernel per test module)."""
+    import msgspec
+
+    from inspector import events as ev
+
+    async def main() -> Recorded:
+        async with recorded_room(fault, checkpoint_interval) as r:
+            r.session.log.subscribe(lambda e: r.recorder.mark(e.summary, {"divergences": e.data.get("divergences", [])},
+                                                              e.t) if e.kind == ev.DIVERGENCE else None)
+            await r.tb.run_cell(r.nid, SETUP)
+            for cell in ACTIONS:
+                await r.tb.run_cell(r.nid, cell)
+            await r.settle()
+            snap = r.session.snapshot().to_json()
+            divs = [msgspec.to_builtins(d) for d in r.sd.divergences(include_pending=False)]
+            return Recorded(r.path, r.dir, r.nid, list(r.session.replicas[0].heads), snap, divs, r.tap.frames,
+                            (r.session.log.frames_in, r.session.log.frames_out, r.session.log.bytes_in,
+                             r.session.log.bytes_out),
+                            {c.model_name: c.comm_id for c in r.tb.comm_state(r.nid)})
+
+    return asyncio.run(main())

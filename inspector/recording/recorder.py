@@ -36,8 +36,15 @@ class Sink(Protocol):
 
 class Recorder:
     def __init__(self, meta: Meta, *, ring: RecordingRing | None = None,
-                 checkpoint: CheckpointSource | None = None, checkpoint_interval: float = 30.0) -> None:
+                 checkpoint: CheckpointSource | None = None, checkpoint_interval: float = 30.0,
+                 checkpoint_records: int = 5000) -> None:
+        """A checkpoint is taken every `checkpoint_interval` seconds or `checkpoint_records`
+        records, whichever comes first (the second bounds what a seek replays), and whenever
+        the ring asks for one."""
         self.meta = meta
+        self.checkpoint_records = checkpoint_records
+        self._since_checkpoint = 0
+        self._last_mono = meta.start_mono
         self.ring = ring
         self.checkpoint_source = checkpoint
         self.checkpoint_interval = checkpoint_interval
@@ -75,7 +82,7 @@ class Recorder:
     def update_meta(self, **fields: Any) -> None:
         """Versions learnt after the start (the handshake): recorded as a second `Meta`."""
         self.meta = msgspec.structs.replace(self.meta, **fields)
-        self._emit(self.meta)
+        self._emit(self.meta, self._last_mono)
 
     def checkpoint_now(self, mono: float | None = None) -> bool:
         if self.checkpoint_source is None or self._in_checkpoint:
@@ -89,6 +96,7 @@ class Recorder:
         if cp is None:
             return False
         self._last_checkpoint = mono
+        self._since_checkpoint = 0
         self._fan(*encoded(cp))
         return True
 
@@ -128,14 +136,17 @@ class Recorder:
     def _times(mono: float | None, wall: float | None) -> tuple[float, float]:
         return (time.monotonic() if mono is None else mono), (time.time() if wall is None else wall)
 
-    def _emit(self, rec: Record) -> None:
-        code, mono, body = encoded(rec)
+    def _emit(self, rec: Record, mono: float | None = None) -> None:
+        code, mono, body = encoded(rec, mono)
+        self._last_mono = mono
         # a checkpoint goes before the record: it holds what the core applied of the records
         # before this one, which is the contract (apply a record before handing over the next)
         if self.checkpoint_source is not None and not self._in_checkpoint:
-            due = self._last_checkpoint is None or mono - self._last_checkpoint >= self.checkpoint_interval
+            due = (self._last_checkpoint is None or mono - self._last_checkpoint >= self.checkpoint_interval
+                   or self._since_checkpoint >= self.checkpoint_records)
             if due or (self.ring is not None and self.ring.wants_checkpoint(mono)):
                 self.checkpoint_now(mono)
+        self._since_checkpoint += 1
         self._fan(code, mono, body)
 
     def _fan(self, code: int, mono: float, body: bytes) -> None:

@@ -38,8 +38,10 @@ def frame_record(code: int, mono: float, body: bytes) -> bytes:
     return HEADER.pack(len(body), crc, code, mono) + body
 
 
-def encoded(rec: Record) -> tuple[int, float, bytes]:
-    return KIND_CODES[type(rec)], mono_of(rec), encode_record(rec)
+def encoded(rec: Record, mono: float | None = None) -> tuple[int, float, bytes]:
+    """(kind code, time for the index, body); `mono` overrides the record's own time (a later
+    `Meta` is indexed at when it was written, not at the session's start)."""
+    return KIND_CODES[type(rec)], mono_of(rec) if mono is None else mono, encode_record(rec)
 
 
 class RecordingWriter:
