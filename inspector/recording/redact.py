@@ -56,8 +56,10 @@ KEEP_KEYS = frozenset({
     "ref", "digest", "required_heads", "heads", "buffer_paths", "schema_version", "capture_msg_id",
     "content_type", "mime", "mime_type", "encoding", "orientation", "layout", "style", "children",
     "state_error", "env_source", "runtime", "trust", "room_id", "comments_doc_id", "connection_scope",
-    "ephemeral", "signature_scheme", "transport", "date",
+    "ephemeral", "signature_scheme", "transport", "date", "key", "keys", "direction",
 })
+# string values kept only when they are one of these (stream names, not whatever a widget calls "name")
+KEEP_VALUES = {"name": frozenset({"stdout", "stderr"})}
 IDISH = re.compile(
     r"^(?:IPY_MODEL_)?[0-9a-fA-F]{16,}$"  # hashes, comm ids
     r"|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"  # uuids
@@ -81,7 +83,7 @@ class Redactor:
 
     def string(self, s: str, key: str | None = None) -> str:
         """A string value: kept under a structural key, rewritten inside when it holds JSON."""
-        if key in KEEP_KEYS:
+        if key in KEEP_KEYS or (key in KEEP_VALUES and s in KEEP_VALUES[key]):
             return s
         stripped = s.lstrip()
         if stripped[:1] in ("{", "["):
