@@ -141,3 +141,34 @@ def record_testbed(fault: str | None = None, checkpoint_interval: float = 0.5) -
                             {c.model_name: c.comm_id for c in r.tb.comm_state(r.nid)})
 
     return asyncio.run(main())
+
+
+REAL_FRAMES = os.path.join(os.path.dirname(__file__), "fixtures", "real-runtimed-2.9.0", "frames.jsonl")
+
+
+def frame_log_records(path: str = REAL_FRAMES) -> list:
+    """The real runtimed 2.9.0 capture (`frames.jsonl`, written by a byte-forwarding proxy) as
+    recording records. Binary payloads are byte-exact; the capture kept JSON frames decoded, so
+    those are re-encoded compactly (the same JSON, not always the same spacing)."""
+    import json
+
+    from inspector.recording.records import IN, OUT, PREAMBLE, TYPED, UNTYPED, Connection, Frame, Meta
+
+    out: list = [Meta("capture", 1_700_000_000.0, 0.0, protocol="v4", protocol_version=4,
+                      daemon_version="2.9.0+9c85319")]
+    with open(path) as fh:
+        for line in fh:
+            d = json.loads(line)
+            t = d["t"]
+            if d["kind"] == "eof":
+                out.append(Connection(d["conn"], "close", t, 1_700_000_000.0 + t, detail=d["dir"]))
+                continue
+            if "hex" in d:
+                payload = bytes.fromhex(d["hex"])
+            else:
+                body = json.dumps(d["json"], separators=(",", ":"), ensure_ascii=False).encode()
+                payload = bytes([d["frame_type"]]) + body if d["kind"] == "typed" else body
+            kind = {"preamble": PREAMBLE, "typed": TYPED}.get(d["kind"], UNTYPED)
+            out.append(Frame(d["conn"], IN if d["dir"] == "s2c" else OUT, kind, t, 1_700_000_000.0 + t,
+                             payload, len(payload)))
+    return out

@@ -58,6 +58,17 @@ def wire_bytes(frame: Frame) -> bytes:
     return struct.pack(">I", frame.size if frame.redacted else len(frame.payload)) + frame.payload
 
 
+def _epb(interface: int, rec: Frame, comments: list[str]) -> bytes:
+    data = PDU_HEADER + wire_bytes(rec)
+    ts = int(round(rec.wall * 1_000_000))
+    opts = [_option(EPB_FLAGS, struct.pack("<I", EPB_INBOUND if rec.direction == IN else EPB_OUTBOUND))]
+    opts += [_option(OPT_COMMENT, text.encode()) for text in comments]
+    # a redacted frame keeps its original length as the packet's original length
+    orig = len(PDU_HEADER) + (rec.size + (0 if rec.kind == PREAMBLE else 4) if rec.redacted else len(data) - len(PDU_HEADER))
+    body = struct.pack("<IIIII", interface, ts >> 32, ts & 0xFFFFFFFF, len(data), orig)
+    return _block(6, body + _pad(data) + _options(opts))
+
+
 def export_pcapng(records: Iterable[Record], out_path: str,
                   comments: Mapping[int, Sequence[str]] | None = None, application: str = "runtimed-inspector") -> int:
     """Write `records` (a `RecordingReader` or any iterable of records, indexed from 0 as the
@@ -68,6 +79,7 @@ def export_pcapng(records: Iterable[Record], out_path: str,
     interfaces: dict[int, int] = {}
     channels: dict[int, str] = {}
     pending: list[str] = []
+    held: tuple[int, Frame, list[str]] | None = None  # the last frame, written once its comments are known
     packets = 0
     with open(out_path, "wb") as out:
         shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + _options([_option(SHB_USERAPPL, application.encode())])
@@ -91,15 +103,12 @@ def export_pcapng(records: Iterable[Record], out_path: str,
                 if rec.conn in channels:
                     opts.append(_option(IF_DESCRIPTION, f"channel {channels[rec.conn]}".encode()))
                 out.write(_block(1, struct.pack("<HHI", LINKTYPE_EXPORTED_PDU, 0, 0) + _options(opts)))
-            data = PDU_HEADER + wire_bytes(rec)
-            ts = int(round(rec.wall * 1_000_000))
-            opts = [_option(EPB_FLAGS, struct.pack("<I", EPB_INBOUND if rec.direction == IN else EPB_OUTBOUND))]
+            if held is not None:
+                out.write(_epb(*held))
             if rec.redacted:
                 pending.append(f"body redacted ({rec.size} bytes)")
-            opts += [_option(OPT_COMMENT, text.encode()) for text in pending]
-            pending = []
-            orig = len(PDU_HEADER) + (rec.size + (0 if rec.kind == PREAMBLE else 4) if rec.redacted else len(data) - len(PDU_HEADER))
-            body = struct.pack("<IIIII", interfaces[rec.conn], ts >> 32, ts & 0xFFFFFFFF, len(data), orig)
-            out.write(_block(6, body + _pad(data) + _options(opts)))
+            held, pending = (interfaces[rec.conn], rec, pending), []
             packets += 1
+        if held is not None:  # what happened after the last frame goes on it
+            out.write(_epb(held[0], held[1], held[2] + [f"after this frame: {t}" for t in pending]))
     return packets

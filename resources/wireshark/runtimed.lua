@@ -18,6 +18,8 @@ local doc_of = {
 }
 local json_frames = { [0x01] = true, [0x02] = true, [0x03] = true, [0x07] = true }
 local sync_types = { [0x42] = "sync (v1)", [0x43] = "sync (v2, document chunks)" }
+-- an entry of a sync message's change list is an Automerge chunk: magic, checksum, type
+local chunk_types = { [0] = "document", [1] = "change", [2] = "compressed change" }
 
 local f = {
     kind = ProtoField.string("runtimed.kind", "Frame kind"),
@@ -40,8 +42,11 @@ local f = {
     have_count = ProtoField.uint32("runtimed.sync.have_count", "Have", base.DEC),
     have_last_sync = ProtoField.bytes("runtimed.sync.have.last_sync", "Have: last sync"),
     bloom_len = ProtoField.uint32("runtimed.sync.have.bloom_len", "Have: bloom filter bytes", base.DEC),
-    changes_count = ProtoField.uint32("runtimed.sync.changes_count", "Changes", base.DEC),
+    changes_count = ProtoField.uint32("runtimed.sync.changes_count", "Change list entries", base.DEC),
     change_len = ProtoField.uint32("runtimed.sync.change_len", "Change bytes", base.DEC),
+    chunk_type = ProtoField.uint8("runtimed.sync.chunk_type", "Chunk type", base.DEC, chunk_types),
+    change_chunks = ProtoField.uint32("runtimed.sync.change_chunks", "Change chunks", base.DEC),
+    document_chunks = ProtoField.uint32("runtimed.sync.document_chunks", "Whole-document chunks", base.DEC),
     body = ProtoField.bytes("runtimed.body", "Body"),
     truncated = ProtoField.string("runtimed.error", "Decode error"),
 }
@@ -115,14 +120,31 @@ local function dissect_sync(tvb, tree, pos, limit)
     if not nchanges then t:add(f.truncated, "changes cut short"); return nil end
     local ch = t:add(f.changes_count, tvb(pos, np - pos), nchanges)
     pos = np
+    local n_change, n_doc = 0, 0
     for _ = 1, nchanges do
         local clen
         clen, np = uleb(tvb, pos, limit)
         if not clen or np + clen > limit then t:add(f.truncated, "change cut short"); return nil end
-        ch:add(f.change_len, tvb(pos, np - pos), clen)
+        local entry = ch:add(f.change_len, tvb(pos, np - pos), clen)
+        -- an entry holds one or more chunks back to back (a v2 message packs several changes,
+        -- or a whole document, into one entry): magic, checksum, type, LEB128 length, data
+        local cpos, cend = np, np + clen
+        while cpos + 9 <= cend and tvb(cpos, 4):bytes():tohex() == "856F4A83" do
+            local ct = tvb(cpos + 8, 1):uint()
+            entry:add(f.chunk_type, tvb(cpos + 8, 1))
+            if ct == 0 then n_doc = n_doc + 1 else n_change = n_change + 1 end
+            local dlen, dpos = uleb(tvb, cpos + 9, cend)
+            if not dlen then break end
+            cpos = dpos + dlen
+        end
         pos = np + clen
     end
-    return string.format("heads=%d changes=%d", heads, nchanges)
+    t:add(f.change_chunks, n_change)
+    t:add(f.document_chunks, n_doc)
+    if n_doc > 0 then
+        return string.format("heads=%d changes=%d (%d whole documents)", heads, n_change, n_doc)
+    end
+    return string.format("heads=%d changes=%d", heads, n_change)
 end
 
 -- minimal CBOR: enough to find the text value of the "type" key of the top-level map
