@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from .recording_file import CHECKPOINT, RecordingWriter, frame_record
+from .recording_file import CHECKPOINT, RecordingWriter
 from .records import Meta
 
 SEGMENT_FRACTION = 8
@@ -91,6 +91,6 @@ class RecordingRing:
         with RecordingWriter(path, meta, fsync_interval=None) as w:
             for seg in segs[first:]:
                 for code, mono, body in seg.records:
-                    w._write(frame_record(code, mono, body))
+                    w.append_encoded(code, mono, body)
                     written += 1
         return written
