@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .recording_file import RecordingWriter, encoded
+from .recording_file import RecordingWriter, encoded, frame_record
 from .records import (
     Checkpoint,
     Connection,
@@ -31,7 +31,7 @@ CheckpointSource = Callable[[float, float], Checkpoint | None]  # (mono, wall) -
 
 
 class Sink(Protocol):
-    def append_encoded(self, code: int, mono: float, body: bytes) -> None: ...
+    def append_framed(self, code: int, data: bytes, mono: float) -> None: ...
 
 
 class Recorder:
@@ -97,7 +97,8 @@ class Recorder:
             return False
         self._last_checkpoint = mono
         self._since_checkpoint = 0
-        self._fan(*encoded(cp))
+        code, mono, body = encoded(cp)
+        self._fan(code, mono, body)
         return True
 
     # -- files ---------------------------------------------------------------------------------
@@ -150,5 +151,6 @@ class Recorder:
         self._fan(code, mono, body)
 
     def _fan(self, code: int, mono: float, body: bytes) -> None:
+        data = frame_record(code, mono, body)  # framed once for every sink
         for sink in self._sinks:
-            sink.append_encoded(code, mono, body)
+            sink.append_framed(code, data, mono)

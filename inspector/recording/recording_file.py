@@ -31,11 +31,14 @@ class RecordingError(Exception):
     """The file is not a recording (or not one this version reads)."""
 
 
+_KIND_TIME = struct.Struct(">Bd")
+_LEN_CRC = struct.Struct(">II")
+
+
 def frame_record(code: int, mono: float, body: bytes) -> bytes:
     """One record as it is stored: header and body in one buffer (written with one syscall)."""
-    head = HEADER.pack(len(body), 0, code, mono)
-    crc = zlib.crc32(body, zlib.crc32(head[8:]))
-    return HEADER.pack(len(body), crc, code, mono) + body
+    kt = _KIND_TIME.pack(code, mono)
+    return b"".join((_LEN_CRC.pack(len(body), zlib.crc32(body, zlib.crc32(kt))), kt, body))
 
 
 def encoded(rec: Record, mono: float | None = None) -> tuple[int, float, bytes]:
@@ -65,17 +68,22 @@ class RecordingWriter:
     def _write(self, data: bytes) -> None:
         if self._fd is None:
             raise ValueError("recording is closed")
-        view = memoryview(data)
-        while view:  # a regular file takes it all at once; loop in case a signal cut it short
-            n = os.write(self._fd, view)
-            view = view[n:]
+        n = os.write(self._fd, data)
+        if n != len(data):  # a regular file takes it all at once; finish what a signal cut short
+            view = memoryview(data)[n:]
+            while view:
+                view = view[os.write(self._fd, view):]
         self.bytes += len(data)
 
     def append(self, rec: Record) -> None:
         self.append_encoded(*encoded(rec))
 
     def append_encoded(self, code: int, mono: float, body: bytes) -> None:
-        self._write(frame_record(code, mono, body))
+        self.append_framed(code, frame_record(code, mono, body), mono)
+
+    def append_framed(self, code: int, data: bytes, mono: float = 0.0) -> None:
+        """Append a record already framed by `frame_record` (one encoding for every sink)."""
+        self._write(data)
         self.records += 1
         now = time.monotonic()
         if code == CHECKPOINT or (self.fsync_interval is not None and now - self._last_sync >= self.fsync_interval):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from .recording_file import CHECKPOINT, RecordingWriter
+from .recording_file import CHECKPOINT, RecordingWriter, frame_record
 from .records import Meta
 
 SEGMENT_FRACTION = 8
@@ -22,9 +22,16 @@ SEGMENT_FRACTION = 8
 @dataclass
 class _Segment:
     start: float  # monotonic time of its first record
-    records: list[tuple[int, float, bytes]] = field(default_factory=list)
-    size: int = 0
+    # the framed records back to back, as in a file: one buffer, not one object per record,
+    # so a full ring costs the garbage collector nothing
+    data: bytearray = field(default_factory=bytearray)
+    count: int = 0
+    last: float = 0.0
     from_checkpoint: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
 
 class RecordingRing:
@@ -39,21 +46,27 @@ class RecordingRing:
         self.complete = True  # nothing dropped yet: the ring holds the session from its start
 
     def append_encoded(self, code: int, mono: float, body: bytes) -> None:
-        if code == CHECKPOINT or not self._segments:
-            self._segments.append(_Segment(mono, from_checkpoint=code == CHECKPOINT))
-        seg = self._segments[-1]
-        n = len(body) + 17  # what it takes in a file: body and record header
-        seg.records.append((code, mono, body))
-        seg.size += n
-        self.size += n
-        self._trim(mono)
+        self.append_framed(code, frame_record(code, mono, body), mono)
+
+    def append_framed(self, code: int, data: bytes, mono: float) -> None:
+        segs = self._segments
+        if code == CHECKPOINT or not segs:
+            segs.append(_Segment(mono, from_checkpoint=code == CHECKPOINT))
+        seg = segs[-1]
+        seg.data += data
+        seg.count += 1
+        seg.last = mono
+        self.size += len(data)
+        # only whole segments go, so there is something to trim only once a second one exists
+        if len(segs) > 1 and (self.size > self.max_bytes or segs[1].start <= mono - self.max_age):
+            self._trim(mono)
 
     def _trim(self, now: float) -> None:
         segs = self._segments
         while len(segs) > 1 and (self.size > self.max_bytes or segs[1].start <= now - self.max_age):
             gone = segs.popleft()
             self.size -= gone.size
-            self.dropped_records += len(gone.records)
+            self.dropped_records += gone.count
             self.complete = False
 
     def wants_checkpoint(self, now: float) -> bool:
@@ -65,7 +78,7 @@ class RecordingRing:
                 or (now - seg.start) * SEGMENT_FRACTION >= self.max_age)
 
     def __len__(self) -> int:
-        return sum(len(s.records) for s in self._segments)
+        return sum(s.count for s in self._segments)
 
     @property
     def start(self) -> float | None:
@@ -83,14 +96,14 @@ class RecordingRing:
         segs = list(self._segments)
         first = 0
         if last is not None:
-            until = segs[-1].records[-1][1] if now is None else now
+            until = segs[-1].last if now is None else now
             for i, seg in enumerate(segs):
                 if seg.start <= until - last and (seg.from_checkpoint or i == 0):
                     first = i
         written = 0
         with RecordingWriter(path, meta, fsync_interval=None) as w:
             for seg in segs[first:]:
-                for code, mono, body in seg.records:
-                    w.append_encoded(code, mono, body)
-                    written += 1
+                w._write(bytes(seg.data))
+                written += seg.count
+            w.records += written
         return written
