@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import cbor2
+import msgspec
 from automerge import core as am
 
 from ..document import parse_exid
@@ -279,12 +280,18 @@ def _with(rec: Frame, payload: bytes) -> Frame:
 
 def redact_file(src: str, dst: str, redactor: Redactor | None = None) -> int:
     """Write the redacted copy of recording `src` to `dst`; returns the records written."""
-    with RecordingReader(src) as reader, RecordingWriter(dst, reader.meta, fsync_interval=None) as w:
+    r = redactor or Redactor()
+    with RecordingReader(src) as reader:
+        meta = msgspec.structs.replace(reader.meta, extra=r.value(reader.meta.extra))
+        _write_redacted(reader, dst, meta, r)
+    with RecordingReader(dst) as out:
+        return len(out)
+
+
+def _write_redacted(reader: RecordingReader, dst: str, meta: Meta, r: Redactor) -> None:
+    with RecordingWriter(dst, meta, fsync_interval=None) as w:
         records = iter(reader)
         next(records)  # the writer wrote the metadata (the last one, with the versions) first
-        n = 1
-        for rec in redact_records(records, redactor):
-            if not isinstance(rec, Meta):  # metadata holds no user data; one copy is enough
+        for rec in redact_records(records, r):
+            if not isinstance(rec, Meta):  # one copy of the metadata is enough
                 w.append(rec)
-                n += 1
-    return n
