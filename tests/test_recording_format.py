@@ -26,6 +26,7 @@ from inspector.recording import (
     RecordingReader,
     RecordingWriter,
     Replicas,
+    Seeker,
     Timer,
 )
 from inspector.recording.recording_file import MAGIC
@@ -215,3 +216,18 @@ def test_a_writer_does_not_overwrite_a_file_unless_told(tmp_path) -> None:
     assert path.read_bytes() == b"keep me"
     RecordingWriter(str(path), Meta("t", 0.0, 0.0), overwrite=True).close()
     assert RecordingReader(str(path)).meta.inspector_version == "t"
+
+
+def test_seeker_gives_the_documents_at_any_record_and_reuses_what_it_loaded(recorded: Recorded) -> None:
+    with RecordingReader(recorded.path) as r:
+        seeker = Seeker(r)
+        conn = max(f.conn for f in r if isinstance(f, Frame))
+        targets = [len(r) - 1, r.checkpoints[1] + 2, r.checkpoints[1] + 5, 3, len(r) - 1, r.checkpoints[-1]]
+        for target in targets:
+            got = seeker.seek(target).conn(conn).docs.get("notebook")
+            full = replay_heads(r, 0, target + 1).conn(conn).docs.get("notebook")
+            assert (got is None) == (full is None)
+            if full is not None:
+                assert got.get_heads() == full.get_heads() and am.extract(got) == am.extract(full)
+        # each checkpoint was decoded once; moving forward continued from the last seek
+        assert seeker.loads <= len({r.checkpoint_before(t) for t in targets} - {None})

@@ -6,8 +6,9 @@ from .recording_file import RecordingError, RecordingReader, RecordingWriter, Ta
 from .records import Checkpoint, Connection, DocState, Frame, Kernel, Mark, Meta, Record, Timer
 from .replicas import Replicas, doc_state
 from .ring import RecordingRing
+from .seek import Seeker
 
 __all__ = [
     "Checkpoint", "Connection", "DocState", "Frame", "Kernel", "Mark", "Meta", "Record", "Recorder",
-    "RecordingError", "RecordingReader", "RecordingRing", "RecordingWriter", "Replicas", "Tail", "Timer", "doc_state",
+    "RecordingError", "RecordingReader", "RecordingRing", "RecordingWriter", "Replicas", "Seeker", "Tail", "Timer", "doc_state",
 ]

@@ -47,7 +47,11 @@ class ConnDocs:
 
     def load(self, name: str, saved: bytes) -> Any:
         """Start document `name` over from a checkpoint's bytes (with fresh sync states)."""
-        doc = self.docs[name] = am.Document.load(saved)
+        return self.adopt(name, am.Document.load(saved))
+
+    def adopt(self, name: str, doc: Any) -> Any:
+        """Start document `name` over from `doc` (with fresh sync states)."""
+        self.docs[name] = doc
         self._states = {k: v for k, v in self._states.items() if k[0] != name}
         return doc
 
