@@ -27,6 +27,7 @@ from .records import (
 )
 from .ring import RecordingRing
 
+CHECKPOINT_BUDGET = 20  # at least this many times a checkpoint's cost between two of them
 CheckpointSource = Callable[[float, float], Checkpoint | None]  # (mono, wall) -> checkpoint
 
 
@@ -40,11 +41,15 @@ class Recorder:
                  checkpoint_records: int = 5000) -> None:
         """A checkpoint is taken every `checkpoint_interval` seconds or `checkpoint_records`
         records, whichever comes first (the second bounds what a seek replays), and whenever
-        the ring asks for one."""
+        the ring asks for one; the first two never sooner than `CHECKPOINT_BUDGET` times the
+        last checkpoint's own cost after it: saving a long-history document takes longer as the
+        session goes on, and checkpoints must not take more than a twentieth of the time."""
         self.meta = meta
         self.checkpoint_records = checkpoint_records
         self._since_checkpoint = 0
         self._last_mono = meta.start_mono
+        self._cp_cost = 0.0  # seconds the last checkpoint took
+        self._cp_done = 0.0  # perf_counter when it finished
         self.ring = ring
         self.checkpoint_source = checkpoint
         self.checkpoint_interval = checkpoint_interval
@@ -89,10 +94,13 @@ class Recorder:
             return False
         mono, wall = self._times(mono, None)
         self._in_checkpoint = True
+        t0 = time.perf_counter()
         try:
             cp = self.checkpoint_source(mono, wall)
         finally:
             self._in_checkpoint = False
+            self._cp_done = time.perf_counter()
+            self._cp_cost = self._cp_done - t0
         if cp is None:
             return False
         self._last_checkpoint = mono
@@ -145,7 +153,10 @@ class Recorder:
         if self.checkpoint_source is not None and not self._in_checkpoint:
             due = (self._last_checkpoint is None or mono - self._last_checkpoint >= self.checkpoint_interval
                    or self._since_checkpoint >= self.checkpoint_records)
-            if due or (self.ring is not None and self.ring.wants_checkpoint(mono)):
+            # the ring's requests are what keeps it bounded: they are not deferred (they come at
+            # most every eighth of its bounds)
+            if (due and time.perf_counter() - self._cp_done >= CHECKPOINT_BUDGET * self._cp_cost) or \
+                    (self.ring is not None and self.ring.wants_checkpoint(mono)):
                 self.checkpoint_now(mono)
         self._since_checkpoint += 1
         self._fan(code, mono, body)

@@ -15,6 +15,37 @@ from .records import IN, TYPED, Checkpoint, DocState, Frame
 DOC_TYPES = DOC_FRAMES
 
 
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def carries_changes(msg: bytes) -> bool:
+    """Whether an Automerge sync message's change list is non-empty: heads, need and have come
+    first (type byte; hash lists; have = last-sync hashes and a bloom filter each)."""
+    try:
+        n, pos = _uleb(msg, 1)
+        pos += 32 * n
+        n, pos = _uleb(msg, pos)
+        pos += 32 * n
+        have, pos = _uleb(msg, pos)
+        for _ in range(have):
+            n, pos = _uleb(msg, pos)
+            pos += 32 * n
+            n, pos = _uleb(msg, pos)
+            pos += n
+        changes, _ = _uleb(msg, pos)
+    except IndexError:
+        return True  # let Automerge judge a message this cannot read
+    return changes > 0
+
+
 def doc_state(doc: Any) -> DocState:
     """A checkpoint's view of one `automerge.core.Document`."""
     return DocState(doc.save(), [bytes(h).hex() for h in doc.get_heads()])
@@ -37,10 +68,15 @@ class ConnDocs:
         doc = self.docs.get(name)
         if doc is None:
             doc = self.docs[name] = am.Document()
+        body = frame.payload[1:]
+        # a replay never answers, so a message without changes (heads, need, have: the sync
+        # protocol's bookkeeping) cannot change what it shows; skipping it keeps replay cheap
+        if not carries_changes(body):
+            return None
         state = self._states.setdefault((name, frame.direction == IN and "in" or "out"), am.SyncState())
         before = doc.get_heads()
         try:
-            doc.receive_sync_message(state, am.Message.decode(frame.payload[1:]))
+            doc.receive_sync_message(state, am.Message.decode(body))
         except Exception:  # the binding raises plain exceptions; a bad message changes nothing
             return None
         return name if doc.get_heads() != before else None
