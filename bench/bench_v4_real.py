@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "tests" / "real_daemon"))
 
 from conftest import TOOLS, RoomDriver  # noqa: E402
 
+from inspector.divergence import DivergenceOptions  # noqa: E402
 from inspector.session import PeerSession, SessionConfig  # noqa: E402
 
 WHEEL_JOIN = textwrap.dedent("""
@@ -54,7 +55,7 @@ WHEEL_JOIN = textwrap.dedent("""
 
 async def inspector_join(sock: str, nb: str, cells: int, comms: int) -> float:
     t0 = time.perf_counter()
-    s = PeerSession(SessionConfig(sock, nb))
+    s = PeerSession(SessionConfig(sock, nb, divergence=DivergenceOptions()))
     task = asyncio.create_task(s.run())
     try:
         while True:
@@ -84,20 +85,21 @@ def wheel_join(sock: str, nb: str, cells: int, comms: int) -> float:
 
 
 async def per_frame(sock: str, nb: str, drv: RoomDriver, seconds: float) -> dict:
-    s = PeerSession(SessionConfig(sock, nb))
+    s = PeerSession(SessionConfig(sock, nb, divergence=DivergenceOptions()))
     task = asyncio.create_task(s.run())
     await s.wait_settled(0.3, 60)
     s.snapshot()  # the joined tree, shown before the storm starts
     costs: list[float] = []
-    orig = s._dispatch
+    orig = s.receive
 
-    async def timed(ft, body, size, payload, now):
+    def timed(payload, now):
         t = time.perf_counter()
-        await orig(ft, body, size, payload, now)
+        step = orig(payload, now)
         s.snapshot()
         costs.append(time.perf_counter() - t)
+        return step
 
-    s._dispatch = timed  # type: ignore[method-assign]
+    s.receive = timed  # type: ignore[method-assign]
     n = int(seconds * 100)
     await drv.acall(op="run", source=f"import time\nfor i in range({n}):\n    s.value = i % 10\n    time.sleep(0.01)",
                     timeout=seconds + 60)

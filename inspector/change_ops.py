@@ -4,12 +4,18 @@ The Python binding exposes changes only as bytes (and `diff()` costs time propor
 whole document), so the reader decodes the op columns it needs — object, map key, action —
 from the columnar change format to know which cells and comms a sync touched.
 Format: automerge binary document format, "change" chunks (types 1 and 2).
+
+Every count is untrusted: LEB128 values stop at 64 bits, decompression at INFLATE_MAX_RATIO
+times the compressed size, and a change claiming more than MAX_OPS ops is refused (the caller then reads
+the whole document), so a few hostile bytes never cost more than a few bytes' work.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+
+from .errors import BadContent
 
 MAGIC = b"\x85\x6f\x4a\x83"
 CHUNK_CHANGE = 1
@@ -21,9 +27,12 @@ COL_OBJ_CTR = 0x02
 COL_KEY_STR = 0x15
 COL_ACTION = 0x42
 MAKE_ACTIONS = {0, 2, 4, 6}  # makeMap, makeList, makeText, makeTable
+MAX_OPS = 1 << 20  # ops per change decoded here; a larger change is read as "touches everything"
+LEB_MAX_BYTES = 10  # 64-bit values, as automerge's own decoder
+INFLATE_MAX_RATIO = 64  # more expansion: read as "touches everything" (a full read), never allocated
 
 
-class ChangeFormatError(ValueError):
+class ChangeFormatError(BadContent, ValueError):
     pass
 
 
@@ -34,8 +43,11 @@ def _uleb(data: bytes, pos: int) -> tuple[int, int]:
         return b, pos + 1
     result = b & 0x7F
     shift = 7
+    end = pos + LEB_MAX_BYTES
     while True:
         pos += 1
+        if pos >= end:
+            raise ChangeFormatError("LEB128 value longer than 64 bits")
         b = data[pos]
         result |= (b & 0x7F) << shift
         if b < 0x80:
@@ -43,12 +55,18 @@ def _uleb(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+uleb = _uleb  # also reads the counts of a sync message (document.py)
+
+
 def _sleb(data: bytes, pos: int) -> tuple[int, int]:
     b = data[pos]
     if b < 0x40:
         return b, pos + 1
     result = shift = 0
+    end = pos + LEB_MAX_BYTES
     while True:
+        if pos >= end:
+            raise ChangeFormatError("LEB128 value longer than 64 bits")
         b = data[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -59,6 +77,19 @@ def _sleb(data: bytes, pos: int) -> tuple[int, int]:
             return result, pos
 
 
+def _room(out: list, n: int) -> None:
+    if len(out) + n > MAX_OPS:
+        raise ChangeFormatError(f"a column claims more than {MAX_OPS} ops")
+
+
+def _inflate(data: bytes) -> bytes:
+    d = zlib.decompressobj(-15)
+    out = d.decompress(data, INFLATE_MAX_RATIO * len(data) + 65536)
+    if d.unconsumed_tail:
+        raise ChangeFormatError(f"deflated data expands more than {INFLATE_MAX_RATIO} times")
+    return out
+
+
 def _rle_ints(data: bytes) -> list[int | None]:
     """RLE column of LEB128 integers: runs (n>0, value), literals (n<0, values), nulls (0, count)."""
     out: list[int | None] = []
@@ -67,13 +98,16 @@ def _rle_ints(data: bytes) -> list[int | None]:
         n, pos = _sleb(data, pos)
         if n > 0:
             v, pos = _uleb(data, pos)
+            _room(out, n)
             out.extend([v] * n)
         elif n < 0:
+            _room(out, -n)
             for _ in range(-n):
                 v, pos = _uleb(data, pos)
                 out.append(v)
         else:
             c, pos = _uleb(data, pos)
+            _room(out, c)
             out.extend([None] * c)
     return out
 
@@ -85,8 +119,10 @@ def _rle_strs(data: bytes) -> list[str | None]:
         n, pos = _sleb(data, pos)
         if n == 0:
             c, pos = _uleb(data, pos)
+            _room(out, c)
             out.extend([None] * c)
             continue
+        _room(out, abs(n))
         for _ in range(n if n > 0 else -n):
             ln, pos = _uleb(data, pos)
             v = data[pos : pos + ln].decode("utf-8", "replace")
@@ -108,12 +144,15 @@ class ChangeOps:
 
 
 def decode_change(raw: bytes) -> ChangeOps:
+    """The ops of one change chunk; ChangeFormatError (and nothing else) for any other bytes."""
     if raw[:4] != MAGIC:
-        raise ChangeFormatError("not an automerge chunk")
+        raise ChangeFormatError("not an automerge chunk", data=raw)
     try:
         return _decode(raw)
-    except (IndexError, UnicodeDecodeError, zlib.error) as exc:
-        raise ChangeFormatError(f"malformed change: {exc}") from None
+    except ChangeFormatError as exc:
+        raise ChangeFormatError(str(exc), data=raw) from None
+    except (IndexError, ValueError, zlib.error) as exc:
+        raise ChangeFormatError(f"malformed change: {exc}", data=raw) from None
 
 
 def _decode(raw: bytes) -> ChangeOps:
@@ -121,7 +160,7 @@ def _decode(raw: bytes) -> ChangeOps:
     length, pos = _uleb(raw, 9)
     body = raw[pos : pos + length]
     if chunk_type == CHUNK_COMPRESSED:
-        body = zlib.decompress(body, -15)
+        body = _inflate(body)
     elif chunk_type != CHUNK_CHANGE:
         raise ChangeFormatError(f"chunk type {chunk_type} is not a change")
     n, pos = _uleb(body, 0)
@@ -151,7 +190,7 @@ def _decode(raw: bytes) -> ChangeOps:
         data = body[pos : pos + ln]
         pos += ln
         if spec & 0x08:
-            data = zlib.decompress(data, -15)
+            data = _inflate(data)
             spec &= ~0x08
         cols[spec] = data
     if pos > len(body):

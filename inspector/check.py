@@ -1,9 +1,9 @@
 """`runtimed-inspector check`: watch a room for a while and fail if comm views diverged.
 
 Made for CI jobs of widget libraries: exit 0 when nothing diverged during the watch, 1 with
-one line per divergence (comm id, model, kind, keys) when something did. Also attaches the
-divergence engine (and, with `--kernel-connection`, the kernel IOPub tap) to every session the
-CLI creates, so `snapshot` and `watch` report divergence too.
+one line per divergence (comm id, model, kind, keys) when something did. Also gives `snapshot`
+and `watch` the `--kernel-connection` and settle options (`cli.divergence_options` turns them
+into the session's declared divergence option).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import contextlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from .divergence import IN_SYNC, PENDING, SEVERITY_RANK, SessionDivergence, SettleConfig
+from .divergence import IN_SYNC, PENDING, SEVERITY_RANK
 from .errors import EXIT_DIVERGED, EXIT_OK, Timeout
-from .session import unless_ended
+from .session import PeerSession, unless_ended
 from .snapshot import Divergence
 
 EXAMPLES = """examples:
@@ -44,24 +45,6 @@ def add_settle_options(p: argparse.ArgumentParser) -> None:
                         "state differences are information only")
 
 
-def settle_config(args: argparse.Namespace) -> SettleConfig:
-    return SettleConfig(quiet_s=getattr(args, "quiet_ms", 250) / 1000,
-                        clear_s=getattr(args, "clear_ms", 2000) / 1000,
-                        updates_dual_written=not getattr(args, "no_update_dual_write", False))
-
-
-def setup_session(session: Any, args: argparse.Namespace) -> None:
-    """Attach the divergence engine to a session the CLI made.
-
-    A v4 profile replaces this binding with its own once the protocol is known; it resolves
-    `--kernel-connection auto` from the room's runtime state.
-    """
-    if getattr(session, "divergence", None) is None:
-        kc = getattr(args, "kernel_connection", None)
-        session.config.extra["kernel_connection"] = kc
-        SessionDivergence(session, settle_config(args), None if kc == "auto" else kc)
-
-
 def add_parser(subparsers: Any) -> None:
     from . import cli
 
@@ -84,8 +67,6 @@ def add_parser(subparsers: Any) -> None:
         other = subparsers.choices.get(name)
         if other is not None and not any("--kernel-connection" in a.option_strings for a in other._actions):
             add_kernel_option(other)
-    if setup_session not in cli.SESSION_SETUP:
-        cli.SESSION_SETUP.append(setup_session)
 
 
 def _fails(d: Divergence, strict: bool) -> bool:
@@ -102,7 +83,16 @@ def summary_line(d: Divergence) -> str:
             + (f"  keys {keys}" if keys else "") + (f"  — {d.detail}" if d.detail else ""))
 
 
-async def watch_room(session: Any, duration: float, join_timeout: float) -> dict[tuple[str, str], Divergence]:
+@dataclass
+class Watched:
+    """What a check saw: every divergence reported, the views compared, the kernel tap (if any)."""
+
+    found: dict[tuple[str, str], Divergence]
+    sources: tuple[str, ...]
+    tap: Any
+
+
+async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
     """Run the session for `duration` seconds after the join; every divergence reported meanwhile."""
     seen: dict[tuple[str, str], Divergence] = {}
 
@@ -117,8 +107,9 @@ async def watch_room(session: Any, duration: float, join_timeout: float) -> dict
     async with session.running() as task:
         await unless_ended(session.wait_for(lambda s: s.connection == "live", join_timeout), task,
                            "the connection ended before the room was joined")
-        sd: SessionDivergence = session.divergence  # after the join: a v4 profile brings its own binding
-        if session.config.extra.get("kernel_connection"):
+        sd = session.divergence  # this connection's binding
+        assert sd is not None, "cli.make_session always declares the divergence option"
+        if sd.kernel_connection:
             # the kernel view only sees what is published after it subscribed: wait for it (bounded)
             with contextlib.suppress(Timeout):
                 await unless_ended(wait_until(lambda: sd.tap is not None and sd.tap.state != "connecting", 2.0),
@@ -138,7 +129,8 @@ async def watch_room(session: Any, duration: float, join_timeout: float) -> dict
         sd.run()
         for d in sd.divergences(include_pending=False):
             seen[(d.comm_id, d.kind)] = d
-        return seen
+        # taken while still connected: the views and the tap end with the connection
+        return Watched(seen, sd.sources(), sd.tap)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -161,11 +153,11 @@ def run(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         session = cli.make_session(args)
-        found = await watch_room(session, args.duration, args.timeout)
+        watched = await watch_room(session, args.duration, args.timeout)
+        found, tap = watched.found, watched.tap
         failing = [d for d in found.values() if _fails(d, args.strict)]
         notes = [d for d in found.values() if not _fails(d, args.strict)]
         failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
-        tap = session.divergence.tap
         if args.json:
             import msgspec
 
@@ -173,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                 "ok": not failing,
                 "diverged": [msgspec.to_builtins(d) for d in failing],
                 "info": [msgspec.to_builtins(d) for d in notes],
-                "sources": list(session.divergence.sources()),
+                "sources": list(watched.sources),
                 "kernel_tap": tap.summary() if tap is not None else None,
             }, indent=2, default=str))
         else:
@@ -184,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             if tap is not None and tap.rejected:
                 print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
                       f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
-            srcs = ", ".join(session.divergence.sources())
+            srcs = ", ".join(watched.sources)
             verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
             print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
         return EXIT_DIVERGED if failing else EXIT_OK

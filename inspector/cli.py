@@ -2,26 +2,25 @@
 
 Every failure prints one line naming its cause on stderr and exits with the code documented
 in the README (`inspector.errors.EXIT_CODES`). Never a traceback.
+
+A command pays only for what it uses: `--version` imports nothing, the parser imports only the
+module of the command being run, and a missing socket is reported before the session's
+modules (automerge, the divergence engine) are loaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import importlib
-import json
 import logging
-import signal
+import math
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from . import events as ev
 from .errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InspectorError
-from .protocol import messages as m
 
 log = logging.getLogger("inspector")
 
@@ -39,7 +38,30 @@ PLUGINS = (
     ("inspector.testbed.command", "add_parser"),
     ("inspector.demo", "add_parser"),
     ("inspector.ui.app", "add_parser"),
+    ("inspector.desktop_entry", "add_parser"),
 )
+# Which plugin modules a command needs: `check` brings the divergence engine (and the kernel
+# option) to every command that joins a room.
+PLUGIN_HELP = {
+    "check": "watch a room for S seconds; exit 1 with a summary if comm views diverged",
+    "testbed": "run a runtimed-compatible daemon (protocol v2) with a real kernel and fault injection",
+    "demo": "start the testbed with a sample widget notebook and open the inspector on it",
+    "gui": "open the desktop app (the default with no command)",
+    "install-desktop": "add the app to the desktop's application menu (this installation)",
+}
+NEEDS = {
+    "rooms": (),
+    "snapshot": ("inspector.check",),
+    "watch": ("inspector.check",),
+    "check": ("inspector.check",),
+    "testbed": ("inspector.testbed.command",),
+    "demo": ("inspector.check", "inspector.demo"),
+    "gui": ("inspector.check", "inspector.ui.app"),
+    "install-desktop": ("inspector.desktop_entry",),
+}
+COMMANDS = tuple(NEEDS)
+# Options that must not be negative (nor NaN), whichever command defines them.
+NON_NEGATIVE = ("timeout", "duration", "indent", "settle_ms", "quit_after")
 
 
 def _common(p: argparse.ArgumentParser, notebook: bool = True) -> None:
@@ -54,7 +76,18 @@ def _common(p: argparse.ArgumentParser, notebook: bool = True) -> None:
         p.add_argument("--no-blobs", action="store_true", help="do not resolve output manifests over HTTP")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _after_command(p: argparse.ArgumentParser) -> None:
+    """-v/-vv and --version are accepted after the command too (`rooms -v`)."""
+    if not any("--version" in a.option_strings for a in p._actions):
+        p.add_argument("--version", action="version", version=f"runtimed-inspector {__version__}")
+    if not any("-v" in a.option_strings for a in p._actions):
+        p.add_argument("-v", "--verbose", dest="verbose_after", action="count", default=0, help=argparse.SUPPRESS)
+
+
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `commands`, only their modules are imported (the other commands are
+    listed by name and help line, enough for `--help` and for "invalid choice")."""
+    wanted = set(COMMANDS if commands is None else commands)
     parser = argparse.ArgumentParser(
         prog="runtimed-inspector",
         description="See live what a runtimed notebook room holds, and where views of widget state disagree. "
@@ -90,15 +123,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after S seconds (default: until interrupted)")
     p.set_defaults(func=cmd_watch)
 
+    modules = {mod for cmd in wanted for mod in NEEDS.get(cmd, ())}
+    loaded: set[str] = set()
     for mod_name, attr in PLUGINS:
+        if mod_name not in modules:
+            continue
         try:
             mod = importlib.import_module(mod_name)
         except ImportError as exc:
-            if getattr(exc, "name", "") and not str(getattr(exc, "name", "")).startswith(mod_name):
-                log.debug("command module %s unavailable: %s", mod_name, exc)
+            # Only a missing optional third-party extra (PySide6, qasync) leaves a command out;
+            # a broken module of the project's own fails loudly.
+            if str(getattr(exc, "name", "") or "").split(".")[0] in ("inspector", ""):
+                raise
+            log.debug("command module %s unavailable: %s", mod_name, exc)
             continue
         getattr(mod, attr)(sub)
+        loaded.add(mod_name)
+    for name, help_text in PLUGIN_HELP.items():
+        if name not in sub.choices:  # not loaded: its name and help line only
+            sub.add_parser(name, help=help_text, add_help=False)
+    for name in wanted:
+        if name in sub.choices:
+            _after_command(sub.choices[name])
     return parser
+
+
+def _non_negative(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for dest in NON_NEGATIVE:
+        value = getattr(args, dest, None)
+        if isinstance(value, int | float) and not isinstance(value, bool) and (value < 0 or math.isnan(value)):
+            option = "--for" if dest == "duration" else "--" + dest.replace("_", "-")
+            parser.error(f"argument {option}: must not be negative (got {value})")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -112,6 +167,16 @@ def resolve_socket(args: argparse.Namespace) -> str:
     return default_socket()
 
 
+def divergence_options(args: argparse.Namespace) -> Any:
+    """The session's divergence option from the flags `check` adds (absent flags: the defaults)."""
+    from .divergence import DivergenceOptions, SettleConfig
+
+    settle = SettleConfig(quiet_s=getattr(args, "quiet_ms", 250) / 1000,
+                          clear_s=getattr(args, "clear_ms", 2000) / 1000,
+                          updates_dual_written=not getattr(args, "no_update_dual_write", False))
+    return DivergenceOptions(settle=settle, kernel_connection=getattr(args, "kernel_connection", None))
+
+
 def make_session(args: argparse.Namespace) -> Any:
     from .session import PeerSession, SessionConfig
 
@@ -122,19 +187,15 @@ def make_session(args: argparse.Namespace) -> Any:
         allow_kernel_launch=getattr(args, "allow_kernel_launch", False),
         resolve_blobs=not getattr(args, "no_blobs", False),
         keep_frame_bodies=False,
+        divergence=divergence_options(args),
     )
-    session = PeerSession(cfg)
-    for fn in SESSION_SETUP:
-        fn(session, args)
-    return session
-
-
-# Engines (divergence, kernel tap) attach themselves to sessions the CLI creates.
-SESSION_SETUP: list[Any] = []
+    return PeerSession(cfg)
 
 
 def run_async(coro: Any) -> int:
     """Run a command coroutine; Ctrl-C ends it cleanly with exit code 130."""
+    import asyncio
+
     try:
         return asyncio.run(coro)
     except KeyboardInterrupt:
@@ -146,24 +207,45 @@ def fail(exc: InspectorError) -> int:
     return exc.exit_code
 
 
+def print_json(obj: Any, indent: int | None = None) -> None:
+    """One JSON document on stdout (msgspec: a 10k-cell snapshot in a fraction of json's time)."""
+    import msgspec
+
+    data = msgspec.json.encode(obj, enc_hook=str)
+    if indent:
+        data = msgspec.json.format(data, indent=indent)
+    sys.stdout.write(data.decode("utf-8") + "\n")
+    sys.stdout.flush()
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Refuse a missing socket, one that is not a socket, or another user's, before the
+    session's modules are imported (the connection repeats this check and the peer check)."""
+    from .discovery import check_socket
+
+    check_socket(resolve_socket(args), args.allow_other_user)
+
+
 # --------------------------------------------------------------------------- commands
 
 
 def cmd_rooms(args: argparse.Namespace) -> int:
-    from .pool import probe
+    preflight(args)
+    from .pool import probe, require_supported
+    from .protocol import messages as m
 
     async def go() -> int:
         p = await probe(resolve_socket(args), allow_other_user=args.allow_other_user)
+        require_supported(p)  # a daemon of another protocol: exit 6 with its version, no listing
         if args.json:
-            print(json.dumps({
+            print_json({
                 "daemon": {"socket": p.path, "protocol_version": p.protocol_version,
                            "daemon_version": p.daemon_version, "blob_port": p.blob_port, "pid": p.pid},
                 "supported": p.supported,
                 "rooms": [m.to_builtins(r) for r in p.rooms],
-            }, indent=2))
+            }, indent=2)
             return EXIT_OK
-        print(f"daemon {p.daemon_version or '?'} (protocol {p.protocol_version}) at {p.path}"
-              + ("" if p.supported else "  [unsupported protocol]"))
+        print(f"daemon {p.daemon_version or '?'} (protocol {p.protocol_version}) at {p.path}")
         if not p.rooms:
             print("no rooms")
             return EXIT_OK
@@ -177,6 +259,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    preflight(args)
     from .session import unless_ended
 
     async def go() -> int:
@@ -187,20 +270,34 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             out = session.snapshot().to_json()
             if args.events:
                 out["events"] = [e.to_json() for e in session.log.events()]
-            print(json.dumps(out, indent=args.indent or None, default=str))
+            print_json(out, indent=args.indent or None)
             return EXIT_OK
 
     return _guarded(go)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    preflight(args)
+    import asyncio
+    import contextlib
+    import signal
+
+    import msgspec
+
+    from . import events as ev
+
+    encoder = msgspec.json.Encoder(enc_hook=str)
+
     async def go() -> int:
         session = make_session(args)
+        ending = False
 
         def show(e: ev.Event) -> None:
             if e.kind == ev.FRAME and not args.frames:
                 return
-            sys.stdout.write(json.dumps(e.to_json(), default=str) + "\n")
+            if ending and (e.kind == ev.ERROR or (e.kind == ev.CONNECTION and e.data.get("state") == "error")):
+                return  # the connection we close ourselves (--for ended during connect) is no daemon's fault
+            sys.stdout.write(encoder.encode(e.to_json()).decode("utf-8") + "\n")
             sys.stdout.flush()
 
         session.log.subscribe(show)
@@ -210,7 +307,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         async with session.running() as task:
-            timer = asyncio.create_task(asyncio.sleep(args.duration)) if args.duration else None
+            timer = asyncio.create_task(asyncio.sleep(args.duration)) if args.duration is not None else None
             stopper = asyncio.create_task(stop.wait())
             try:
                 done, _ = await asyncio.wait({task, stopper} | ({timer} if timer else set()),
@@ -218,6 +315,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 if task in done:
                     task.result()
                     return EXIT_OK
+                ending = True
                 return EXIT_INTERRUPTED if stopper in done else EXIT_OK
             finally:
                 for t in (stopper, timer):
@@ -243,26 +341,42 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    commands = set(_subcommands(parser))
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    command = next((a for a in words if a in COMMANDS), None)
+    if "--version" in words and not any(a in ("-h", "--help") for a in words):
+        print(f"runtimed-inspector {__version__}")  # nothing else to import for this
+        return EXIT_OK
     first_word = next((a for a in argv if not a.startswith("-")), None)
-    if (not any(a in commands for a in argv) and not any(a in ("-h", "--help", "--version") for a in argv)
+    if (command is None and not any(a in ("-h", "--help") for a in argv)
             and (first_word is None or not argv[0].isidentifier())):
         # No command: the desktop app. Leading global flags (-v) stay before it.
         lead = 0
         while lead < len(argv) and argv[lead] in ("-v", "-vv", "-vvv", "--verbose"):
             lead += 1
         argv = [*argv[:lead], "gui", *argv[lead:]]
+        command = "gui"
     try:
+        if command in ("rooms", "snapshot", "watch") and not any(a in ("-h", "--help") for a in words):
+            # A missing socket is known without the engine's modules: parse without them first,
+            # and without the log file unless more logging was asked for.
+            light = build_parser(())
+            early, unknown = light.parse_known_args(argv)
+            _non_negative(light, early)
+            if not unknown:
+                early.verbose += getattr(early, "verbose_after", 0)
+                if early.verbose:
+                    _setup_logging(early.verbose)
+                try:
+                    preflight(early)
+                except InspectorError as exc:
+                    return fail(exc)
+        parser = build_parser(() if command is None else (command,))
         args = parser.parse_args(argv)
+        _non_negative(parser, args)
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
-    try:
-        from .logging_setup import setup_logging
-
-        setup_logging(args.verbose)
-    except ImportError:
-        logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
+    args.verbose = (args.verbose or 0) + getattr(args, "verbose_after", 0)
+    _setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -275,6 +389,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_INTERRUPTED
     log.debug("command %s finished in %.2f s with %s", args.command, time.monotonic() - started, code)
     return code
+
+
+def _setup_logging(verbose: int) -> None:
+    try:
+        from .logging_setup import setup_logging
+
+        setup_logging(verbose)
+    except ImportError:
+        logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2))
 
 
 if __name__ == "__main__":

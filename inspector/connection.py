@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 
-from .discovery import check_socket
+from .discovery import check_peer, check_socket
 from .errors import Closed, NoSocket, PermissionDenied, Timeout
 from .protocol import messages as m
 from .protocol.framing import CONTROL_FRAME_MAX, encode_frame, preamble
@@ -18,8 +19,28 @@ async def open_channel(path: str, version: int, handshake: m.Handshake, *, allow
                        timeout: float = 5.0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect, send the preamble and handshake; return the stream pair."""
     check_socket(path, allow_other_user)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path, limit=STREAM_LIMIT), timeout)
+        await _connect(sock, path, timeout)
+        # Who answers is judged on the connection itself: the path may have been swapped since the stat.
+        check_peer(sock, path, allow_other_user)
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=STREAM_LIMIT)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        writer.write(preamble(version) + encode_frame(m.encode(handshake), CONTROL_FRAME_MAX))
+        await writer.drain()
+    except (ConnectionError, BrokenPipeError) as exc:
+        writer.close()
+        raise Closed(f"the daemon closed the connection during the handshake: {exc}") from None
+    return reader, writer
+
+
+async def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, path), timeout)
     except TimeoutError:
         raise Timeout(f"connecting to {path} timed out after {timeout:.0f} s") from None
     except ConnectionRefusedError:
@@ -32,13 +53,6 @@ async def open_channel(path: str, version: int, handshake: m.Handshake, *, allow
         if exc.errno == errno.EACCES:
             raise PermissionDenied(f"permission denied connecting to {path}") from None
         raise NoSocket(f"cannot connect to {path}: {exc.strerror or exc}") from None
-    try:
-        writer.write(preamble(version) + encode_frame(m.encode(handshake), CONTROL_FRAME_MAX))
-        await writer.drain()
-    except (ConnectionError, BrokenPipeError) as exc:
-        writer.close()
-        raise Closed(f"the daemon closed the connection during the handshake: {exc}") from None
-    return reader, writer
 
 
 async def close_writer(writer: asyncio.StreamWriter) -> None:

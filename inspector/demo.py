@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -166,14 +167,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--indent", type=int, default=2, help="headless: JSON indent (0 for one line)")
     p.add_argument("--screenshot", metavar="FILE", help="write a PNG of the window (at --quit-after, else after 3 s)")
     p.add_argument("--quit-after", metavar="S", type=float, help="close the window after S seconds")
-    try:
-        from .check import add_settle_options
+    from .check import add_settle_options
 
-        add_settle_options(p)
-    except ImportError:
-        pass
+    add_settle_options(p)
     p.set_defaults(func=run)
     return p
+
+
+def testbed_missing() -> list[str]:
+    """The testbed kernel's packages (the `testbed` extra) that are not installed."""
+    return [name for name in ("ipykernel", "ipywidgets") if importlib.util.find_spec(name) is None]
 
 
 def has_display(env: dict[str, str] | None = None, platform: str | None = None) -> bool:
@@ -195,19 +198,24 @@ def run(args: argparse.Namespace) -> int:
     except FaultError as exc:
         print(f"runtimed-inspector: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    missing = testbed_missing()
+    if missing:
+        print(f"runtimed-inspector: the demo's kernel needs {' and '.join(missing)}: "
+              "pip install 'runtimed-inspector[testbed]'", file=sys.stderr)
+        return EXIT_USAGE
     if not args.headless:
         if not has_display():
             print("runtimed-inspector: no display (DISPLAY/WAYLAND_DISPLAY unset): running the demo headless",
                   file=sys.stderr)
         else:
-            try:
-                # by name: the core never imports the GUI package (the import contract)
-                gui = importlib.import_module("inspector.ui.demo_panel")
-            except ImportError as exc:
-                print(f"runtimed-inspector: the desktop app is not installed ({exc}): running the demo headless",
-                      file=sys.stderr)
+            missing = [name for name in ("PySide6", "qasync") if importlib.util.find_spec(name) is None]
+            if missing:
+                print(f"runtimed-inspector: the desktop app is not installed (no {', '.join(missing)}): "
+                      "running the demo headless", file=sys.stderr)
             else:
-                return gui.run_demo_gui(args)
+                # by name: the core never imports the GUI package (the import contract); a broken
+                # GUI module fails loudly rather than passing for a missing install
+                return importlib.import_module("inspector.ui.demo_panel").run_demo_gui(args)
     try:
         return asyncio.run(run_headless(args))
     except KeyboardInterrupt:
@@ -238,10 +246,6 @@ async def run_headless(args: argparse.Namespace, out: Any = None) -> int:
             sargs.no_blobs = False
             sargs.kernel_connection = connection
             session = cli.make_session(sargs)
-            with contextlib.suppress(ImportError):
-                from .check import setup_session
-
-                setup_session(session, sargs)  # no-op when the CLI already attached the engine
             async with session.running() as task:
                 await unless_ended(session.wait_for(lambda s: s.connection == "live", args.timeout), task)
                 await unless_ended(scenario.run_cells(tb), task)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import stat
-import subprocess
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ def cache_dir() -> Path:
 def _dev_hash() -> str | None:
     path = os.environ.get("RUNTIMED_WORKSPACE_PATH")
     if path is None:
+        import subprocess  # only for a dev worktree: the common paths pay nothing for it
+
         try:
             out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
                                  timeout=2, check=False)
@@ -99,7 +102,10 @@ def default_socket() -> str:
 
 
 def check_socket(path: str, allow_other_user: bool = False) -> None:
-    """Refuse a path that is missing, not a socket, or owned by someone else."""
+    """Refuse a path that is missing or not a socket, or whose directory another user controls.
+
+    This is only the early, friendly check: who serves the socket is decided on the connected
+    socket itself (`check_peer`), since the path can be swapped between this stat and connect."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -109,6 +115,48 @@ def check_socket(path: str, allow_other_user: bool = False) -> None:
         raise PermissionDenied(f"permission denied reading {path}") from None
     if not stat.S_ISSOCK(st.st_mode):
         raise NoSocket(f"{path} exists but is not a Unix socket")
-    if not allow_other_user and hasattr(os, "getuid") and st.st_uid != os.getuid():
+    if allow_other_user or not hasattr(os, "getuid"):
+        return
+    if st.st_uid != os.getuid():
         raise PermissionDenied(f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); "
+                               "pass --allow-other-user to connect anyway")
+    check_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def check_directory(directory: str) -> None:
+    """The socket's directory must not let another user replace the socket: owned by you or
+    root, and not writable by others unless sticky (as /tmp, where only the owner may rename)."""
+    try:
+        st = os.stat(directory)
+    except OSError as exc:
+        raise PermissionDenied(f"cannot check the socket's directory {directory}: {exc.strerror or exc}") from None
+    if st.st_uid not in (os.getuid(), 0):
+        raise PermissionDenied(f"the socket's directory {directory} belongs to uid {st.st_uid}, not to you "
+                               f"(uid {os.getuid()}): its owner can replace the socket; "
+                               "pass --allow-other-user to connect anyway")
+    writable_by_others = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable_by_others and not st.st_mode & stat.S_ISVTX:
+        raise PermissionDenied(f"the socket's directory {directory} is writable by other users "
+                               f"(mode {stat.S_IMODE(st.st_mode):04o}, not sticky): anyone can replace the socket; "
+                               "pass --allow-other-user to connect anyway")
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process serving a connected Unix socket (SO_PEERCRED); None where the
+    platform has no such option (the path's owner was checked before connecting there)."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def check_peer(sock: socket.socket, path: str, allow_other_user: bool = False) -> None:
+    """Refuse a connected socket served by another user's process."""
+    if allow_other_user or not hasattr(os, "getuid"):
+        return
+    uid = peer_uid(sock)
+    if uid is not None and uid != os.getuid():
+        raise PermissionDenied(f"the process serving {path} runs as uid {uid}, not as you (uid {os.getuid()}); "
                                "pass --allow-other-user to connect anyway")

@@ -14,10 +14,10 @@ only then reported under its kind with the spec's severity.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import collections
 import heapq
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +26,8 @@ from typing import Any
 
 from .comm_table import CommRecord, CommTable
 from .snapshot import CommView, Divergence, KeyDiff
+
+_log = logging.getLogger(__name__)
 
 # -- kinds and severities ---------------------------------------------------------------------
 
@@ -1154,208 +1156,218 @@ def _key_diff(key: str, vals: dict[str, Any], times: dict[str, float], now: floa
     )
 
 
-# -- binding to a v2 peer session ---------------------------------------------------------------
+# -- the session binding (one for every protocol) ------------------------------------------------
 
 
-class EngineTimer:
-    """Evaluates a session's engine now and again at its next deadline (an asyncio timer), so a
-    pending difference is promoted even when no further frame arrives."""
+@dataclass
+class DivergenceOptions:
+    """The divergence option of a session (`SessionConfig.divergence`)."""
 
-    engine: DivergenceEngine
-    session: Any
-    _timer: Any = None
-    _timer_due: float | None = None
-
-    def run(self, now: float | None = None) -> list[Transition]:
-        trs = self.engine.update(now)
-        self._schedule()
-        if trs:
-            self.session._changed({"divergence"})
-        return trs
-
-    def _schedule(self) -> None:
-        due = self.engine.next_deadline()
-        if due is None or due == self._timer_due:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_due = due
-        self._timer = loop.call_later(max(0.0, due - time.monotonic()) + 0.001, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_due = None
-        self.run()
-
-    def _log_tap(self, what: str, payload: Any) -> None:
-        """Kernel-tap events worth a line in the timeline."""
-        from . import events as ev
-
-        tap = getattr(self, "tap", None)
-        data = {"kernel_tap": tap.summary() if tap is not None else None}
-        if what == "shutdown":
-            self.session.log.emit(ev.CONNECTION, "kernel tap: the kernel answered a shutdown request", data)
-        elif what == "dead":
-            self.session.log.emit(ev.ERROR, f"kernel tap: kernel dead ({payload})", data)
-        elif what == "rejected" and tap is not None:
-            self.session.log.emit(ev.ERROR, f"kernel tap: rejected an IOPub message ({payload}); "
-                                  f"{tap.rejected} rejected so far", data)
+    settle: SettleConfig = field(default_factory=SettleConfig)
+    kernel_connection: str | None = None  # a connection file, "auto" (v4: found from the room), None
 
 
-class SessionDivergence(EngineTimer):
-    """Runs an engine inside a `PeerSession` (protocol profiles with a CommSync feed).
+@dataclass(frozen=True)
+class CompareViews:
+    """One comm as every named view holds it, key by key: what the compare table shows."""
 
-    Uses the session's extension points only: `hooks` (doc changes, broadcasts), a listener
-    (connection state), `snapshot_filters` (fills `divergence` and `sources`), and `log` (one
-    DIVERGENCE event per transition). An optional kernel tap adds the kernel view.
+    sources: tuple[str, ...]  # column order
+    values: dict[str, dict[str, tuple[Any, float | None]]]  # source -> key -> (value, age in ms or None)
+    meta: frozenset[str] = frozenset()  # sources that describe the comm (target, seq) and hold no state
+
+
+class CommViews:
+    """What a protocol profile supplies to the binding: its named comm views (engine sources),
+    the pairs compared, and how session inputs update the views. Written once per profile.
+
+    `names` are the sources in the order the compare table shows them; `kernel` is the name of
+    the kernel tap's view. Every `on_*` input may change sources (which re-evaluates the comms
+    they name); the binding then runs the engine.
     """
 
-    def __init__(self, session: Any, config: SettleConfig | None = None,
-                 kernel_connection: str | None = None) -> None:
-        self.session = session
-        self.engine = DivergenceEngine(config, on_transition=self._emit)
-        self.doc = self.engine.add_source(DocSource())
-        self.doc.ready = False  # until the comms map exists and the join has converged
-        self.feed_src: FeedSource | None = None
-        self.tap: Any = None
-        self.kernel_src: TableSource | None = None
-        self._tap_task: Any = None
-        self._timer: Any = None
-        self._timer_due: float | None = None
-        self._shutdown_pending = False
-        self._joined = False
-        if kernel_connection:
-            from .kernel_tap import KernelTap
+    names: tuple[str, ...] = ()
+    meta: frozenset[str] = frozenset()  # views that describe comms (target, seq, model) and hold no state
 
-            self.tap = KernelTap(kernel_connection, listener=self._on_tap)
-            self.kernel_src = TableSource("kernel", self.tap.table, partial=True)
-            self.engine.add_source(self.kernel_src)
-        session.hooks.append(self._on_hook)
-        session.add_listener(self._on_session_change)
-        session.snapshot_filters.append(self._filter)
-        session.divergence = self
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.joined = False
 
-    # -- inputs ------------------------------------------------------------------------------
+    def engine(self, config: SettleConfig, on_transition: Callable[[Transition], None]) -> DivergenceEngine:
+        raise NotImplementedError
 
-    def _active(self) -> bool:
-        prof = self.session.profile
-        return prof is not None and getattr(prof, "has_feed", False)
+    def on_join(self, now: float) -> None:
+        """The join is complete: load the views and make them ready."""
 
-    def _feed_source(self) -> FeedSource:
-        feed = self.session.feed
-        if self.feed_src is None or self.feed_src.feed is not feed:  # a reconnect makes a new feed
-            if self.feed_src is not None:
-                self.engine.remove_source(self.feed_src.name)
-            self.feed_src = FeedSource(feed)
-            self.engine.add_source(self.feed_src)
-        return self.feed_src
+    def on_leave(self) -> None:
+        """The connection is down: nothing is compared until the next join."""
 
-    def _on_hook(self, what: str, payload: Any) -> None:
-        if not self._active():
-            return
-        now = time.monotonic()
-        if what == "broadcast":
-            src = self._feed_source()
-            src.on_broadcast(payload, now)
-            self._shutdown_pending = self.session.feed.shutdown_pending
-        elif what == "doc":
-            _name, changed = payload
-            reader = getattr(self.session.profile, "reader", None)
-            comms = reader.comms if reader is not None else {c.comm_id: c for c in self.session.profile.comms(self.session)}
-            ids = {p[6:] for p in changed if p.startswith("comms/")}
-            self.doc.refresh([comms[c] for c in ids if c in comms], now, changed_ids=ids)
-            self._update_ready(reader)
-            if self._shutdown_pending and not self.session.feed.shutdown_pending:
-                self._shutdown_pending = False  # the doc resolved an ambiguous shutdown
-                self._feed_source().sync_all(now)
-        else:
-            return
-        self.run(now)
+    def on_doc(self, frame_type: int, changed: set[str], now: float) -> None:
+        """A document changed; `changed` are the tree paths the profile's reader reported."""
 
-    def _update_ready(self, reader: Any) -> None:
-        ready = bool(getattr(reader, "has_comms_map", True)) and self._joined
-        if ready != self.doc.ready:
-            self.doc.ready = ready
-            self.doc.notify(set(self.doc.comms))
+    def on_broadcast(self, bc: Any, now: float) -> None:
+        """A broadcast frame, decoded."""
 
-    def _on_session_change(self, paths: set[str]) -> None:
-        if "connection" not in paths:
-            return
-        state = self.session.state
-        if state == "live" and not self._joined:
-            self._joined = True  # the initial sync converged (T1 is over)
-            if self._active():
-                self._update_ready(getattr(self.session.profile, "reader", None))
-                self.run()
-        elif state in ("connecting", "disconnected"):
-            self._joined = False
-            self.doc.ready = False
-        if self.tap is not None and self._tap_task is None and state in ("connecting", "syncing", "live"):
-            import asyncio
+    def on_kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], now: float) -> None:
+        """A verified comm message from the kernel's IOPub."""
 
-            self._tap_task = asyncio.get_running_loop().create_task(self._run_tap())
-        if state in ("closed", "error") and self.tap is not None:
-            self.tap.stop()
+    def on_kernel_event(self, what: str, payload: Any, now: float) -> None:
+        """`shutdown` (the kernel answered a shutdown request) or `dead`."""
 
-    async def _run_tap(self) -> None:
+    def auto_tap(self) -> str | None:
+        """The connection file `--kernel-connection auto` resolves to now, or None."""
+        return None
+
+    def shown(self, tapping: bool) -> tuple[str, ...]:
+        """The sources compared now (for `sources` in snapshots and `check`)."""
+        return self.names
+
+    def key_views(self, comm_id: str, now: float) -> dict[str, dict[str, tuple[Any, float | None]]]:
+        """What each view holds for one comm, key by key, with the age of the value in ms (None:
+        set before the join, when nobody saw it change)."""
+        return {}
+
+    def present(self, d: Divergence) -> Divergence:
+        """A divergence as users read it (a profile may name sides for the tree's columns)."""
+        return d
+
+
+def _views_of(source: CommSource, cid: str, now: float) -> dict[str, tuple[Any, float | None]]:
+    v = source.comms.get(cid)
+    if v is None or not isinstance(v.state, dict):
+        return {}
+    return {k: (val, round((now - t) * 1000.0, 1) if (t := v.key_times.get(k, 0.0)) else None)
+            for k, val in v.state.items()}
+
+
+class SessionDivergence:
+    """Runs one engine inside a session core for one connection, over the views the profile
+    supplies. The core calls the `on_*` inputs; the driver asks `next_deadline`, runs the kernel
+    tap named by `tap_path`, and `apply_to` fills each snapshot's `divergence` and `sources`.
+    """
+
+    def __init__(self, core: Any, views: CommViews, options: DivergenceOptions) -> None:
+        self.core = core
+        self.views = views
+        self.options = options
+        self.engine = views.engine(options.settle, self._emit)
+        self.kernel_connection = options.kernel_connection
+        self._tap_note: str | None = None
+        self._closed = False
+        if self.kernel_connection == "auto" and type(views).auto_tap is CommViews.auto_tap:
+            text = (f"--kernel-connection auto is ignored: it finds the kernel through a v4 room's runtime "
+                    f"state, and this daemon speaks {core.profile.name}; pass the kernel's connection file")
+            _log.warning("%s", text)  # one line on stderr too: `snapshot` prints no events
+            self._note(text)
+
+    # -- inputs from the core ------------------------------------------------------------------
+
+    def on_connection(self, state: str, t: float | None) -> None:
+        if state == "live" and not self.views.joined:
+            self.views.joined = True  # the join is complete: compare from now on
+            self.views.on_join(self._now(t))
+        elif state in ("connecting", "disconnected", "closed", "error"):
+            self.views.joined = False
+            self.views.on_leave()
+
+    def on_doc(self, frame_type: int, changed: set[str], t: float) -> None:
+        self.views.on_doc(frame_type, changed, t)
+
+    def on_broadcast(self, bc: Any, t: float) -> None:
+        self.views.on_broadcast(bc, t)
+
+    def on_kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], t: float) -> None:
+        self.views.on_kernel_comm(msg_type, content, buffers, t)
+
+    def on_kernel_event(self, what: str, payload: Any, t: float) -> None:
         from . import events as ev
-        from .kernel_tap import TapError
 
-        self.session.log.emit(ev.CONNECTION, f"kernel tap: subscribing to {self.tap.connection.iopub_url}",
-                              {"kernel_tap": self.tap.summary()})
-        try:
-            await self.tap.run()
-        except TapError as exc:
-            self.session.log.emit(ev.ERROR, f"kernel tap: {exc}", {"kernel_tap": self.tap.summary()})
-
-    def _on_tap(self, what: str, payload: Any) -> None:
-        src = self.kernel_src
-        assert src is not None
-        now = time.monotonic()
-        self._log_tap(what, payload)
-        if what == "comm":
-            src.sync([payload], now)
+        tap = self.core_tap()
+        data = {"kernel_tap": tap.summary() if tap is not None else None}
+        log_ = self.core.log
+        if what == "subscribing":
+            log_.emit(ev.CONNECTION, f"kernel tap: subscribing to {payload}", data, t=t)
+        elif what == "tap_failed":
+            log_.emit(ev.ERROR, f"kernel tap: {payload}", data, t=t)
         elif what == "shutdown":
-            src.clear("shutdown_request", now)
+            log_.emit(ev.CONNECTION, "kernel tap: the kernel answered a shutdown request", data, t=t)
         elif what == "dead":
-            src.dead = True
-            src.mark_clear("dead", now)
-            src.sync_all(now)
-        else:
-            return
-        self.run(now)
+            log_.emit(ev.ERROR, f"kernel tap: kernel dead ({payload})", data, t=t)
+        elif what == "rejected":
+            n = tap.rejected if tap is not None else "?"
+            log_.emit(ev.ERROR, f"kernel tap: rejected an IOPub message ({payload}); {n} rejected so far", data, t=t)
+        self.views.on_kernel_event(what, payload, t)
 
-    # -- evaluation and the timer -------------------------------------------------------------
+    def close(self) -> None:
+        """This connection is over: the next one gets a fresh binding."""
+        self._closed = True
+        self.views.joined = False
+        self.views.on_leave()
+
+    # -- the driver's side ---------------------------------------------------------------------
+
+    @property
+    def tap_path(self) -> str | None:
+        """The kernel connection file the driver should tap now (None: no tap). A given file is
+        tapped from the start of the connection (the SUB socket only sees what is published after
+        it subscribed); `auto` once the joined room names its kernel."""
+        if self._closed or self.kernel_connection is None:
+            return None
+        if self.kernel_connection == "auto":
+            return self.views.auto_tap() if self.views.joined else None
+        return self.kernel_connection
+
+    def core_tap(self) -> Any:
+        return self.core.tap
+
+    @property
+    def tap(self) -> Any:
+        """The running kernel tap (a socket driver's), for its counters; None without one."""
+        return self.core.tap
+
+    def run(self, t: float | None = None) -> bool:
+        """Evaluate what changed (and what came due); True if some comm changed classification."""
+        return bool(self.engine.update(self._now(t)))
+
+    def next_deadline(self) -> float | None:
+        return self.engine.next_deadline()
+
+    def _now(self, t: float | None) -> float:
+        return self.core.clock() if t is None else t
+
+    def _note(self, text: str, error: bool = False) -> None:
+        from . import events as ev
+
+        if text != self._tap_note:
+            self._tap_note = text
+            self.core.log.emit(ev.ERROR if error else ev.CONNECTION, text, {}, t=self.core.clock())
+
+    # -- output -----------------------------------------------------------------------------------
 
     def _emit(self, tr: Transition) -> None:
         from . import events as ev
 
-        self.session.log.emit(ev.DIVERGENCE, transition_summary(tr), tr.to_json(),
-                              target=f"comms/{tr.comm_id}", t=tr.t)
-
-    # -- output -----------------------------------------------------------------------------------
+        tr.divergences = tuple(self.views.present(d) for d in tr.divergences)
+        self.core.log.emit(ev.DIVERGENCE, transition_summary(tr), tr.to_json(),
+                           target=f"comms/{tr.comm_id}", t=tr.t)
 
     def sources(self) -> tuple[str, ...]:
-        out = [n for n, s in self.engine.sources.items() if s.ready]
-        if self.tap is not None and "kernel" not in out:
-            out.append("kernel")
-        return tuple(out)
+        return self.views.shown(self.core_tap() is not None or self.kernel_connection not in (None, "auto"))
 
-    def divergences(self, include_pending: bool = True) -> tuple[Divergence, ...]:
-        self.engine.update()
-        return self.engine.divergences(include_pending=include_pending)
+    def divergences(self, include_pending: bool = True, now: float | None = None) -> tuple[Divergence, ...]:
+        now = self._now(now)
+        self.engine.update(now)
+        return tuple(self.views.present(d) for d in self.engine.divergences(now, include_pending=include_pending))
 
-    def _filter(self, snap: Any) -> Any:
+    def key_views(self, comm_id: str, now: float | None = None) -> CompareViews:
+        """Every named view of one comm, for the compare table."""
+        shown = self.sources()
+        names = tuple(n for n in self.views.names if n in shown)
+        return CompareViews(names, self.views.key_views(comm_id, self._now(now)), self.views.meta)
+
+    def apply_to(self, snap: Any) -> Any:
         import msgspec
 
-        if not self._active():
-            return snap
-        self.engine.update()
-        return msgspec.structs.replace(snap, divergence=self.engine.divergences(), sources=self.sources())
+        return msgspec.structs.replace(snap, divergence=self.divergences(), sources=self.sources())
 
 
 def transition_summary(tr: Transition) -> str:

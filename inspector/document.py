@@ -10,24 +10,59 @@ to a full re-read (never a stale view).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from automerge import core as am
 
-from .change_ops import ChangeFormatError, decode_change
+from .change_ops import MAGIC as CHUNK_MAGIC
+from .change_ops import ChangeFormatError, decode_change, uleb
+from .errors import MAX_DEPTH, BadFrame
+from .protocol.messages import decode_json
 from .snapshot import CellView, CommView, OutputView
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX_POSITION = re.compile(r"^(?:[0-9A-F]{2})+$")
 
 
-class DocError(Exception):
-    """A sync message that does not decode or that Automerge rejects."""
+class DocError(BadFrame):
+    """A sync message that does not decode, that Automerge rejects, or that made Automerge
+    panic. The sync state may be unusable afterwards: the session reconnects (exit code 8)."""
+
+    def __init__(self, message: str, *, data: bytes | None = None) -> None:
+        super().__init__(message)
+        self.size = len(data) if data is not None else None
+        self.sha256 = hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+T = TypeVar("T")
+_NOT_OURS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def guarded(what: str, fn: Callable[..., T], *args: Any, data: bytes | None = None) -> T:
+    """Call into the automerge binding; anything it raises becomes a DocError.
+
+    A Rust panic surfaces as pyo3's PanicException, a BaseException that no `except Exception`
+    sees: it is caught here by name of its base, and only interpreter exits pass through."""
+    try:
+        return fn(*args)
+    except (*_NOT_OURS, DocError):
+        raise
+    except BaseException as exc:  # noqa: B036 - PanicException derives from BaseException
+        kind = "panicked" if type(exc).__name__ == "PanicException" else "failed"
+        raise DocError(f"automerge {kind} in {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                       data=data) from None
+
+
+def parse_json_text(text: str) -> Any:
+    """JSON held in a document string: depth-bounded, MessageError for anything else."""
+    return decode_json(text.encode("utf-8", "surrogatepass"))
 
 
 # --------------------------------------------------------------------------- actors, ids
@@ -141,26 +176,46 @@ def _scalar_json(kind: am.ScalarType, val: Any) -> Any:
     return val
 
 
+TOO_DEEP = f"(nested deeper than {MAX_DEPTH} levels: not read)"
+
+
 def to_json(doc: am.Document, obj: bytes = am.ROOT) -> Any:
     """Map → object, List → array, Text → string, scalars → JSON (document-schema §6.1).
 
-    Counter/Timestamp/Bytes have no JSON form: dropped in a Map, null in a List.
-    """
-    ot = doc.object_type(obj)
-    if ot == am.ObjType.Text:
-        return doc.text(obj)
-    if ot == am.ObjType.Map:
-        out: dict[str, Any] = {}
-        for k, (v, exid) in zip(doc.keys(obj), doc.values(obj), strict=False):
-            val = to_json(doc, exid) if isinstance(v, am.ObjType) else _scalar_json(*v)
-            if val is not _DROP:
-                out[k] = val
-        return out
-    items: list[Any] = []
-    for v, exid in doc.values(obj):
-        val = to_json(doc, exid) if isinstance(v, am.ObjType) else _scalar_json(*v)
-        items.append(None if val is _DROP else val)
-    return items
+    Counter/Timestamp/Bytes have no JSON form: dropped in a Map, null in a List. Iterative:
+    objects nested deeper than MAX_DEPTH are shown as the TOO_DEEP marker, never recursed into."""
+    root: list[Any] = [None]
+    stack: list[tuple[bytes, Any, Any, int]] = [(obj, root, 0, 0)]
+    while stack:
+        o, parent, slot, depth = stack.pop()
+        ot = doc.object_type(o)
+        if ot == am.ObjType.Text:
+            parent[slot] = doc.text(o)
+            continue
+        if depth >= MAX_DEPTH:
+            parent[slot] = TOO_DEEP
+            continue
+        if ot == am.ObjType.Map:
+            out: Any = {}
+            for k, (v, exid) in zip(doc.keys(o), doc.values(o), strict=False):
+                if isinstance(v, am.ObjType):
+                    out[k] = None
+                    stack.append((exid, out, k, depth + 1))
+                else:
+                    val = _scalar_json(*v)
+                    if val is not _DROP:
+                        out[k] = val
+        else:
+            out = []
+            for v, exid in doc.values(o):
+                if isinstance(v, am.ObjType):
+                    out.append(None)
+                    stack.append((exid, out, len(out) - 1, depth + 1))
+                else:
+                    val = _scalar_json(*v)
+                    out.append(None if val is _DROP else val)
+        parent[slot] = out
+    return root[0]
 
 
 def map_entries(doc: am.Document, obj: bytes) -> dict[str, tuple[Any, bytes]]:
@@ -174,8 +229,121 @@ def map_entries(doc: am.Document, obj: bytes) -> dict[str, tuple[Any, bytes]]:
 ALL = ("*",)  # dirty marker: everything
 
 
+@dataclass(frozen=True, slots=True)
+class SyncSummary:
+    """What one sync message says: the sender's heads, what it needs, the change chunks it carries."""
+
+    heads: tuple[bytes, ...]
+    need: tuple[bytes, ...]
+    changes: tuple[bytes, ...]
+
+
+def parse_sync_message(body: bytes) -> SyncSummary:
+    """Read the fields of an automerge sync message (types 0x42 and 0x43); counts are checked
+    against the bytes left, so nothing is allocated beyond the message's own size."""
+    if not body or body[0] not in (0x42, 0x43):
+        raise DocError(f"not an automerge sync message (type byte {body[:1].hex() or 'none'})", data=body)
+    pos = 1
+    end = len(body)
+
+    def count(unit: int) -> int:
+        nonlocal pos
+        n, pos = uleb(body, pos)
+        if n * unit > end - pos:
+            raise DocError(f"sync message claims {n} entries in {end - pos} bytes", data=body)
+        return n
+
+    def hashes() -> tuple[bytes, ...]:
+        nonlocal pos
+        n = count(32)
+        out = tuple(body[pos + 32 * i: pos + 32 * (i + 1)] for i in range(n))
+        pos += 32 * n
+        return out
+
+    try:
+        heads = hashes()
+        need = hashes()
+        for _ in range(count(2)):
+            hashes()
+            n = count(1)  # bloom filter bytes
+            _check_bloom(body[pos: pos + n], body)
+            pos += n
+        changes = []
+        for _ in range(count(1)):
+            n = count(1)
+            changes.append(body[pos: pos + n])
+            pos += n
+    except (IndexError, ChangeFormatError):
+        raise DocError("sync message is truncated", data=body) from None
+    return SyncSummary(heads, need, tuple(changes))
+
+
+def _check_bloom(bloom: bytes, body: bytes) -> None:
+    """A `have` bloom filter Automerge can use: it divides by its bits per entry and indexes its
+    bits by the probes, so a filter with entries and 0 bits, or too few bits, makes it panic."""
+    if not bloom:
+        return
+    entries, pos = uleb(bloom, 0)
+    bits_per_entry, pos = uleb(bloom, pos)
+    probes, pos = uleb(bloom, pos)
+    if entries and (bits_per_entry == 0 or probes == 0):
+        raise DocError(f"sync message has a bloom filter of {entries} entries with {bits_per_entry} bits "
+                       f"per entry and {probes} probes", data=body)
+    if len(bloom) - pos != (entries * bits_per_entry + 7) // 8:
+        raise DocError(f"sync message has a bloom filter of {len(bloom) - pos} bytes for {entries} entries "
+                       f"of {bits_per_entry} bits", data=body)
+
+
+def chunks(entry: bytes) -> list[bytes]:
+    """The chunks of one `changes` entry: a v2 (0x43) message may carry several back to back
+    (a whole document and the changes after it). Stops at the first bytes that are not a chunk."""
+    out: list[bytes] = []
+    pos = 0
+    while pos + 9 < len(entry) and entry[pos: pos + 4] == CHUNK_MAGIC:
+        try:
+            length, body = uleb(entry, pos + 9)
+        except (IndexError, ChangeFormatError):
+            break
+        out.append(entry[pos: body + length])
+        pos = body + length
+    return out
+
+
+def change_hash(chunk: bytes) -> bytes | None:
+    """The hash of an uncompressed change chunk (SHA-256 of its bytes from the chunk type on);
+    None for document chunks and compressed changes, whose hash is not over their bytes."""
+    if len(chunk) > 8 and chunk[:4] == CHUNK_MAGIC and chunk[8] == 1:
+        return hashlib.sha256(chunk[8:]).digest()
+    return None
+
+
+MAX_PROBLEMS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProblem:
+    """A change the daemon sent that the replica does not hold after applying the message."""
+
+    kind: str  # corrupt (its checksum does not match) | unapplied (Automerge kept it out)
+    doc: str
+    size: int
+    sha256: str  # of the chunk's bytes
+    change_hash: str | None
+    detail: str
+    t: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "doc": self.doc, "size": self.size, "sha256": self.sha256,
+                "change_hash": self.change_hash, "detail": self.detail}
+
+
 class DocReplica:
-    """One Automerge document kept in sync with the daemon through one sync state."""
+    """One Automerge document kept in sync with the daemon through one sync state.
+
+    Besides applying messages it keeps what the daemon *advertised* (the heads in its last sync
+    message) and every change it sent that the replica does not hold (`problems`, `unapplied`),
+    so convergence is judged against the daemon's heads, and a change Automerge silently kept
+    out (corrupt, or waiting on a dependency that never comes) is reported, not lost."""
 
     def __init__(self, name: str, frame_type: int, depth: int = 2) -> None:
         self.name = name
@@ -189,46 +357,104 @@ class DocReplica:
         self._changes_seen = 0
         self._actor_heads: list[bytes] = []
         self.paths = ObjectPaths(depth)  # dirty paths name up to `depth` levels
+        self.advertised_heads: tuple[str, ...] | None = None  # None until a message parses
+        self.advertised_need: tuple[str, ...] = ()
+        self.unapplied: dict[str, SyncProblem] = {}  # change hash -> still missing after its message
+        self.problems: list[SyncProblem] = []  # new since take_problems()
+        self._known: set[bytes] | None = None  # every change hash held, built on first need
 
     @property
     def heads(self) -> tuple[str, ...]:
         return tuple(h.hex() for h in self.doc.get_heads())
 
+    @property
+    def converged(self) -> bool:
+        """True when the replica holds exactly the heads the daemon advertised last."""
+        return self.advertised_heads is not None and set(self.advertised_heads) == set(self.heads)
+
+    def take_problems(self) -> list[SyncProblem]:
+        out, self.problems = self.problems, []
+        return out
+
     def receive(self, body: bytes, want_dirty: bool = True) -> tuple[bytes | None, set[tuple[str, ...]]]:
-        """Apply one sync message; return (reply or None, dirty paths)."""
-        try:
-            msg = am.Message.decode(body)
-        except Exception as exc:  # the binding raises plain exceptions
-            raise DocError(f"{self.name}: sync message does not decode: {exc}") from exc
+        """Apply one sync message; return (reply or None, dirty paths). Raises DocError only."""
+        summary = parse_sync_message(body)
+        msg = guarded(f"{self.name}: decoding a sync message", am.Message.decode, body, data=body)
         before = self.doc.get_heads()
-        try:
-            self.doc.receive_sync_message(self.state, msg)
-        except Exception as exc:
-            raise DocError(f"{self.name}: automerge rejected the sync message: {exc}") from exc
+        guarded(f"{self.name}: applying a sync message", self.doc.receive_sync_message, self.state, msg,
+                data=body)
         self.messages_in += 1
+        self.advertised_heads = tuple(h.hex() for h in summary.heads)
+        self.advertised_need = tuple(h.hex() for h in summary.need)
         after = self.doc.get_heads()
         dirty: set[tuple[str, ...]] = set()
+        applied: list[Any] = []
         if before != after:
-            dirty = self.paths.dirty(self.doc, before) if (want_dirty and before) else {ALL}
+            if before or self._known is not None or self.unapplied:
+                applied = guarded(f"{self.name}: reading new changes", self.doc.get_changes, before)
+            if want_dirty and before:
+                dirty = guarded(f"{self.name}: placing the new changes", self.paths.dirty_from, applied, self.doc,
+                                data=body)
+            else:
+                dirty = {ALL}
             if ALL in dirty:
                 # indexed when an incremental read first needs it: a join's full syncs stay cheap
                 self.paths.invalidate()
-        reply = self.generate()
+        self._check_changes(summary, applied, before != after)
+        reply = self.generate(data=body)
         return reply, dirty
 
-    def generate(self) -> bytes | None:
-        reply = self.doc.generate_sync_message(self.state)
+    def _check_changes(self, summary: SyncSummary, applied: list[Any], moved: bool) -> None:
+        if self.converged:
+            # Holding the daemon's heads is holding every change it could send (their ancestors).
+            self.unapplied.clear()
+            if self._known is not None:
+                self._known.update(ch.hash for ch in applied)
+            return
+        applied_hashes = {ch.hash for ch in applied}
+        if self._known is not None:
+            self._known |= applied_hashes
+        for h in applied_hashes & {bytes.fromhex(k) for k in self.unapplied}:
+            self.unapplied.pop(h.hex(), None)  # its dependency arrived
+        now = time.monotonic()
+        for chunk in (c for entry in summary.changes for c in chunks(entry)):
+            h = change_hash(chunk)
+            if h is None or h in applied_hashes:
+                continue
+            if h.hex() in self.unapplied:
+                continue
+            if chunk[4:8] != h[:4]:
+                kind, detail = "corrupt", "its checksum does not match its bytes"
+            else:
+                if self._known is None:  # once: which changes does the replica hold already?
+                    self._known = {ch.hash for ch in guarded(f"{self.name}: reading changes",
+                                                             self.doc.get_changes, [])}
+                if h in self._known:
+                    continue  # a resend of a change already held
+                kind, detail = "unapplied", ("Automerge did not apply it (a dependency it names is missing, "
+                                             "or the change is invalid)")
+            problem = SyncProblem(kind, self.name, len(chunk), hashlib.sha256(chunk).hexdigest(), h.hex(),
+                                  detail, now)
+            self.unapplied[h.hex()] = problem
+            self.problems.append(problem)
+        if len(self.problems) > MAX_PROBLEMS:  # nobody took them: keep the latest, bounded
+            del self.problems[:-MAX_PROBLEMS]
+
+    def generate(self, data: bytes | None = None) -> bytes | None:
+        """The next sync message to send; `data`: the message just received, named in a DocError."""
+        reply = guarded(f"{self.name}: generating a sync reply", self.doc.generate_sync_message, self.state,
+                        data=data)
         self.last_reply_empty = reply is None
         if reply is None:
             return None
         self.messages_out += 1
-        return reply.encode()
+        return guarded(f"{self.name}: encoding a sync reply", reply.encode)
 
     def change_actors(self) -> tuple[int, tuple[str, ...]]:
         """(number of changes, actor labels that wrote them); reads only changes new since last time."""
         heads = self.doc.get_heads()
         if heads != self._actor_heads:
-            for ch in self.doc.get_changes(self._actor_heads):
+            for ch in guarded(f"{self.name}: reading changes", self.doc.get_changes, self._actor_heads):
                 self.actors.add(actor_label(ch.actor_id))
                 self._changes_seen += 1
             self._actor_heads = heads
@@ -279,11 +505,18 @@ class ObjectPaths:
 
     def dirty(self, doc: am.Document, before: list[bytes]) -> set[tuple[str, ...]]:
         """Paths the changes since `before` touched; {ALL} when one cannot be placed."""
+        if self.stale:
+            self.rebuild(doc)
+        return self.dirty_from(guarded("reading new changes", doc.get_changes, before), doc)
+
+    def dirty_from(self, changes: Iterable[Any], doc: am.Document | None = None) -> set[tuple[str, ...]]:
+        """Paths `changes` touched; {ALL} when one cannot be placed (or the index is stale)."""
         out: set[tuple[str, ...]] = set()
         if self.stale:
+            if doc is None:
+                return {ALL}
             self.rebuild(doc)  # from the document as it is now; the new changes' make ops agree
         try:
-            changes = doc.get_changes(before)
             for ch in changes:
                 ops = decode_change(ch.raw_bytes)
                 for i, (obj, key) in enumerate(zip(ops.objs, ops.keys, strict=False)):
@@ -317,7 +550,7 @@ def _plain_output_ref(ref: str) -> OutputView:
     if HEX64.match(ref):
         return OutputView(ref=ref, error="blob server not consulted")
     try:
-        raw = json.loads(ref)
+        raw = parse_json_text(ref)
     except ValueError as exc:
         return OutputView(ref="raw", error=f"neither a manifest hash nor JSON: {exc}")
     ot = raw.get("output_type") if isinstance(raw, dict) else None
@@ -334,7 +567,7 @@ def parse_execution_count(value: Any, flags: list[str]) -> int | None:
             flags.append(f"execution_count has kind {type(value).__name__}")
         return None
     try:
-        parsed = json.loads(value)
+        parsed = parse_json_text(value)
     except ValueError:
         flags.append(f"execution_count {value!r} does not parse")
         return None
@@ -377,7 +610,12 @@ class NotebookReader:
     # -- entry point -------------------------------------------------------------------------
 
     def refresh(self, doc: am.Document, dirty: set[tuple[str, ...]]) -> set[str]:
-        """Re-read what `dirty` names; return the tree paths that changed ("cells/<id>", ...)."""
+        """Re-read what `dirty` names; return the tree paths that changed ("cells/<id>", ...).
+
+        A panic of the binding while reading raises DocError (the document cannot be trusted)."""
+        return guarded("reading the notebook document", self._refresh, doc, dirty)
+
+    def _refresh(self, doc: am.Document, dirty: set[tuple[str, ...]]) -> set[str]:
         changed: set[str] = set()
         if not dirty:
             return changed
@@ -445,7 +683,7 @@ class NotebookReader:
                 return self._read_comm(doc, root, key)
             text = got[0][1]
             try:
-                state, error = json.loads(text), None
+                state, error = parse_json_text(text), None
             except ValueError as exc:
                 state, error = text, f"state is not valid JSON: {exc}"
             parsed = parse_exid(got[1])
@@ -668,7 +906,7 @@ class NotebookReader:
             elif v[0] == am.ScalarType.Str:
                 flags.append("legacy metadata (JSON string)")
                 try:
-                    metadata = json.loads(v[1])
+                    metadata = parse_json_text(v[1])
                 except ValueError:
                     flags.append("legacy metadata does not parse: {} used")
                     metadata = {}
@@ -818,7 +1056,7 @@ def read_comm_entry(doc: am.Document, obj: bytes, comm_id: str, resolve: OutputR
         elif v == am.ObjType.Text or (not isinstance(v, am.ObjType) and v[0] == am.ScalarType.Str):
             text = doc.text(exid) if v == am.ObjType.Text else v[1]
             try:
-                state = json.loads(text)
+                state = parse_json_text(text)
             except ValueError as exc:
                 state, state_error = text, f"state is not valid JSON: {exc}"
         else:

@@ -33,6 +33,11 @@ EXIT_CODES = {
 }
 
 
+# Deepest nesting accepted in JSON, CBOR or an Automerge document from the daemon: widget
+# states and metadata are a few levels deep; anything recursive over untrusted depth is bounded.
+MAX_DEPTH = 100
+
+
 class InspectorError(Exception):
     """A failure with a specific, user-facing cause."""
 
@@ -71,6 +76,20 @@ class UnknownNotebook(InspectorError):
 
 class BadFrame(InspectorError):
     exit_code = EXIT_BAD_FRAME
+
+
+class BadContent(BadFrame):
+    """Malformed content inside a well-formed frame (bad JSON, CBOR, a change, nesting too deep).
+
+    The frame is recorded and skipped; the connection stays usable. `size` and `sha256` name the
+    offending bytes so an event can point at them without holding them."""
+
+    def __init__(self, message: str, *, data: bytes | None = None) -> None:
+        import hashlib  # here, not at the top: every command imports this module, few raise this
+
+        super().__init__(message)
+        self.size = len(data) if data is not None else None
+        self.sha256 = hashlib.sha256(data).hexdigest() if data is not None else None
 
 
 class Closed(InspectorError):

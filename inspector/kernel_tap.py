@@ -101,9 +101,9 @@ class KernelTap:
                                packer="json", unpacker="json")
         self.table = CommTable()
         self.listener = listener
-        # Optional (msg_type, content, now) for every verified comm message, comms the table
+        # Optional (msg_type, content, buffers, now) for every verified comm message, comms the table
         # never saw opened included (a view that joined late still learns the kernel's values).
-        self.comm_listener: Callable[[str, dict[str, Any], float], None] | None = None
+        self.comm_listener: Callable[[str, dict[str, Any], list[bytes], float], None] | None = None
         self.poll_s = poll_s
         self.received = 0  # verified messages
         self.rejected = 0  # unsigned, badly signed, replayed or malformed messages
@@ -113,10 +113,10 @@ class KernelTap:
         self.shutdown_requested = False  # the kernel answered a shutdown_request (seen on IOPub)
         self.connected_at: float | None = None
         self.last_message_at: float | None = None
-        self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -151,7 +151,7 @@ class KernelTap:
                 self._tell("comm", cid)
             if self.comm_listener is not None:
                 try:
-                    self.comm_listener(msg_type, content, now)
+                    self.comm_listener(msg_type, content, buffers, now)
                 except Exception:
                     log.exception("kernel tap comm listener failed")
         elif msg_type == "status":
@@ -186,20 +186,25 @@ class KernelTap:
 
     async def run(self) -> None:
         """Connect and read until `stop()`. Raises TapError if the endpoint cannot be used."""
-        self._ctx = zmq.asyncio.Context()
-        sock = self._sock = self._ctx.socket(zmq.SUB)
+        if self._stopping:
+            return
+        # A socket of its own per tap, so per loop: an asyncio socket belongs to the loop that
+        # first polled it. The context is shared (see _context).
+        sock = self._sock = _context().socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
             sock.connect(self.connection.iopub_url)
         except zmq.ZMQError as exc:
-            sock.close()
+            self._close_socket()
             raise TapError(f"cannot connect to {self.connection.iopub_url}: {exc}") from None
         self.connected_at = time.monotonic()
         self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
         if self.state == "connecting":
             self.state = "live"
         watcher = asyncio.create_task(self._watch_endpoint())
+        collected = False
         try:
             while not self._stopping:
                 try:
@@ -212,15 +217,31 @@ class KernelTap:
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
+        except GeneratorExit:
+            collected = True  # closed by the garbage collector: it must not await anything
+            raise
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            sock.close(0)
-            self._ctx.term()
-            self._sock = None
+            # Synchronous teardown first: it must happen even if this coroutine is being closed
+            # outside its loop (a task left pending, then collected), where scheduling fails.
+            self._close_socket()
+            with contextlib.suppress(RuntimeError):
+                watcher.cancel()
+            if not collected:
+                with contextlib.suppress(BaseException):
+                    await watcher
             if self.state not in ("dead", "shutdown"):
                 self.state = "stopped"
+
+    def _close_socket(self) -> None:
+        """Close the socket now, linger 0: nothing is sent on a SUB socket, nothing to wait for."""
+        sock, self._sock = self._sock, None
+        if sock is not None and not sock.closed:
+            try:
+                sock.close(linger=0)
+            except RuntimeError:
+                # the asyncio socket could not unregister from a loop that is gone: close the
+                # underlying zmq socket all the same
+                zmq.Socket.close(sock, linger=0)
 
     async def _watch_endpoint(self) -> None:
         """An ipc endpoint disappears when the kernel exits: the one death sign a passive tap sees."""
@@ -233,15 +254,56 @@ class KernelTap:
                 self._mark("dead", f"IOPub endpoint {path} disappeared")
 
     def stop(self) -> None:
+        """Stop reading. Safe from any thread and after the tap's loop stopped: the socket is
+        closed at once when the loop is not running (a cancel would only be delivered when it
+        runs again, maybe never); otherwise `run()` closes it on its own loop."""
         self._stopping = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        task, loop = self._task, self._loop
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is not None and loop.is_running() and here is not loop:
+            if task is not None:  # another thread: hand the cancel to the tap's own loop
+                loop.call_soon_threadsafe(task.cancel)
+            return
+        if task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):  # a closed loop cannot schedule the wakeup
+                task.cancel()
+        if loop is None or not loop.is_running():
+            self._close_socket()
+
+    async def close(self) -> None:
+        """`stop()`, then wait until `run()` has closed its socket (on the tap's own loop)."""
+        self.stop()
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task}, timeout=5)
 
     def summary(self) -> dict[str, Any]:
         return {"endpoint": self.connection.iopub_url, "state": self.state, "received": self.received,
                 "rejected": self.rejected, "reject_reasons": dict(self.reject_reasons),
                 "comms": len(self.table.comms), "shutdown_requested": self.shutdown_requested,
                 "execution_state": self.execution_state}
+
+
+_CONTEXT: zmq.asyncio.Context | None = None
+
+
+def _context() -> zmq.asyncio.Context:
+    """One zmq context for every tap, kept for the life of the process.
+
+    A context per tap was collected together with its socket when a tap's teardown did not run
+    (a task failed outside its loop); the garbage collector clears weak references before it
+    finalizes, so the context's `__del__` saw no sockets to close and its `term()` waited
+    forever for the open one (test runs hung there). This context is never
+    collected, and pyzmq does not terminate contexts at interpreter exit. Every tap closes its
+    own socket."""
+    global _CONTEXT
+    if _CONTEXT is None or _CONTEXT.closed:
+        _CONTEXT = zmq.asyncio.Context()
+    return _CONTEXT
 
 
 def _reject_reason(exc: Exception) -> str:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from inspector import __version__
-from inspector.divergence import SessionDivergence, SettleConfig
+from inspector.divergence import DivergenceOptions, SessionDivergence, SettleConfig
 from inspector.recording import Meta, Recorder, Replicas
 from inspector.recording.wire_tap import WireTap
 from inspector.session import PeerSession, SessionConfig
@@ -66,10 +66,12 @@ async def recorded_room(fault: str | None = None, checkpoint_interval: float = 1
             await tb.wait_kernel(nid)
         recorder.update_meta(notebook_id=nid)
         recorder.start_file(path)
-        session = PeerSession(SessionConfig(tap.listen_path, nid, allow_kernel_launch=True))
-        sd = SessionDivergence(session, SettleConfig())
+        session = PeerSession(SessionConfig(tap.listen_path, nid, allow_kernel_launch=True,
+                                            divergence=DivergenceOptions(SettleConfig(), None)))
         task = asyncio.create_task(session.run())
         await session.wait_settled(0.1, 30)
+        sd = session.divergence
+        assert sd is not None
         recorder.update_meta(protocol=session.profile.name if session.profile else None,
                              protocol_version=session.probe.protocol_version if session.probe else None,
                              daemon_version=session.daemon_version)

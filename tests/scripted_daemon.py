@@ -128,7 +128,8 @@ class ScriptedDaemon:
                  presence_snapshot: bytes | None = None, split_writes: bool = False,
                  pool_pong: dict[str, Any] | None = None, refuse_v2_notebook: bool = False,
                  after_join: Callable[[ScriptedDaemon, Peer], Any] | None = None,
-                 blob_port: int | None = None, rooms: list[dict[str, Any]] | None = None) -> None:
+                 blob_port: int | None = None, rooms: list[dict[str, Any]] | None = None,
+                 handshake_delay: float = 0.0, stall_sync: bool = False) -> None:
         self.path = path
         self.doc = doc
         self.notebook_id = notebook_id
@@ -142,6 +143,8 @@ class ScriptedDaemon:
         self.after_join = after_join
         self.blob_port = blob_port
         self.rooms = rooms
+        self.handshake_delay = handshake_delay  # seconds before the notebook handshake reply
+        self.stall_sync = stall_sync  # advertise heads in the first message, never send the changes
         self.peers: list[Peer] = []
         self.joined = asyncio.Event()
         self.connections = 0
@@ -201,6 +204,8 @@ class ScriptedDaemon:
                 return
             peer = Peer(reader, writer)
             self.peers.append(peer)
+            if self.handshake_delay:
+                await asyncio.sleep(self.handshake_delay)
             await self.write(peer, encode_frame(json.dumps({
                 "protocol": "v2", "protocol_version": 2, "daemon_version": self.daemon_version}).encode()))
             msg = self.doc.generate_sync_message(peer.state)
@@ -217,7 +222,7 @@ class ScriptedDaemon:
             while True:
                 payload = await read_frame(reader)
                 peer.received.append((payload[0], payload[1:]))
-                if payload[0] == 0:
+                if payload[0] == 0 and not self.stall_sync:
                     self.doc.receive_sync_message(peer.state, am.Message.decode(payload[1:]))
                     await self.sync_peer(peer)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError, FrameError):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,3 +160,136 @@ def test_unknown_command_and_window_without_display() -> None:
     res = subprocess.run([sys.executable, "-m", "inspector", "gui"], capture_output=True, text=True, timeout=30,
                          env=env)
     assert res.returncode == errors.EXIT_USAGE and "no display" in res.stderr and "Traceback" not in res.stderr
+
+
+# --------------------------------------------------------------------------- socket ownership
+
+FOREIGN_SERVER = r"""
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])          # bound as root: the socket file is root's, as a stat would want
+os.setuid(int(sys.argv[2]))  # then served by another user: only the connection itself tells
+s.listen(8)
+print("ready", flush=True)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to serve as another uid")
+def test_a_socket_served_by_another_uid_is_refused_on_the_connection(tmp_path: Any) -> None:
+    path = str(tmp_path / "rt.sock")
+    server = subprocess.Popen([sys.executable, "-c", FOREIGN_SERVER, path, "65534"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        assert os.stat(path).st_uid == os.getuid()  # the path check alone would accept it
+        res = run_cli("rooms", "--socket", path)
+        assert res.returncode == errors.EXIT_PERMISSION, res.stderr
+        assert "runs as uid 65534" in res.stderr and res.stderr.count("\n") == 1
+
+        from inspector.connection import open_channel
+        from inspector.protocol import messages as m
+
+        async def attach(allow: bool) -> None:
+            _, writer = await open_channel(path, 2, m.Pool(), allow_other_user=allow, timeout=5)
+            writer.close()
+
+        with pytest.raises(errors.PermissionDenied, match="runs as uid 65534"):
+            asyncio.run(attach(False))
+        asyncio.run(attach(True))  # --allow-other-user: the user asked for it
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize("mode,refused", [(0o777, True), (0o1777, False), (0o700, False)])
+def test_a_socket_in_a_directory_others_can_write_is_refused(tmp_path: Any, mode: int, refused: bool) -> None:
+    import socket
+
+    d = tmp_path / "shared"
+    d.mkdir()
+    os.chmod(d, mode)
+    path = str(d / "rt.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.listen()
+    try:
+        res = run_cli("rooms", "--socket", path, "--json", timeout=20)
+        if refused:
+            assert res.returncode == errors.EXIT_PERMISSION and "writable by other users" in res.stderr
+        else:  # accepted, then nothing answers the ping: not the directory's fault
+            assert res.returncode != errors.EXIT_PERMISSION, res.stderr
+    finally:
+        s.close()
+
+
+# --------------------------------------------------------------------------- what the CLI pays for
+
+
+def test_version_and_verbosity_after_the_command_and_negative_durations() -> None:
+    res = run_cli("rooms", "--version")
+    assert res.returncode == 0 and res.stdout.startswith("runtimed-inspector ")
+    for cmd in ("snapshot", "watch"):  # the lazily built parser still shows the engine's options
+        assert "--kernel-connection" in run_cli(cmd, "--help").stdout
+    for args in (("rooms", "-v"), ("rooms", "-vv"), ("snapshot", "--notebook", "x", "-v")):
+        res = run_cli(*args, "--socket", "/nonexistent/rt.sock")
+        assert res.returncode == errors.EXIT_NO_SOCKET, (args, res.stderr)
+        assert "no socket at /nonexistent/rt.sock" in res.stderr
+    for args in (("snapshot", "--notebook", "x", "--timeout", "-1"), ("snapshot", "--notebook", "x", "--indent", "-2"),
+                 ("watch", "--notebook", "x", "--for", "-0.5"), ("check", "--notebook", "x", "--for", "-3"),
+                 ("snapshot", "--notebook", "x", "--timeout", "nan")):
+        res = run_cli(*args, "--socket", "/nonexistent/rt.sock")
+        assert res.returncode == errors.EXIT_USAGE and "must not be negative" in res.stderr, (args, res.stderr)
+
+
+def test_version_and_a_missing_socket_load_no_session_modules() -> None:
+    probe = ("import sys, runpy; sys.argv = ['runtimed-inspector', *sys.argv[1:]]\n"
+             "from inspector import cli\ncode = cli.main(sys.argv[1:])\n"
+             "heavy = sorted(m for m in ('automerge', 'inspector.session', 'inspector.divergence', 'jupyter_client',"
+             " 'inspector.check', 'asyncio') if m in sys.modules)\nprint('loaded', heavy, file=sys.stderr)\n"
+             "sys.exit(code)")
+    for args in (["--version"], ["snapshot", "--socket", "/nonexistent/rt.sock", "--notebook", "x"],
+                 ["rooms", "--socket", "/nonexistent/rt.sock"]):
+        res = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=30)
+        assert "loaded []" in res.stderr, (args, res.stderr)
+
+
+def test_rooms_exits_6_on_a_daemon_of_protocol_3() -> None:
+    with daemon_thread(pool_pong={"type": "pong", "protocol_version": 3, "daemon_version": "1.3.0"}) as d:
+        for extra in ((), ("--json",)):
+            res = run_cli("rooms", "--socket", d.path, *extra)
+            assert res.returncode == errors.EXIT_PROTOCOL_VERSION, res.stderr
+            assert "protocol 3 (1.3.0)" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_watch_ending_during_connect_does_not_blame_the_daemon() -> None:
+    # the daemon accepts the notebook connection but sends its handshake reply only after 3 s
+    with daemon_thread(handshake_delay=3.0) as d:
+        res = run_cli("watch", "--socket", d.path, "--notebook", "nb-1", "--for", "0.5")
+        assert res.returncode == 0, res.stderr
+        assert "refused protocol" not in res.stdout + res.stderr
+def test_snapshot_of_a_room_that_never_completes_exits_10_naming_what_is_missing() -> None:
+    """The daemon advertises its heads but never sends the changes: no partial room, no exit 0."""
+    with daemon_thread(stall_sync=True) as d:
+        started = time.monotonic()
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1", "--timeout", "2")
+        took = time.monotonic() - started
+    assert res.returncode == 10, res.stderr
+    assert res.stdout == ""
+    line = res.stderr.strip().splitlines()[-1]
+    assert line == ("runtimed-inspector: the room was not complete within 2 s: still waiting for "
+                    "the notebook document (not at the daemon heads yet)")
+    assert took < 8
+
+
+def test_kernel_connection_auto_on_a_v2_daemon_is_one_line_not_silence() -> None:
+    with daemon_thread() as d:
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1", "--settle-ms", "100",
+                      "--kernel-connection", "auto")
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "--kernel-connection auto is ignored" in ln]
+    assert len(lines) == 1 and "this daemon speaks v2" in lines[0]
+    assert json.loads(res.stdout)["sources"] == ["doc"]  # no comm_sync from this daemon: no feed view yet

@@ -124,3 +124,63 @@ def test_presence_unknown_type_kept_and_garbage_rejected() -> None:
         decode_presence(b"\xff\xff\xff")
     with pytest.raises(PresenceError, match="not a CBOR map"):
         decode_presence(b"\x01")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_deep_json_is_a_message_error_not_a_recursion_error() -> None:
+    deep = b'{"event":"comm","msg_type":"comm_msg","content":{"comm_id":"c","data":' + b"[" * 1000 + b"]" * 1000 + b"}}"
+    with pytest.raises(m.MessageError, match="nested deeper than 100") as exc:
+        m.decode_broadcast(deep)
+    assert exc.value.size == len(deep) and len(exc.value.sha256) == 64
+    # deep enough to pass msgspec, too deep for anything recursive downstream
+    with pytest.raises(m.MessageError, match="nested deeper"):
+        m.decode_json(b"[" * 150 + b"]" * 150)
+    assert m.decode_json(b"[" * 50 + b"]" * 50) is not None
+
+
+def test_buffer_bytes_out_of_range_are_refused() -> None:
+    with pytest.raises(m.MessageError, match="buffers"):
+        m.decode_broadcast(b'{"event":"comm","msg_type":"comm_msg","content":{"comm_id":"c"},"buffers":[[300]]}')
+    with pytest.raises(m.MessageError):
+        m.decode_broadcast(b'{"event":"comm_sync","comms":[{"comm_id":"a","target_name":"t","state":{},'
+                           b'"buffers":[[-1]]}]}')
+    with pytest.raises(m.MessageError):
+        m.decode_response(b'{"result":"doc_bytes","bytes":[256]}')
+
+
+def test_invalid_utf8_in_an_unknown_key_is_a_message_error() -> None:
+    # the typed decoder would skip the unknown key; the raw reader after it would then fail
+    with pytest.raises(m.MessageError, match="UTF-8"):
+        m.decode_broadcast(b'{"event":"kernel_status","status":"idle","x\xff":1}')
+
+
+def test_project_errors_carry_their_exit_code() -> None:
+    from inspector import errors
+
+    for exc in (m.MessageError("x"), PresenceError("y")):
+        assert isinstance(exc, errors.BadContent) and isinstance(exc, ValueError)
+        assert exc.exit_code == errors.EXIT_BAD_FRAME
+
+
+@pytest.mark.parametrize("body", [
+    bytes.fromhex("a2647479706568736e617073686f74657065657273") + b"\x05",  # {"type":"snapshot","peers":5}
+    bytes.fromhex("a2647479706568736e617073686f74"),  # a map of two entries holding one
+    b"\xa1\x64type\xf7",  # type: undefined
+    b"\x81" * 5000 + b"\x00",  # nested arrays
+])
+def test_hostile_presence_is_a_presence_error(body: bytes) -> None:
+    with pytest.raises(PresenceError):
+        decode_presence(body)
+
+
+def test_presence_values_without_json_form_are_shown_not_trusted() -> None:
+    import cbor2
+
+    p = decode_presence(cbor2.dumps({"type": "update", "peer_id": "p", 7: cbor2.undefined,
+                                     "data": cbor2.CBORTag(99, [1, b"\x02"])}))
+    assert p.raw == {"type": "update", "peer_id": "p", "7": None, "data": [1, [2]]}
+    with pytest.raises(PresenceError, match="channels"):
+        decode_presence(cbor2.dumps({"type": "snapshot", "peer_id": "d",
+                                     "peers": [{"peer_id": "a", "channels": 5}]}))

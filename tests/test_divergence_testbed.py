@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from inspector import events as ev
-from inspector.divergence import SessionDivergence, SettleConfig
+from inspector.divergence import DivergenceOptions, SessionDivergence, SettleConfig
 from inspector.session import PeerSession, SessionConfig
 from inspector.testbed import Testbed
 
@@ -82,12 +82,15 @@ async def live_room(fault: str | None = None, kernel_tap: bool = False) -> Async
         await tb.launch_kernel(nid)
         await tb.wait_kernel(nid)
         conn = tb.room(nid).kernel.km.connection_file if kernel_tap else None
-        session = PeerSession(SessionConfig(tb.socket_path, nid, allow_kernel_launch=True))
-        sd = SessionDivergence(session, SETTLE, kernel_connection=conn)
-        live = Live(tb, nid, session, sd)
-        session.log.subscribe(lambda e: live.events.append(e) if e.kind == ev.DIVERGENCE else None)
+        session = PeerSession(SessionConfig(tb.socket_path, nid, allow_kernel_launch=True,
+                                            divergence=DivergenceOptions(SETTLE, conn)))
+        events: list[ev.Event] = []
+        session.log.subscribe(lambda e: events.append(e) if e.kind == ev.DIVERGENCE else None)
         task = asyncio.create_task(session.run())
         await session.wait_settled(0.1, 30)
+        assert session.divergence is not None
+        live = Live(tb, nid, session, session.divergence, events)
+        sd = live.sd
         if kernel_tap:  # the SUB socket only sees what is published after it joined
             while sd.tap.received == 0:
                 await tb.run_cell(nid, "1")

@@ -143,3 +143,74 @@ def test_connection_file_without_key_is_refused(tmp_path: Any) -> None:
     path.write_text(json.dumps({"transport": "udp", "ip": "x", "iopub_port": 1, "key": "k"}))
     with pytest.raises(TapError, match="unsupported transport"):
         read_connection_file(path)
+
+
+def test_stop_after_the_loop_stopped_closes_the_socket_at_once(endpoint: Any) -> None:
+    """A tap left running when its loop stops (a window's loop between two runs, a CLI loop
+    that ended) must not keep its socket: an open socket makes zmq's context term hang."""
+    path, _pub = endpoint
+    loop = asyncio.new_event_loop()
+    try:
+        tap = KernelTap(path)
+        task = loop.create_task(tap.run())
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert tap.state == "live" and tap._sock is not None
+        sock = tap._sock
+        tap.stop()  # no loop runs now
+        assert sock.closed
+        loop.run_until_complete(asyncio.wait({task}, timeout=5))
+        assert task.done() and not task.cancelled() and tap.state == "stopped"
+    finally:
+        loop.close()
+
+
+def test_stop_from_another_thread_ends_the_tap_on_its_own_loop(endpoint: Any) -> None:
+    path, _pub = endpoint
+    import threading
+
+    tap = KernelTap(path)
+    started = threading.Event()
+
+    async def main() -> None:
+        task = asyncio.create_task(tap.run())
+        while tap.state != "live":
+            await asyncio.sleep(0.01)
+        started.set()
+        await asyncio.wait_for(task, 10)
+
+    th = threading.Thread(target=lambda: asyncio.run(main()))
+    th.start()
+    assert started.wait(10)
+    sock = tap._sock
+    tap.stop()
+    th.join(10)
+    assert not th.is_alive() and sock is not None and sock.closed and tap.state == "stopped"
+
+
+async def test_close_waits_until_the_socket_is_closed(endpoint: Any) -> None:
+    path, _pub = endpoint
+    tap = KernelTap(path)
+    task = asyncio.create_task(tap.run())
+    await until(lambda: tap.state == "live")
+    sock = tap._sock
+    await tap.close()
+    assert task.done() and sock is not None and sock.closed and tap._sock is None
+
+
+def test_a_tap_abandoned_on_a_closed_loop_does_not_hang_the_garbage_collector(endpoint: Any) -> None:
+    """A tap task left pending when its loop closes is collected later. Its socket must be
+    closed by then: zmq's context term() at collection waited forever on an open one."""
+    import gc
+    import threading
+
+    path, _pub = endpoint
+    loop = asyncio.new_event_loop()
+    tap = KernelTap(path)
+    task = loop.create_task(tap.run())
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert tap.state == "live"
+    loop.close()  # the task is still pending
+    del tap, task, loop
+    collected = threading.Event()
+    threading.Thread(target=lambda: (gc.collect(), collected.set()), daemon=True).start()
+    assert collected.wait(10), "garbage collection hung"

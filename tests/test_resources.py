@@ -126,3 +126,47 @@ def test_svg_icon_is_square_and_parses() -> None:
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     _, _, w, h = (float(v) for v in root.get("viewBox", "").split())
     assert w == h
+
+
+# -- the desktop entry for this installation (README installs into .venv, not onto PATH) ----------
+
+def test_install_desktop_writes_an_entry_that_runs_this_installations_script(tmp_path: Path) -> None:
+    import argparse
+
+    from inspector import desktop_entry
+
+    script = desktop_entry.script_path()
+    assert script.is_absolute() and script.name == _console_script()
+    home = tmp_path / "share"
+    code = desktop_entry.run(argparse.Namespace(data_home=str(home), uninstall=False))
+    assert code == 0
+    entry_path = home / "applications" / DESKTOP.name
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str
+    parser.read(entry_path, encoding="utf-8")
+    entry = parser["Desktop Entry"]
+    # the absolute path, so the menu entry works without the venv on the session's PATH
+    assert entry["Exec"].split() == [str(script), "gui"] and entry["TryExec"] == str(script)
+    assert entry["Icon"] == APP_ID
+    shipped = _desktop_entry()
+    assert {k: v for k, v in entry.items() if k not in ("Exec", "TryExec")} == {
+        k: v for k, v in shipped.items() if k not in ("Exec", "TryExec")}
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and inspector.__version__ in result.stdout
+    for size in PNG_SIZES:
+        assert (home / "icons" / "hicolor" / f"{size}x{size}" / "apps" / f"{APP_ID}.png").is_file()
+    assert (home / "icons" / "hicolor" / "scalable" / "apps" / f"{APP_ID}.svg").is_file()
+    if shutil.which("desktop-file-validate"):
+        check = subprocess.run(["desktop-file-validate", str(entry_path)], capture_output=True, text=True)
+        assert check.returncode == 0 and ": error:" not in check.stdout, check.stdout
+    # and it goes away again
+    assert desktop_entry.run(argparse.Namespace(data_home=str(home), uninstall=True)) == 0
+    assert not entry_path.exists() and not list((home / "icons").rglob(f"{APP_ID}.*"))
+
+
+def test_desktop_entry_quotes_a_path_with_spaces_as_the_spec_says() -> None:
+    from inspector import desktop_entry
+
+    text = desktop_entry.desktop_entry_text(Path("/home/ada/my envs/.venv/bin/runtimed-inspector"))
+    assert 'Exec="/home/ada/my envs/.venv/bin/runtimed-inspector" gui' in text
+    assert "TryExec=/home/ada/my envs/.venv/bin/runtimed-inspector\n" in text

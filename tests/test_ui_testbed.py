@@ -20,7 +20,7 @@ pytest.importorskip("PySide6")
 qasync = pytest.importorskip("qasync")
 
 from PySide6.QtCore import QModelIndex, Qt  # noqa: E402
-from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
+from PySide6.QtTest import QAbstractItemModelTester, QTest  # noqa: E402
 from waiting import qt_loop, until, wait_until  # noqa: E402
 
 from inspector.testbed import TestbedThread  # noqa: E402
@@ -219,15 +219,20 @@ def test_reconnect_after_testbed_restart_and_error_states(window, loop, tmp_path
         await wait_until(pred, what, timeout)
 
     async def scenario() -> None:
-        # nothing listens yet: a specific error, and a retry countdown
-        window.attach(sock, "nb-1")
-        await wait(lambda: "retrying in" in window.status_conn.text(), "retry countdown")
-        assert "no socket" in window.status_conn.text() or "not running" in window.status_conn.text()
+        # nothing listens yet: the attach view says why, whole, and nothing is retried or remembered
+        assert not await window._attach(sock, "nb-1", None)
+        assert window.stack.currentWidget() is window.attach_view
+        assert window.attach_view.error.isVisible() and "no socket" in window.attach_view.error.text()
+        assert window.controller.session is None and window.recent.load() == []
+        assert not window.attach_view.back_button.isVisible()  # nothing to go back to
         first = await asyncio.to_thread(lambda: TestbedThread(sock, keep_alive=60.0).start())
         bed2 = None
         try:
             nid = await asyncio.to_thread(first.call, first.testbed.create_room, ["x = 1"], "nb-1")
+            window.attach(sock, "nb-1")
             await wait(lambda: window.state == "live", "live after the daemon appeared")
+            await wait(lambda: window.recent.load() and window.recent.load()[0]["notebook"] == nid, "remembered")
+            assert not window.attach_view.error.isVisible()
             await wait(lambda: window.model.rowCount(window.model.index_for_path("cells")) == 1, "one cell")
             await asyncio.to_thread(first.stop)
             first = None
@@ -238,11 +243,21 @@ def test_reconnect_after_testbed_restart_and_error_states(window, loop, tmp_path
             await wait(lambda: window.state == "live", "live again")
             await wait(lambda: not window.banner.isVisible(), "banner gone once live")
             await wait(lambda: window.model.rowCount(window.model.index_for_path("cells")) == 2, "two cells")
-            # a room that does not exist: the error says so
-            window.attach(sock, "no-such-room")
-            await wait(lambda: "no room" in window.status_conn.text(), "unknown room error")
-            await wait(lambda: window.banner.isVisible() and "no room" in window.banner.text(), "error banner")
+            # a room that does not exist: checked before the working session is dropped, which stays
+            working = window.controller.session
+            window.show_attach()
+            assert window.attach_view.back_button.isVisible()
+            assert not await window._attach(sock, "no-such-room", None)
+            assert window.controller.session is working and window.state == "live"
+            assert window.notebook_id == nid
+            assert "no room 'no-such-room'" in window.attach_view.error.text()
+            assert all(r["notebook"] != "no-such-room" for r in window.recent.load())
             window.grab().save(os.path.join(SHOTS, "error-state.png"))
+            # Esc goes back to the room still attached
+            window.attach_view.socket_edit.setFocus()
+            QTest.keyClick(window.attach_view.socket_edit, Qt.Key.Key_Escape)
+            assert window.stack.currentWidget() is window.main_split
+            assert window.model.rowCount(window.model.index_for_path("cells")) == 2
         finally:
             for b in (first, bed2):
                 if b is not None:

@@ -19,7 +19,7 @@ from inspector.v4.replay import replay_file
 from inspector.v4.room import load_room
 
 REPO = Path(__file__).resolve().parents[1]
-FIX = REPO.parent / "shared" / "fixtures" / "real-runtimed-2.9.0"
+FIX = REPO / "tests" / "fixtures" / "real-runtimed-2.9.0"
 
 pytestmark = pytest.mark.skipif(not (FIX / "frames.jsonl").is_file(),
                                 reason=f"real-runtimed fixtures not found at {FIX}")

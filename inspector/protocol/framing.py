@@ -11,6 +11,8 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from ..errors import EXIT_CLOSED, BadFrame
+
 MAGIC = bytes([0xC0, 0xDE, 0x01, 0xAC])
 DATA_FRAME_MAX = 100 * 1024 * 1024  # every frame after the handshake
 CONTROL_FRAME_MAX = 64 * 1024  # the handshake frame only
@@ -40,7 +42,7 @@ class FrameType(enum.IntEnum):
             return f"unknown_0x{value:02x}"
 
 
-class FrameError(Exception):
+class FrameError(BadFrame):
     """A frame that cannot be accepted: the connection it came on is no longer usable."""
 
 
@@ -53,6 +55,8 @@ class FrameTooLarge(FrameError):
 
 class ConnectionClosed(FrameError):
     """EOF. `clean` is True at a frame boundary or inside the length prefix."""
+
+    exit_code = EXIT_CLOSED
 
     def __init__(self, clean: bool, detail: str = "") -> None:
         super().__init__(detail or ("connection closed" if clean else "connection closed inside a frame"))

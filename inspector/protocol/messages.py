@@ -9,9 +9,14 @@ Byte arrays travel as JSON arrays of integers (`list[int]`), never base64.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import msgspec
+
+from ..errors import MAX_DEPTH, BadContent
+
+# A byte of a buffer or document: JSON integers outside 0..255 are refused at decode time.
+Byte = Annotated[int, msgspec.Meta(ge=0, le=255)]
 
 # --------------------------------------------------------------------------- handshakes
 
@@ -230,7 +235,7 @@ class ErrorResponse(_Resp, tag="error"):
 
 
 class DocBytes(_Resp, tag="doc_bytes"):
-    bytes: list[int]
+    bytes: list[Byte]
 
 
 class RawMetadata(_Resp, tag="raw_metadata"):
@@ -309,7 +314,7 @@ class OutputsClearedBroadcast(_Bc, tag="outputs_cleared"):
 class Comm(_Bc, tag="comm"):
     msg_type: str
     content: dict[str, Any]
-    buffers: list[list[int]] = []
+    buffers: list[list[Byte]] = []
 
 
 class CommSnapshot(msgspec.Struct, omit_defaults=True):
@@ -318,7 +323,7 @@ class CommSnapshot(msgspec.Struct, omit_defaults=True):
     state: Any
     model_module: str | None = None
     model_name: str | None = None
-    buffers: list[list[int]] = []
+    buffers: list[list[Byte]] = []
 
 
 class CommSync(_Bc, tag="comm_sync"):
@@ -462,12 +467,6 @@ PoolResponse = Union[Pong, RoomsList, PoolError, Stats, NotebookState, DaemonInf
 # --------------------------------------------------------------------------- codecs
 
 _enc = msgspec.json.Encoder()
-_dec_handshake = msgspec.json.Decoder(Handshake)
-_dec_request = msgspec.json.Decoder(Request)
-_dec_response = msgspec.json.Decoder(Response)
-_dec_broadcast = msgspec.json.Decoder(Broadcast)
-_dec_pool_req = msgspec.json.Decoder(PoolRequest)
-_dec_pool_resp = msgspec.json.Decoder(PoolResponse)
 _dec_any = msgspec.json.Decoder()
 
 
@@ -479,7 +478,7 @@ class Unknown(msgspec.Struct):
     raw: Any
 
 
-class MessageError(ValueError):
+class MessageError(BadContent, ValueError):
     """Bytes that are not valid JSON, or JSON that does not fit the message's shape."""
 
 
@@ -487,20 +486,47 @@ def encode(msg: msgspec.Struct) -> bytes:
     return _enc.encode(msg)
 
 
-def _decode(decoder: msgspec.json.Decoder, tag_key: str, data: bytes) -> Any:
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when containers in `value` nest deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children: Any = v.values()
+        elif isinstance(v, list | tuple):
+            children = v
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return False
+
+
+def decode_json(data: bytes) -> Any:
+    """Any JSON value, UTF-8 checked and depth-bounded; MessageError for anything else."""
     try:
-        return decoder.decode(data)
+        raw = _dec_any.decode(data)
+    except msgspec.DecodeError as exc:
+        raise MessageError(f"invalid JSON: {exc}", data=data) from None
+    except RecursionError:
+        raise MessageError(f"JSON nested deeper than {MAX_DEPTH} levels", data=data) from None
+    if too_deep(raw):
+        raise MessageError(f"JSON nested deeper than {MAX_DEPTH} levels", data=data)
+    return raw
+
+
+def _decode(model: Any, tag_key: str, data: bytes) -> Any:
+    # Untyped first, then converted: the typed decoder skips unknown fields unchecked (invalid
+    # UTF-8 in an unknown key would pass here and fail in the next reader of the raw bytes).
+    raw = decode_json(data)
+    try:
+        return msgspec.convert(raw, model)
     except msgspec.ValidationError as exc:
-        try:
-            raw = _dec_any.decode(data)
-        except msgspec.DecodeError as exc2:
-            raise MessageError(f"invalid JSON: {exc2}") from exc2
         tag = raw.get(tag_key) if isinstance(raw, dict) else None
         if isinstance(raw, dict) and isinstance(tag, str) and f"`$.{tag_key}`" in str(exc):
             return Unknown(tag_key, tag, raw)
-        raise MessageError(f"malformed {tag_key}={tag!r} message: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise MessageError(f"invalid JSON: {exc}") from exc
+        raise MessageError(f"malformed {tag_key}={tag!r} message: {exc}", data=data) from None
 
 
 def encode_json(obj: Any) -> bytes:
@@ -508,34 +534,27 @@ def encode_json(obj: Any) -> bytes:
 
 
 def decode_handshake(data: bytes) -> Handshake | Unknown:
-    return _decode(_dec_handshake, "channel", data)
+    return _decode(Handshake, "channel", data)
 
 
 def decode_request(data: bytes) -> Request | Unknown:
-    return _decode(_dec_request, "action", data)
+    return _decode(Request, "action", data)
 
 
 def decode_response(data: bytes) -> Response | Unknown:
-    return _decode(_dec_response, "result", data)
+    return _decode(Response, "result", data)
 
 
 def decode_broadcast(data: bytes) -> Broadcast | Unknown:
-    return _decode(_dec_broadcast, "event", data)
+    return _decode(Broadcast, "event", data)
 
 
 def decode_pool_request(data: bytes) -> PoolRequest | Unknown:
-    return _decode(_dec_pool_req, "type", data)
+    return _decode(PoolRequest, "type", data)
 
 
 def decode_pool_response(data: bytes) -> PoolResponse | Unknown:
-    return _decode(_dec_pool_resp, "type", data)
-
-
-def decode_json(data: bytes) -> Any:
-    try:
-        return _dec_any.decode(data)
-    except msgspec.DecodeError as exc:
-        raise MessageError(f"invalid JSON: {exc}") from exc
+    return _decode(PoolResponse, "type", data)
 
 
 def to_builtins(msg: Any) -> Any:

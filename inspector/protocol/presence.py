@@ -12,11 +12,13 @@ from typing import Any
 
 import cbor2
 
+from ..errors import MAX_DEPTH, BadContent
+
 KNOWN_TYPES = ("update", "snapshot", "left", "heartbeat")
 KNOWN_CHANNELS = ("cursor", "selection", "kernel_state", "custom", "focus")
 
 
-class PresenceError(ValueError):
+class PresenceError(BadContent, ValueError):
     pass
 
 
@@ -42,29 +44,64 @@ class Presence:
 
 
 def _plain(value: Any) -> Any:
-    """CBOR values as JSON-able Python (byte strings become int lists, as serde would show them)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return list(value)
-    return value
+    """CBOR values as JSON-able Python: byte strings become int lists (as serde would show them),
+    map keys strings, `undefined`, tags and simple values None or their string form.
+
+    Iterative, so a hostile nesting depth costs no stack (cbor2 itself stops at its own limit)."""
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
+    while stack:
+        v, parent, slot, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PresenceError(f"presence nested deeper than {MAX_DEPTH} levels")
+        if isinstance(v, dict):
+            out: Any = {}
+            for k, item in v.items():
+                key = k if isinstance(k, str) else str(k)
+                out[key] = None
+                stack.append((item, out, key, depth + 1))
+        elif isinstance(v, list | tuple):
+            out = [None] * len(v)
+            stack.extend((item, out, i, depth + 1) for i, item in enumerate(v))
+        elif isinstance(v, bytes | bytearray):
+            out = list(v)
+        elif v is None or isinstance(v, bool | int | float | str):
+            out = v
+        elif isinstance(v, cbor2.CBORTag):
+            stack.append((v.value, parent, slot, depth + 1))
+            continue
+        else:  # undefined, simple values, dates, decimals...: shown, never trusted
+            out = None if v is cbor2.undefined else str(v)
+        parent[slot] = out
+    return root[0]
 
 
 def decode_presence(body: bytes) -> Presence:
     try:
         value = cbor2.loads(body)
+    except RecursionError:
+        raise PresenceError(f"CBOR nested deeper than {MAX_DEPTH} levels", data=body) from None
     except Exception as exc:  # cbor2 raises several types
-        raise PresenceError(f"CBOR decode error: {exc}") from exc
+        raise PresenceError(f"CBOR decode error: {exc}", data=body) from None
     if not isinstance(value, dict):
-        raise PresenceError(f"presence is not a CBOR map (got {type(value).__name__})")
-    raw = _plain(value)
+        raise PresenceError(f"presence is not a CBOR map (got {type(value).__name__})", data=body)
+    try:
+        raw = _plain(value)
+    except PresenceError as exc:
+        raise PresenceError(str(exc), data=body) from None
     ptype = raw.get("type")
     if not isinstance(ptype, str):
-        raise PresenceError("presence map has no 'type'")
+        raise PresenceError("presence map has no 'type'", data=body)
     peer = raw.get("peer_id")
-    peers = tuple(p for p in raw.get("peers", []) if isinstance(p, dict)) if ptype == "snapshot" else ()
+    peers: tuple[dict[str, Any], ...] = ()
+    if ptype == "snapshot":
+        listed = raw.get("peers", [])
+        if not isinstance(listed, list):
+            raise PresenceError(f"presence snapshot 'peers' is not an array (got {type(listed).__name__})",
+                                data=body)
+        peers = tuple(p for p in listed if isinstance(p, dict))
+        if any(not isinstance(p.get("channels", []), list) for p in peers):
+            raise PresenceError("presence snapshot has a peer whose 'channels' is not an array", data=body)
     return Presence(ptype, peer if isinstance(peer, str) else None, raw, ptype in KNOWN_TYPES, peers)
 
 

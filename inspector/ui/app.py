@@ -7,6 +7,7 @@ clear message) on machines without PySide6.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,13 +34,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="FILE", help="write a PNG of the window (at --quit-after, else after 3 s)")
     p.add_argument("--quit-after", metavar="S", type=float, help="close the app after S seconds")
     p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)  # synthetic data, for docs
-    try:
-        from ..check import add_kernel_option, add_settle_options
+    from ..check import add_kernel_option, add_settle_options
 
-        add_kernel_option(p)
-        add_settle_options(p)
-    except ImportError:
-        pass
+    add_kernel_option(p)
+    add_settle_options(p)
     p.set_defaults(func=run_gui)
     return p
 
@@ -93,6 +91,7 @@ def make_app(argv: list[str] | None = None) -> Any:
     QApplication.setApplicationVersion(__version__)
     QApplication.setOrganizationName(APP_NAME)
     QGuiApplication.setDesktopFileName(APP_ID)
+    apply_appearance(app, os.environ.get("RUNTIMED_INSPECTOR_THEME", ""))
     icon = QIcon()
     for path in icon_paths():
         icon.addFile(str(path))
@@ -106,6 +105,48 @@ def make_app(argv: list[str] | None = None) -> Any:
     return app
 
 
+def apply_appearance(app: Any, name: str) -> None:
+    """RUNTIMED_INSPECTOR_THEME=dark|light: that appearance whatever the desktop's (screenshots,
+    a desktop that reports none); anything else follows the system."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QColor, QGuiApplication, QPalette
+
+    if name not in ("dark", "light"):
+        return
+    app.setStyle("Fusion")
+    hints = QGuiApplication.styleHints()
+    if hasattr(hints, "setColorScheme"):
+        hints.setColorScheme(Qt.ColorScheme.Dark if name == "dark" else Qt.ColorScheme.Light)
+    if name == "light":
+        app.setPalette(app.style().standardPalette())
+        return
+    pal = QPalette()
+    colours = {
+        QPalette.ColorRole.Window: "#202124", QPalette.ColorRole.WindowText: "#e8eaed",
+        QPalette.ColorRole.Base: "#17181a", QPalette.ColorRole.AlternateBase: "#24262a",
+        QPalette.ColorRole.Text: "#e8eaed", QPalette.ColorRole.Button: "#2b2d31",
+        QPalette.ColorRole.ButtonText: "#e8eaed", QPalette.ColorRole.Highlight: "#3574f0",
+        QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.ToolTipBase: "#2b2d31",
+        QPalette.ColorRole.ToolTipText: "#e8eaed", QPalette.ColorRole.PlaceholderText: "#8a8f96",
+        QPalette.ColorRole.Link: "#8ab4f8", QPalette.ColorRole.Mid: "#3c4043", QPalette.ColorRole.Dark: "#111214",
+        QPalette.ColorRole.Light: "#3c4043", QPalette.ColorRole.Midlight: "#34373b",
+    }
+    for role, colour in colours.items():
+        pal.setColor(role, QColor(colour))
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
+        pal.setColor(QPalette.ColorGroup.Disabled, role, QColor("#6f747a"))
+    app.setPalette(pal)
+
+
+def window_size(env: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """RUNTIMED_INSPECTOR_WINDOW_SIZE=WxH: the window's first size (screenshots at known sizes)."""
+    text = (os.environ if env is None else env).get("RUNTIMED_INSPECTOR_WINDOW_SIZE", "")
+    w, _, h = text.lower().partition("x")
+    if w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
+        return int(w), int(h)
+    return None
+
+
 def run_window(args: argparse.Namespace, setup: Callable[[Any], None] | None = None) -> int:
     """Show the window until it closes. `setup(window)`, when given, replaces the start view
     (attach / the room in --notebook) once the loop runs; the demo uses it."""
@@ -117,6 +158,9 @@ def run_window(args: argparse.Namespace, setup: Callable[[Any], None] | None = N
     app = make_app(sys.argv[:1])
     window = InspectorWindow()
     window.session_options = args
+    size = window_size()
+    if size is not None:
+        window.resize(*size)
     exit_code = 0
 
     async def main() -> None:
@@ -199,4 +243,6 @@ def _demo(window: Any) -> None:
     snap = ss.diverge(snap, 2, 3, 7)
     snap = ss.diverge(snap, 6, 41, 42, status="pending", since_ms=90)
     window.stack.setCurrentWidget(window.main_split)
+    window._set_state("synthetic", "synthetic data for the docs: no daemon")
+    window.setWindowTitle("synthetic notebook")
     window.apply_snapshot(snap)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import os
+import textwrap
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -32,10 +33,12 @@ from . import theme as th
 from .recent import RecentConnections
 
 ROLE = Qt.ItemDataRole.UserRole + 1
+SPAN_ROLE = Qt.ItemDataRole.UserRole + 2  # a line of a daemon's error message, across every column
 
 
 class AttachView(QWidget):
     attach_requested = Signal(str, str)  # socket, notebook id
+    back_requested = Signal()  # back to the room the window is attached to
 
     def __init__(self, recent: RecentConnections, parent: QWidget | None = None,
                  extra_sockets: list[str] | None = None) -> None:
@@ -53,6 +56,18 @@ class AttachView(QWidget):
                      "kernel unless asked, and never creates a room.", self)
         sub.setWordWrap(True)
         sub.setStyleSheet(f"color: {th.theme().muted_fg.name()}")
+        self.back_button = QPushButton("◀ Back", self)
+        self.back_button.setToolTip("Back to the room you are attached to (Esc)")
+        self.back_button.clicked.connect(self.go_back)
+        self.back_button.hide()
+        # why the last attach failed, whole: the cause is usually at the end of the message
+        self.error = QLabel(self)
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        t = th.theme()
+        self.error.setStyleSheet(f"QLabel {{ background: {t.diverged_bg.name()}; color: {t.diverged_fg.name()};"
+                                 " padding: 8px 12px; border-radius: 4px; }")
+        self.error.hide()
 
         # daemons and rooms
         box = QGroupBox("Daemons on this machine", self)
@@ -65,9 +80,9 @@ class AttachView(QWidget):
         self.daemons.setAlternatingRowColors(True)
         self.daemons.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         hh = self.daemons.header()
-        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        hh.setStretchLastSection(False)
-        for col, w in ((1, 60), (2, 110), (3, 330)):
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setStretchLastSection(True)
+        for col, w in ((0, 280), (1, 50), (2, 90)):
             hh.resizeSection(col, w)
         self.daemons.itemDoubleClicked.connect(self._on_daemon_double)
         self.daemons.currentItemChanged.connect(self._on_daemon_current)
@@ -75,6 +90,7 @@ class AttachView(QWidget):
         self.refresh_button.setToolTip("Look for daemons and list their rooms again (F5)")
         self.refresh_button.clicked.connect(self.refresh)
         self.status = QLabel(box)
+        self.status.setWordWrap(True)
         self.status.setStyleSheet(f"color: {th.theme().muted_fg.name()}")
         bl = QVBoxLayout(box)
         bl.addWidget(self.daemons, 1)
@@ -119,21 +135,41 @@ class AttachView(QWidget):
         right.addWidget(recent_box, 1)
         body = QHBoxLayout()
         body.setSpacing(14)
-        body.addWidget(box, 3)
-        body.addLayout(right, 2)
+        body.addWidget(box, 2)  # the daemons' list (paths, details) needs the width more than the form
+        body.addLayout(right, 1)
 
         frame = QFrame(self)
         outer = QVBoxLayout(frame)
         outer.setContentsMargins(28, 22, 28, 22)
         outer.setSpacing(10)
-        outer.addWidget(title)
+        head = QHBoxLayout()
+        head.addWidget(title, 1)
+        head.addWidget(self.back_button)
+        outer.addLayout(head)
         outer.addWidget(sub)
+        outer.addWidget(self.error)
         outer.addSpacing(6)
         outer.addLayout(body, 1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(frame)
         self.load_recent()
+
+    # -- back / errors ----------------------------------------------------------------------------
+
+    def set_back_target(self, room: str | None) -> None:
+        """Offer "Back" (and Esc) to the room still attached; None hides it."""
+        self.back_button.setVisible(room is not None)
+        if room is not None:
+            self.back_button.setText(f"◀ Back to {room if len(room) <= 40 else room[:39] + '…'}")
+
+    def go_back(self) -> None:
+        if self.back_button.isVisible():
+            self.back_requested.emit()
+
+    def show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
 
     # -- recent ------------------------------------------------------------------------------------
 
@@ -209,10 +245,17 @@ class AttachView(QWidget):
                 top.setText(3, f"{origin} · not running")
                 top.setForeground(0, th.theme().muted_fg)
             elif isinstance(res, Exception):
-                top.setText(3, str(res))
-                top.setToolTip(3, str(res))
+                top.setText(3, "not answering (below)")
+                top.setToolTip(3, f"<p>{_esc(str(res))}</p>")  # rich text: the tooltip wraps
                 top.setIcon(0, th.status_icon("diverged"))
                 top.setForeground(3, th.theme().diverged_fg)
+                # the whole message, on lines of the whole width: its cause is often at the end
+                for line in textwrap.wrap(str(res), 90, break_on_hyphens=False) or [type(res).__name__]:
+                    child = QTreeWidgetItem([line])
+                    child.setForeground(0, th.theme().diverged_fg)
+                    child.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                    child.setData(0, SPAN_ROLE, True)
+                    top.addChild(child)
             else:
                 found += 1
                 top.setIcon(0, th.state_dot("#1e8e3e"))
@@ -237,6 +280,9 @@ class AttachView(QWidget):
                     top.addChild(child)
             self.daemons.addTopLevelItem(top)
             top.setExpanded(True)
+            for i in range(top.childCount()):  # spanning takes effect only once the item is in the tree
+                if top.child(i).data(0, SPAN_ROLE):
+                    top.child(i).setFirstColumnSpanned(True)
         self.status.setText(f"{found} daemon(s) answering · double-click a room to attach")
         self.refresh_button.setEnabled(True)
 
@@ -263,3 +309,7 @@ class AttachView(QWidget):
 
 async def _absent() -> None:
     return None
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -10,18 +10,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from .. import events as ev
 from ..snapshot import Snapshot
 
+if TYPE_CHECKING:
+    from ..session import PeerSession
+
 log = logging.getLogger(__name__)
 
 
-def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace | None = None) -> Any:
-    """A session exactly as the CLI makes one (divergence engine attached), keeping frame bytes
+def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace | None = None) -> PeerSession:
+    """A session exactly as the CLI makes one (with its divergence option), keeping frame bytes
     for the hex view. `options` carries the gui command's flags (--kernel-connection, settle...)."""
     from .. import cli
 
@@ -31,12 +34,6 @@ def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace
         if getattr(args, name, None) is None:
             setattr(args, name, default)
     session = cli.make_session(args)
-    try:
-        from .. import check
-
-        check.setup_session(session, args)  # no-op when the CLI already attached the engine
-    except ImportError:
-        pass
     session.config.keep_frame_bodies = True
     return session
 
@@ -50,7 +47,7 @@ class SessionController(QObject):
 
     def __init__(self, parent: QObject | None = None, min_interval_ms: int = 80) -> None:
         super().__init__(parent)
-        self.session: Any = None
+        self.session: PeerSession | None = None
         self._task: asyncio.Task[Any] | None = None
         self._unsubs: list[Any] = []
         self.min_interval = min_interval_ms / 1000
@@ -66,7 +63,7 @@ class SessionController(QObject):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self, session: Any) -> None:
+    def start(self, session: PeerSession) -> None:
         """Adopt `session` and keep it connected (reconnecting with backoff) until `stop()`."""
         self.session = session
         self._unsubs = [session.add_listener(self._on_change), session.log.subscribe(self._on_event)]
@@ -75,7 +72,7 @@ class SessionController(QObject):
         self.state_changed.emit(session.state, "")
         self.schedule_refresh()
 
-    async def _run(self, session: Any) -> None:
+    async def _run(self, session: PeerSession) -> None:
         try:
             await session.run_forever()
         except asyncio.CancelledError:
@@ -134,6 +131,5 @@ class SessionController(QObject):
         s = self.session
         if s is None:
             return
-        retry_at = getattr(s, "retry_at", None)
-        if retry_at is not None:
-            self.countdown.emit(max(0.0, retry_at - time.monotonic()))
+        if s.retry_at is not None:
+            self.countdown.emit(max(0.0, s.retry_at - time.monotonic()))

@@ -54,7 +54,8 @@ class DemoPanel(QObject):
         private = RecentConnections(os.path.join(scenario.dir, "recent.json"))
         window.recent = window.attach_view.recent = private
 
-        self.menu = QMenu("Fa&ults", window)
+        # the menu holds the faults and the two kernel actions: named "Demo", not "Faults" like its button
+        self.menu = QMenu("&Demo", window)
         self.menu.setToolTipsVisible(True)
         active = {Fault.parse(f).name for f in scenario.faults}
         self.fault_actions: dict[str, QAction] = {}
@@ -91,7 +92,7 @@ class DemoPanel(QObject):
         title.setContentsMargins(8, 0, 8, 0)
         tb.addWidget(title)
         self.faults_button = QToolButton(tb)
-        self.faults_button.setText("Faults")
+        self.faults_button.setText("Faults ▾")
         self.faults_button.setToolTip("Turn testbed faults on and off")
         self.faults_button.setMenu(self.menu)
         self.faults_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)

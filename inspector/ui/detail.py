@@ -1,8 +1,8 @@
 """The detail pane: what the selected tree node holds, in full.
 
 * every node: pretty JSON (pygments-highlighted), its raw document path and Automerge object id;
-* a comm or one of its keys: the doc, feed and kernel views side by side, differing keys
-  marked, with each side's age;
+* a comm or one of its keys: every named view the session compares (doc, feed, kernel on v2;
+  topology, state, echo, kernel on v4) side by side, differing keys marked, with their ages;
 * an output: the resolved manifest and its content (text, JSON, images shown as images).
 """
 
@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..divergence import CompareViews
 from ..snapshot import CommView, Divergence, FeedCommView, KeyDiff, OutputView
 from . import theme as th
 from .tree_nodes import Node, content_text, preview
@@ -107,8 +108,8 @@ class DetailPane(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.fetch_blob: Callable[[str], Awaitable[Any]] | None = None
-        # v4: per comm, each view's value and age per key (the session's `key_views`); None on v2
-        self.key_views: Callable[[str], dict[str, dict[str, tuple[Any, float | None]]] | None] | None = None
+        # per comm, each named view's value and age per key (the divergence binding's `key_views`)
+        self.key_views: Callable[[str], CompareViews | None] | None = None
         self._shown: tuple[int, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -232,68 +233,86 @@ class DetailPane(QWidget):
 
     def _fill_compare(self, comm: CommView | None, feed: FeedCommView | None, divs: tuple[Divergence, ...],
                       focus: str | None, comm_id: str = "") -> None:
+        """Every named view of the comm side by side (the session's sources, in its order), each
+        value with its age; differing keys first."""
         views = self.key_views(comm_id) if self.key_views is not None and comm_id else None
-        if views is not None:
-            self._fill_compare_views(comm, divs, focus, views)
-            return
-        self._set_compare_columns(V2_COLUMNS)
+        if views is None:  # no divergence engine: the room's own views
+            views = _own_views(comm, feed)
+        sources = views.sources
+        self._set_compare_columns(sources, views.meta)
         t = th.theme()
-        doc_state = comm.state if comm is not None and isinstance(comm.state, dict) else {}
-        feed_state = feed.state if feed is not None and isinstance(feed.state, dict) else {}
         diffs: dict[str, tuple[Divergence, KeyDiff]] = {}
         for d in divs:
             for k in d.keys:
                 if k.key not in diffs or d.status == "diverged":
                     diffs[k.key] = (d, k)
-        keys = list(dict.fromkeys([*doc_state, *feed_state, *diffs]))
-        # differing keys first, then the rest in state order
-        keys.sort(key=lambda k: 0 if k in diffs else (1 if doc_state.get(k, _MISSING) != feed_state.get(k, _MISSING)
-                                                       else 2))
-        self.compare.setRowCount(len(keys) + (1 if comm is not None and isinstance(comm.state, str) else 0))
-        focus_row = -1
+        state = comm.state if comm is not None and isinstance(comm.state, dict) else {}
+        held = [k for s in sources if s not in views.meta for k in views.values.get(s, {})]
+        # keys only a describing view holds (target, seq): after the differences, muted
+        meta = [k for s in sources if s in views.meta for k in views.values.get(s, {})
+                if k not in state and k not in held]
+        keys = list(dict.fromkeys([*meta, *state, *held, *diffs]))
+        keys.sort(key=lambda k: 0 if k in diffs else (1 if k in meta else 2))
+        bad_state = comm is not None and isinstance(comm.state, str)
+        self.compare.setRowCount(len(keys) + (1 if bad_state else 0))
         mono = th.mono_font()
+        focus_row = -1
         for row, k in enumerate(keys):
             d, kd = diffs.get(k, (None, None))
-            doc_v = kd.doc if kd is not None and "doc" in kd.present else doc_state.get(k, _MISSING)
-            feed_v = kd.feed if kd is not None and "feed" in kd.present else feed_state.get(k, _MISSING)
-            if kd is not None and not kd.present:
-                doc_v = kd.doc if kd.doc is not None else doc_state.get(k, _MISSING)
-                feed_v = kd.feed if kd.feed is not None else feed_state.get(k, _MISSING)
-            kern_v = kd.kernel if kd is not None and (kd.kernel is not None or "kernel" in kd.present) else _MISSING
-            differs = d is not None or (comm is not None and feed is not None and doc_v != feed_v)
-            cells = [k, _cell(doc_v), _cell(feed_v), _cell(kern_v)]
-            ages = ""
-            if kd is not None:
-                ages = " / ".join(_age(x) or "—" for x in (kd.doc_age_ms, kd.feed_age_ms, kd.kernel_age_ms))
-            cells.append(ages)
-            status = d.status if d is not None else ("pending" if differs else None)
+            meta_row = k in meta
+            cells = [f"({k})" if meta_row else k]
+            ages = []
+            values = []
+            for side in sources:
+                if kd is not None and side in kd.values:
+                    value, age = kd.values[side], kd.ages_ms.get(side)
+                elif k in views.values.get(side, {}):
+                    value, age = views.values[side][k]
+                else:
+                    value, age = _MISSING, None
+                values.append(value)
+                cells.append(_cell(value))
+                if side not in views.meta:
+                    ages.append("—" if value is _MISSING else (_age(age) or "join"))
+            cells.append("" if meta_row else " / ".join(ages))
+            status = d.status if d is not None else None
+            if status is None and not meta_row and _differ([v for v, s in zip(values, sources, strict=True)
+                                                            if s not in views.meta]):
+                status = "pending"  # the views disagree and the engine has not judged it (yet)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if col in (1, 2, 3):
+                if 1 <= col <= len(sources):
                     item.setFont(mono)
-                    item.setToolTip(text if len(text) > 30 else "")
+                    item.setToolTip(text if len(text) > 12 else "")  # narrow columns: the full value
+                if col == 0 and meta_row:
+                    item.setForeground(t.muted_fg)
+                    item.setToolTip("describes the comm (this view holds no widget state)")
                 _mark_compare_cell(item, col, len(cells), k, status, d)
                 self.compare.setItem(row, col, item)
             if k == focus:
                 focus_row = row
-        # the kernel column and the ages only when some side reported them
-        has_kernel = any(kd.kernel is not None or "kernel" in kd.present for _d, kd in diffs.values())
-        self.compare.setColumnHidden(3, not has_kernel)
-        self.compare.setColumnHidden(4, not diffs)
-        if comm is not None and isinstance(comm.state, str):
-            row = len(keys)
+        if bad_state:
+            assert comm is not None and isinstance(comm.state, str)
             item = QTableWidgetItem("(state)")
-            self.compare.setItem(row, 0, item)
+            self.compare.setItem(len(keys), 0, item)
             bad = QTableWidgetItem(f"unparsable: {comm.state_error or ''} {comm.state[:80]!r}")
             bad.setForeground(t.diverged_fg)
-            self.compare.setItem(row, 1, bad)
+            self.compare.setItem(len(keys), 1, bad)
+        # a view that holds nothing for this comm leaves the room to the others
+        for i, side in enumerate(sources):
+            has = bool(views.values.get(side)) or any(side in kd.values for _d, kd in diffs.values())
+            self.compare.setColumnHidden(1 + i, not has and i > 0)
         if focus_row >= 0:
             self.compare.selectRow(focus_row)
             self.compare.scrollToItem(self.compare.item(focus_row, 0))
         else:
             self.compare.clearSelection()
+            self.compare.scrollToTop()
 
-    def _set_compare_columns(self, labels: tuple[str, ...]) -> None:
+    def _set_compare_columns(self, sources: tuple[str, ...], meta: frozenset[str]) -> None:
+        aged = [s for s in sources if s not in meta]
+        labels = ("Key", *(SOURCE_LABELS.get(s, s.capitalize()) for s in sources),
+                  f"Age ({' / '.join(aged)})")
         if self.compare.columnCount() == len(labels) and all(
                 self.compare.horizontalHeaderItem(i).text() == x for i, x in enumerate(labels)):
             return
@@ -302,85 +321,20 @@ class DetailPane(QWidget):
         self.compare.setHorizontalHeaderLabels(list(labels))
         hh = self.compare.horizontalHeader()
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        hh.resizeSection(0, 150)
-        for col in range(1, len(labels) - 1):
-            hh.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
-        if labels == V4_COLUMNS:
-            # four views need the room: the ages column keeps a fixed, compact width
-            hh.resizeSection(0, 120)
-            hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)  # mostly "—": topology holds no state
-            hh.resizeSection(1, 95)
-            hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.ResizeToContents)
-        else:
-            hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.ResizeToContents)
+        hh.resizeSection(0, 150 if len(sources) < 4 else 120)
+        for col, side in enumerate(sources, start=1):
+            if side in meta:  # mostly "—": a describing view holds no state
+                hh.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+                hh.resizeSection(col, 95)
+            else:
+                hh.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(len(labels) - 1, QHeaderView.ResizeMode.ResizeToContents)
         for col in range(len(labels)):
             self.compare.setColumnHidden(col, False)
-        tips = V4_COLUMN_TIPS if labels == V4_COLUMNS else {}
-        for col, label in enumerate(labels):
-            self.compare.horizontalHeaderItem(col).setToolTip(tips.get(label, ""))
-
-    def _fill_compare_views(self, comm: CommView | None, divs: tuple[Divergence, ...], focus: str | None,
-                            views: dict[str, dict[str, tuple[Any, float | None]]]) -> None:
-        """v4: topology, CommsDoc state, echoes and the kernel side by side, each value with its age."""
-        self._set_compare_columns(V4_COLUMNS)
-        t = th.theme()
-        diffs: dict[str, tuple[Divergence, KeyDiff]] = {}
-        for d in divs:
-            for k in d.keys:
-                if k.key not in diffs or d.status == "diverged":
-                    diffs[k.key] = (d, k)
-        state = comm.state if comm is not None and isinstance(comm.state, dict) else {}
-        # topology-only fields first (the CommsDoc has no target or seq), then the state keys
-        meta = [k for k in ("target_name", "seq") if k in views.get(_TOPOLOGY, {})]
-        keys = list(dict.fromkeys([*meta, *state, *views.get(_STATE, {}), *diffs,
-                                   *views.get(_ECHO, {}), *views.get(_KERNEL, {})]))
-        # differing keys first, then the topology's own fields, then the state in its order
-        keys.sort(key=lambda k: 0 if k in diffs else (1 if k in meta else 2))
-        self.compare.setRowCount(len(keys))
-        mono = th.mono_font()
-        focus_row = -1
-        for row, k in enumerate(keys):
-            d, kd = diffs.get(k, (None, None))
-            meta_row = k in meta and k not in state
-            cells = [f"({k})" if meta_row else k]
-            ages = []
-            for side in _SIDES:
-                if kd is not None and side in kd.values:
-                    value, age = kd.values[side], kd.ages_ms.get(side)
-                elif k in views.get(side, {}):
-                    value, age = views[side][k]
-                elif side == _STATE and k in state:
-                    value, age = state[k], None
-                else:
-                    value, age = _MISSING, None
-                cells.append(_cell(value))
-                if side != _TOPOLOGY:
-                    ages.append("—" if value is _MISSING else (_age(age) or "join"))
-            cells.append("" if meta_row else " / ".join(ages))
-            status = d.status if d is not None else None
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if 1 <= col <= len(_SIDES):
-                    item.setFont(mono)
-                    item.setToolTip(text if len(text) > 12 else "")  # narrow columns: the full value
-                if col == 0 and meta_row:
-                    item.setForeground(t.muted_fg)
-                    item.setToolTip("from the runtime state's comm topology (the comms document has no such key)")
-                _mark_compare_cell(item, col, len(cells), k, status, d)
-                self.compare.setItem(row, col, item)
-            if k == focus:
-                focus_row = row
-        # echo and kernel columns only when that view reported something for this comm: a
-        # healthy comm leaves the room to the state
-        for side in (_ECHO, _KERNEL):
-            has = side in views or any(side in kd.values for _d, kd in diffs.values())
-            self.compare.setColumnHidden(1 + _SIDES.index(side), not has)
-        if focus_row >= 0:
-            self.compare.selectRow(focus_row)
-            self.compare.scrollToItem(self.compare.item(focus_row, 0))
-        else:
-            self.compare.clearSelection()
-            self.compare.scrollToTop()
+        for col, side in enumerate(sources, start=1):
+            self.compare.horizontalHeaderItem(col).setToolTip(SOURCE_TIPS.get(side, ""))
+        self.compare.horizontalHeaderItem(len(labels) - 1).setToolTip(
+            "how long ago each view last changed the key; “join”: it held the value when the inspector joined")
 
     # -- output content ----------------------------------------------------------------------------
 
@@ -485,18 +439,32 @@ class DetailPane(QWidget):
         task.add_done_callback(self._tasks.discard)
 
 
-V2_COLUMNS = ("Key", "Document", "Feed", "Kernel", "Age (doc / feed / kernel)")
-_TOPOLOGY, _STATE, _ECHO, _KERNEL = "topology", "state", "echo", "kernel"
-_SIDES = (_TOPOLOGY, _STATE, _ECHO, _KERNEL)
-V4_COLUMNS = ("Key", "Topology", "State", "Echo", "Kernel", "Age")
-V4_COLUMN_TIPS = {
-    "Topology": "the runtime state's comms/{id}: target, seq and the model it names",
-    "State": "the comms document (CommsDoc): the widget state the daemon keeps",
-    "Echo": "echo_update broadcasts: values the kernel reported through the daemon since the join",
-    "Kernel": "the kernel's IOPub (--kernel-connection): comm_open / update messages since the join",
-    "Age": "state / echo / kernel: how long ago each view last changed the key; “join”: it held the value "
-                                   "when the inspector joined",
+SOURCE_LABELS = {"doc": "Document", "feed": "Feed", "kernel": "Kernel", "topology": "Topology",
+                 "state": "State", "echo": "Echo"}
+SOURCE_TIPS = {
+    "doc": "the notebook document's comms/{id} entry",
+    "feed": "the CommSync feed: the comm_sync snapshot plus every later comm broadcast",
+    "topology": "the runtime state's comms/{id}: target, seq and the model it names",
+    "state": "the comms document (CommsDoc): the widget state the daemon keeps",
+    "echo": "echo_update broadcasts: values the kernel reported through the daemon since the join",
+    "kernel": "the kernel's IOPub (--kernel-connection): comm_open / update messages since the join",
 }
+
+
+def _own_views(comm: CommView | None, feed: FeedCommView | None) -> CompareViews:
+    """The document's and the feed's state of a comm, when no engine compares them."""
+    values = {}
+    if comm is not None and isinstance(comm.state, dict):
+        values["doc"] = {k: (v, None) for k, v in comm.state.items()}
+    if feed is not None and isinstance(feed.state, dict):
+        values["feed"] = {k: (v, None) for k, v in feed.state.items()}
+    return CompareViews(("doc", "feed") if feed is not None else ("doc",), values)
+
+
+def _differ(values: list[Any]) -> bool:
+    """Two views hold different values (a view without the key does not know it: partial views)."""
+    present = [v for v in values if v is not _MISSING]
+    return any(v != present[0] for v in present[1:])
 
 
 class _Missing:

@@ -34,6 +34,16 @@ class RecentConnections:
     def add(self, socket: str, notebook: str) -> None:
         items = [d for d in self.load() if not (d["socket"] == socket and d["notebook"] == notebook)]
         items.insert(0, {"socket": socket, "notebook": notebook, "at": time.time()})
+        self._write(items)
+
+    def remove(self, socket: str, notebook: str) -> None:
+        """Forget a pair that can no longer be joined (so it is not offered again)."""
+        items = self.load()
+        kept = [d for d in items if not (d["socket"] == socket and d["notebook"] == notebook)]
+        if len(kept) != len(items):
+            self._write(kept)
+
+    def _write(self, items: list[dict[str, str | float]]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")

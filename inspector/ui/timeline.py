@@ -123,6 +123,7 @@ class TimelineModel(QAbstractTableModel):
         self._flush.setInterval(flush_ms)
         self._flush.timeout.connect(self.flush)
         self._mono = th.mono_font()
+        self.paused = False
 
     def attach(self, log: ev.EventLog | None) -> None:
         """Follow `log` (replaying what it already holds); None detaches."""
@@ -141,11 +142,11 @@ class TimelineModel(QAbstractTableModel):
 
     def _on_event(self, event: ev.Event) -> None:
         self._pending.append(event)
-        if not self._flush.isActive():
+        if not self._flush.isActive() and not self.paused:
             self._flush.start()
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._pending or self.paused:
             return
         batch, self._pending = self._pending, []
         overflow = len(self._rows) + len(batch) - self.max_rows
@@ -186,7 +187,8 @@ class TimelineModel(QAbstractTableModel):
             if col == 1:
                 return _dt.datetime.fromtimestamp(e.wall).strftime("%H:%M:%S.%f")[:-3]
             if col == 2:
-                return e.kind
+                # a manifest resolved through the blob store changes the tree, but it is no document change
+                return "blob lookup" if e.kind == ev.DOC_CHANGED and "resolved" in e.data else e.kind
             if col == 3:
                 d = e.data
                 if e.kind == ev.FRAME:
@@ -195,6 +197,8 @@ class TimelineModel(QAbstractTableModel):
                     # sync frames name their document; the others their type (session_control, …)
                     what = d.get("doc") or (FrameType.name_of(ft) if isinstance(ft, int) else "")
                     return f"{arrow} {what}".strip()
+                if e.kind == ev.DOC_CHANGED and "resolved" in d:
+                    return "blob store"
                 return d.get("doc") or d.get("event") or d.get("state") or ""
             if col == 4:
                 size = e.data.get("size")
@@ -270,6 +274,11 @@ class TimelineView(QWidget):
             self.kind_buttons[kind] = b
             bar.addWidget(b)
         bar.addStretch(1)
+        # how many events the filter shows: placed in the bar (a parentless-layout label would
+        # sit at (0, 0) on top of the first chips and swallow their clicks)
+        self.count_label = QLabel(self)
+        self.count_label.setStyleSheet(f"color: {th.theme().muted_fg.name()}")
+        bar.addWidget(self.count_label)
         self.search = QLineEdit(self)
         self.search.setPlaceholderText("Filter events…")
         self.search.setClearButtonEnabled(True)
@@ -300,13 +309,15 @@ class TimelineView(QWidget):
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
         self.proxy.rowsInserted.connect(self._on_rows)
+        for sig in (self.proxy.rowsInserted, self.proxy.rowsRemoved, self.proxy.modelReset, self.proxy.layoutChanged):
+            sig.connect(self._update_count)
+        self.search.installEventFilter(self)
 
         self.detail = QPlainTextEdit(self)
         self.detail.setReadOnly(True)
         self.detail.setFont(th.mono_font())
         self.detail.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.detail.setPlaceholderText("Select an event to see its data; frames show their bytes.")
-        self.count_label = QLabel(self)
 
         split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(self.table)
@@ -326,6 +337,30 @@ class TimelineView(QWidget):
     def attach(self, log: ev.EventLog | None) -> None:
         self.model.attach(log)
         self.detail.clear()
+        self._update_count()
+
+    def set_paused(self, paused: bool) -> None:
+        """Paused: new events wait (still recorded by the session) and are shown on resume."""
+        self.model.paused = paused
+        if not paused:
+            self.model.flush()
+        self._update_count()
+
+    def _update_count(self, *_args: Any) -> None:
+        shown, total = self.proxy.rowCount(), self.model.rowCount()
+        text = f"{shown:,} of {total:,} events" if shown != total else f"{total:,} events"
+        waiting = len(self.model._pending) if self.model.paused else 0
+        self.count_label.setText(text + (f" · paused, {waiting:,} waiting" if waiting else
+                                         (" · paused" if self.model.paused else "")))
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        from PySide6.QtCore import QEvent
+
+        if obj is self.search and event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Escape \
+                and self.search.text():
+            self.search.clear()  # Esc clears the filter; a second Esc goes on to the window
+            return True
+        return super().eventFilter(obj, event)
 
     def current_event(self) -> ev.Event | None:
         idx = self.table.currentIndex()

@@ -23,7 +23,7 @@ from PySide6.QtGui import QFont, QGuiApplication
 
 from ..snapshot import Snapshot
 from . import theme as th
-from .tree_nodes import HEADERS, NCOLS, Node, build_top
+from .tree_nodes import HEADERS, NCOLS, WRITER_COL, Node, build_top
 
 NodeRole = Qt.ItemDataRole.UserRole + 1
 PathRole = Qt.ItemDataRole.UserRole + 2
@@ -175,19 +175,22 @@ class DocumentTreeModel(QAbstractItemModel):
         if old is new:
             return False
         display_changed = not old.same_display(new)
+        # only what a reader sees change lights a row up: a tooltip whose age moved on does not
+        shown_changed = (old.cols != new.cols or old.status != new.status or old.writer != new.writer
+                         or (old.kind in ("statekey", "json") and old.value != new.value))
         old.sig, old.ref, old.value, old.obj_id = new.sig, new.ref, new.value, new.obj_id
         old.kind, old.doc_path, old.search = new.kind, new.doc_path, new.search
         if display_changed:
             old.cols, old.status, old.tooltip, old.badge = new.cols, new.status, new.tooltip, new.badge
+            old.writer = new.writer
         index = self.createIndex(old.row, 0, old)
         sub_changed = self._sync_children(old, index, new.children)
-        # a node whose payload changed is "changed" even when its visible columns did not
         if display_changed or sub_changed or old.kind in ("statekey", "json"):
-            if self._populated and old.kind in _HIGHLIGHT_KINDS:
+            if self._populated and old.kind in _HIGHLIGHT_KINDS and (shown_changed or sub_changed):
                 self._mark(old)
             self.dataChanged.emit(index, self.createIndex(old.row, NCOLS - 1, old))
-            return True
-        return False
+        # the parent lights up for what is seen to change below it, not for a tooltip's age
+        return shown_changed or sub_changed
 
     def _mark(self, node: Node) -> None:
         node.changed_at = time.monotonic()
@@ -288,7 +291,7 @@ class DocumentTreeModel(QAbstractItemModel):
         node: Node = index.internalPointer()
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return node.cols[col]
+            return node.writer if col == WRITER_COL else node.cols[col]
         if role == Qt.ItemDataRole.DecorationRole:
             if col == 0:
                 if node.status:
@@ -306,7 +309,7 @@ class DocumentTreeModel(QAbstractItemModel):
                 return t.pending_fg
             if node.status == "info" and col == 2:
                 return t.info_fg
-            if col == 3 or (col == 2 and not node.status):
+            if col in (3, WRITER_COL) or (col == 2 and not node.status):
                 return t.muted_fg
             return None
         if role == Qt.ItemDataRole.BackgroundRole:
@@ -314,7 +317,7 @@ class DocumentTreeModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.FontRole:
             if node.kind == "group" and col == 0:
                 return self._bold
-            if col in (1, 3) and node.kind != "group":
+            if col in (1, 3, WRITER_COL) and node.kind != "group":
                 return self._mono
             return None
         if role == NodeRole:
@@ -379,6 +382,14 @@ class TreeFilterProxy(FilterProxy):
         if on != self._only_divergent:
             self._change(lambda: setattr(self, "_only_divergent", on))
 
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def only_divergent(self) -> bool:
+        return self._only_divergent
 
     @property
     def active(self) -> bool:

@@ -14,8 +14,9 @@ from typing import Any
 
 from ..snapshot import CellView, CommView, Divergence, FeedCommView, KeyDiff, OutputView, Snapshot
 
-NCOLS = 4
-HEADERS = ("Name", "Value", "Info", "Id")
+NCOLS = 5
+HEADERS = ("Name", "Value", "Info", "Id", "Writer")
+WRITER_COL = 4
 MAX_CHILDREN = 500  # long JSON lists are cut; the detail pane shows the whole value
 
 _SEVERITY = {"diverged": 3, "pending": 2, "info": 1}
@@ -23,12 +24,12 @@ _SEVERITY = {"diverged": 3, "pending": 2, "info": 1}
 
 class Node:
     __slots__ = ("key", "kind", "cols", "status", "tooltip", "sig", "ref", "value", "obj_id", "children",
-                 "parent", "row", "path", "changed_at", "search", "badge", "doc_path", "sub_status")
+                 "parent", "row", "path", "changed_at", "search", "badge", "doc_path", "sub_status", "writer")
 
     def __init__(self, key: str, kind: str, cols: tuple[str, str, str, str], *, sig: Any = None,
                  ref: Any = None, value: Any = None, status: str | None = None, tooltip: str = "",
                  obj_id: str = "", badge: tuple[str, str] | None = None, doc_path: str = "",
-                 children: list[Node] | None = None) -> None:
+                 children: list[Node] | None = None, writer: str = "") -> None:
         self.key = key
         self.kind = kind
         self.cols = cols
@@ -47,10 +48,11 @@ class Node:
         self.changed_at = 0.0
         self.search = " ".join(cols).lower()
         self.sub_status: str | None = None  # worst status among descendants (for the filter)
+        self.writer = writer  # the Automerge actor that last wrote this entry ("" when unknown)
 
     def same_display(self, other: Node) -> bool:
         return (self.cols == other.cols and self.status == other.status and self.tooltip == other.tooltip
-                and self.badge == other.badge)
+                and self.badge == other.badge and self.writer == other.writer)
 
     def __repr__(self) -> str:
         return f"Node({self.path!r}, {self.cols!r})"
@@ -63,11 +65,15 @@ def _no_prev(path: str) -> Node | None:
     return None
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def preview(value: Any, limit: int = 120) -> str:
     if isinstance(value, dict):
-        return f"{{{len(value)} keys}}"
+        return f"{{{plural(len(value), 'key')}}}"
     if isinstance(value, (list, tuple)):
-        return f"[{len(value)} items]"
+        return f"[{plural(len(value), 'item')}]"
     if isinstance(value, str):
         text = json.dumps(value, ensure_ascii=False)
     else:
@@ -304,10 +310,14 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
     if comm is not None and comm.writer:
         tooltip = (tooltip + "\n\n" if tooltip else "") + f"last written by {comm.writer}"
     value = {"doc": _builtins(comm), "feed": _builtins(feed), "divergence": [_builtins(x) for x in divs]}
-    node = Node(comm_id, "comm", (f"{seq} {model}", target, badge_text, comm_id), sig=sig,
-                ref=(comm, feed, divs), value=value, status=status, tooltip=tooltip, badge=("comm", "W"),
-                obj_id=comm.obj_id if comm else "", doc_path=f"comms/{comm_id}")
     state = comm.state if comm is not None else (feed.state if feed is not None else None)
+    if target:
+        tooltip = (tooltip + "\n\n" if tooltip else "") + f"target {target}"
+    node = Node(comm_id, "comm", (f"{seq} {model}", comm_summary(state) or target, badge_text, comm_id), sig=sig,
+                ref=(comm, feed, divs), value=value, status=status, tooltip=tooltip, badge=("comm", "W"),
+                obj_id=comm.obj_id if comm else "", doc_path=f"comms/{comm_id}",
+                writer=(comm.writer or "") if comm is not None else "")
+    node.search += " " + target.lower()
     keydiv: dict[str, tuple[Divergence, KeyDiff]] = {}
     for x in sorted(divs, key=lambda x: _SEVERITY.get(x.status, 0)):
         for k in x.keys:
@@ -333,6 +343,30 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
     return node
 
 
+def comm_summary(state: Any) -> str:
+    """What a widget row says at a glance: its description and value, else its children."""
+    if isinstance(state, str):
+        return "(unparsable state)"
+    if not isinstance(state, dict):
+        return ""
+    parts = []
+    desc = state.get("description")
+    if isinstance(desc, str) and desc:
+        parts.append(json.dumps(desc, ensure_ascii=False))
+    if "value" in state and not isinstance(state["value"], (dict, list)):
+        parts.append(("= " if parts else "value ") + preview(state["value"], 60))
+    elif isinstance(state.get("children"), list):
+        parts.append(plural(len(state["children"]), "child").replace("childs", "children"))
+    elif isinstance(state.get("outputs"), list):
+        parts.append(plural(len(state["outputs"]), "output"))
+    if not parts:  # a layout or a style: how much of its state is set (its own keys, not the _model ones)
+        own = [k for k in state if not str(k).startswith("_")]
+        set_ = [k for k in own if state[k] not in (None, "", [], {})]
+        parts.append(f"{len(set_)} of {plural(len(own), 'key')} set" if len(set_) != len(own)
+                     else f"{{{plural(len(own), 'key')}}}")
+    return " ".join(parts)
+
+
 def state_key_node(comm_id: str, key: str, value: Any, div: tuple[Divergence, KeyDiff] | None,
                    comm: CommView | None, path: str, prev: Prev, missing: bool = False,
                    show_writer: bool = False) -> Node:
@@ -356,7 +390,8 @@ def state_key_node(comm_id: str, key: str, value: Any, div: tuple[Divergence, Ke
             info = writer  # a key someone else wrote than the comm's last writer stands out
     # keyed "state/<key>": an Output widget has a state key literally named "outputs"
     node = Node(f"state/{key}", "statekey", (key, preview(value), info, ""), sig=sig, ref=(comm_id, key, div), value=value,
-                status=status, tooltip=tooltip or "", badge=None, doc_path=f"comms/{comm_id}/state → {key}")
+                status=status, tooltip=tooltip or "", badge=None, doc_path=f"comms/{comm_id}/state → {key}",
+                writer=writer or "")
     node.search += " " + comm_id.lower()
     node.children = json_children(value, path, prev, node.doc_path)
     return node
@@ -380,7 +415,7 @@ def _cells_group(snap: Snapshot, prev: Prev) -> Node:
             node.key = f"{node.key}#{len(cells)}"
         seen_cells.add(node.key)
         cells.append(node)
-    cg = Node("cells", "group", ("Cells", f"{len(cells)} cells", _cell_counts(snap.cells), ""), badge=("group", "≡"),
+    cg = Node("cells", "group", ("Cells", plural(len(cells), "cell"), _cell_counts(snap.cells), ""), badge=("group", "≡"),
               value=[c.id for c in snap.cells], sig=("cells", snap.cells), doc_path="cells")
     cg.children = _place(cells, "cells")
 
@@ -409,7 +444,7 @@ def _comms_group(snap: Snapshot, prev: Prev) -> Node:
     ginfo = ", ".join(x for x in (f"{nd} diverged" if nd else "", f"{np_} pending" if np_ else "") if x)
     feed_label = {"comm_sync": "feed from comm_sync", "empty": "feed from broadcasts only", "pending": "feed pending",
                   "none": "no feed"}.get(snap.feed.baseline, f"feed {snap.feed.baseline}")
-    mg = Node("comms", "group", ("Comms", f"{len(comm_nodes)} comms · {feed_label}", ginfo, ""),
+    mg = Node("comms", "group", ("Comms", f"{plural(len(comm_nodes), 'comm')} · {feed_label}", ginfo, ""),
               badge=("group", "≡"), sig=("comms", snap.comms, snap.feed.comms, snap.feed.baseline, snap.divergence),
               value=[n.key for n in comm_nodes], status="diverged" if nd else ("pending" if np_ else None), doc_path="comms")
     mg.children = _place(comm_nodes, "comms")
@@ -454,8 +489,8 @@ def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
                         sig=("docs", snap.documents), value=[_builtins(d) for d in snap.documents], badge=("group", "≡"))
             kids = []
             for d in snap.documents:
-                dn = Node(d.name, "doc", (d.name, f"{d.changes} changes · {len(d.heads)} heads",
-                                          f"{len(d.actors)} actors", ", ".join(h[:8] for h in d.heads)),
+                dn = Node(d.name, "doc", (d.name, f"{plural(d.changes, 'change')} · {plural(len(d.heads), 'head')}",
+                                          plural(len(d.actors), "actor"), ", ".join(h[:8] for h in d.heads)),
                           value=_builtins(d), ref=d, badge=("doc", "D"), doc_path=d.name)
                 if d.tree is not None:
                     dn.children = json_children(d.tree, f"documents/{d.name}", prev)

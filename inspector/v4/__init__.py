@@ -1,8 +1,5 @@
-"""Protocol v4 profile (runtimed 2.9.0): five documents per room, no CommSync feed.
+"""Protocol v4 (runtimed 2.9.0): five documents per room, no CommSync feed.
 
-Importing the package registers `V4Profile` with `inspector.profiles`.
+`profile.V4Profile` is listed in `inspector.profiles.PROFILES`; `room` reads the documents,
+`divergence` holds the v4 comm views, `manifests` the output manifests, `replay` a frame log.
 """
-
-from .profile import V4Profile
-
-__all__ = ["V4Profile"]

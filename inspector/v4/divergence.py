@@ -14,17 +14,15 @@ overlay). A key the CommsDoc changed after the kernel reported it drops out of t
 the kernel's next message decides. So a `send_comm` update, which the kernel applies and
 echoes while the CommsDoc keeps the old value, is a `state_mismatch` on that key with the
 kernel as the side that moved. Differences younger than the engine's settle window are
-`pending`: the daemon writes topology and state in separate frames.
+`pending`: the daemon writes topology and state in separate frames. `V4CommViews` is what the
+v4 profile gives the session's one divergence binding.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,19 +36,17 @@ from ..divergence import (
     ORPHAN_STATE,
     ORPHAN_TOPOLOGY,
     CommSource,
+    CommViews,
     DivergenceEngine,
-    EngineTimer,
     Pair,
     SettleConfig,
-    Transition,
     ViewComm,
     json_equal,
-    transition_summary,
 )
+from ..protocol.framing import FrameType
 from ..snapshot import Divergence
 
 if TYPE_CHECKING:
-    from ..kernel_tap import KernelTap
     from .room import CommState, Topology, V4Room
 
 log = logging.getLogger(__name__)
@@ -242,59 +238,50 @@ class OverlaySource(CommSource):
                           opened_at=prev.opened_at if prev is not None else now), now)
 
 
-# --------------------------------------------------------------------------- the binding
+# --------------------------------------------------------------------------- the views
 
 
-class V4SessionDivergence(EngineTimer):
-    """The engine inside a v4 `PeerSession`, fed by the v4 profile.
+class V4CommViews(CommViews):
+    """The v4 profile's comm views for the session's divergence binding."""
 
-    Same surface as the v2 binding (`engine`, `tap`, `run`, `sources`), so `check`, `watch`
-    and the GUI use either without knowing the protocol.
-    """
+    names = (TOPOLOGY, STATE, ECHO, KERNEL)
+    meta = frozenset({TOPOLOGY})
 
-    def __init__(self, session: Any, config: SettleConfig | None = None,
-                 kernel_connection: str | None = None, tap: KernelTap | None = None) -> None:
-        self.session = session
-        self.engine = DivergenceEngine(config, pairs=V4_PAIRS, seq_checks=(), ref_check=(STATE, TOPOLOGY),
-                                       ref_open_order=(TOPOLOGY,), on_transition=self._emit)
+    def __init__(self, core: Any) -> None:
+        super().__init__(core)
         self.topology = TopologySource()
         self.state = StateSource()
         self.echo = OverlaySource(ECHO, self.state)
         self.kernel = OverlaySource(KERNEL, self.state)
         for src in (self.topology, self.state, self.echo, self.kernel):
-            src.ready = False  # until the join converged
-            self.engine.add_source(src)
-        self.kernel_connection = kernel_connection  # a path, "auto", or None
-        self.tap: KernelTap | None = None
-        self._tap_task: asyncio.Task[Any] | None = None
-        self._tap_agent: str | None = None  # runtime agent the auto tap belongs to
-        self._tap_note: str | None = None
-        self._joined = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due: float | None = None
+            src.ready = False  # until the join is complete
         self._lifecycle: str | None = None
-        if tap is not None:
-            self._use_tap(tap)
-        session.add_listener(self._on_session_change)
-        session.snapshot_filters.append(self._filter)
-        session.divergence = self
+        self._tap_agent: str | None = None  # runtime agent the auto tap belongs to
+        self._tap_file: str | None = None
+        self._tap_note: str | None = None
 
-    def detach(self) -> None:
-        """Stop taking input (a reconnect made a new room)."""
-        with contextlib.suppress(ValueError):
-            self.session._listeners.remove(self._on_session_change)
-        with contextlib.suppress(ValueError):
-            self.session.snapshot_filters.remove(self._filter)
-        if self._timer is not None:
-            self._timer.cancel()
-        self._stop_tap()
+    def engine(self, config: SettleConfig, on_transition: Any) -> DivergenceEngine:
+        eng = DivergenceEngine(config, pairs=V4_PAIRS, seq_checks=(), ref_check=(STATE, TOPOLOGY),
+                               ref_open_order=(TOPOLOGY,), on_transition=on_transition)
+        for src in (self.topology, self.state, self.echo, self.kernel):
+            eng.add_source(src)
+        return eng
 
-    # -- inputs from the profile ----------------------------------------------------------------
+    def _room(self) -> V4Room | None:
+        return getattr(self.core.profile, "room", None)
 
-    def on_runtime(self, room: V4Room, changed: set[str], now: float | None = None) -> None:
-        if not self._joined:
-            return  # the views are loaded in one go once the join converged (`_load`)
-        now = time.monotonic() if now is None else now
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def on_doc(self, frame_type: int, changed: set[str], now: float) -> None:
+        room = self._room()
+        if not self.joined or room is None or not changed:
+            return  # the views are loaded in one go once the join is complete (`on_join`)
+        if frame_type == FrameType.RUNTIME_STATE_SYNC:
+            self._on_runtime(room, changed, now)
+        elif frame_type == FrameType.COMMS_SYNC:
+            self._on_state(room, changed, now)
+
+    def _on_runtime(self, room: V4Room, changed: set[str], now: float) -> None:
         topo = room.runtime.comms
         ids = None if ("comms" in changed or "runtime/comms" in changed) else \
             {p[6:] for p in changed if p.startswith("comms/")}
@@ -302,7 +289,7 @@ class V4SessionDivergence(EngineTimer):
             touched = self.topology.refresh(topo, ids, now)
             # the state view borrows the topology's target name
             self.state.refresh(room.comms.comms, topo, set(), now, force={c for c in touched if c in self.state.comms})
-        lifecycle = room.runtime.kernel.get("lifecycle") if isinstance(room.runtime.kernel, dict) else None
+        lifecycle = _lifecycle(room)
         if lifecycle != self._lifecycle:
             was, self._lifecycle = self._lifecycle, lifecycle
             if was is not None and lifecycle in ("Shutdown", "Launching", "Connecting"):
@@ -311,14 +298,9 @@ class V4SessionDivergence(EngineTimer):
                     src.mark_clear("starting", now)
                 self.echo.clear_all("starting", now)
                 self.kernel.clear_all("starting", now)
-        if self.kernel_connection == "auto" and self._joined:
-            self._ensure_auto_tap(room)
-        self.run(now)
+        self._follow_agent(room, now)
 
-    def on_state(self, room: V4Room, changed: set[str], now: float | None = None) -> None:
-        if not self._joined:
-            return
-        now = time.monotonic() if now is None else now
+    def _on_state(self, room: V4Room, changed: set[str], now: float) -> None:
         ids = None if "state/comms" in changed else {p[12:] for p in changed if p.startswith("state/comms/")}
         touched = self.state.refresh(room.comms.comms, room.runtime.comms, ids, now)
         for cid in touched:
@@ -326,80 +308,20 @@ class V4SessionDivergence(EngineTimer):
                 self.echo.rebuild(cid, now)
             if cid in self.kernel.reported:
                 self.kernel.rebuild(cid, now)
-        self.run(now)
 
-    def on_broadcast(self, bc: Any, now: float | None = None) -> None:
+    def on_broadcast(self, bc: Any, now: float) -> None:
         content = getattr(bc, "content", None)
         if not isinstance(content, dict):
             return
         data = content.get("data") if isinstance(content.get("data"), dict) else {}
         cid = content.get("comm_id")
         if data.get("method") == "echo_update" and isinstance(cid, str) and isinstance(data.get("state"), dict):
-            now = time.monotonic() if now is None else now
-            if not self._joined:
+            if not self.joined:
                 self.echo.note(cid, data["state"], now)  # applied when the views are loaded
                 return
             self.echo.report(cid, data["state"], now)
-            self.run(now)
 
-    # -- the kernel tap ---------------------------------------------------------------------------
-
-    def _use_tap(self, tap: KernelTap) -> None:
-        self.tap = tap
-        tap.listener = self._on_tap
-        tap.comm_listener = self._on_tap_comm
-
-    def start_tap(self, path: str) -> None:
-        from ..kernel_tap import KernelTap, TapError
-
-        try:
-            tap = KernelTap(path)
-        except TapError as exc:
-            self._note(f"kernel tap: {exc}", error=True)
-            return
-        self._use_tap(tap)
-        self._tap_task = asyncio.get_running_loop().create_task(self._run_tap(tap))
-
-    async def _run_tap(self, tap: KernelTap) -> None:
-        from .. import events as ev
-        from ..kernel_tap import TapError
-
-        self.session.log.emit(ev.CONNECTION, f"kernel tap: subscribing to {tap.connection.iopub_url}",
-                              {"kernel_tap": tap.summary()})
-        try:
-            await tap.run()
-        except TapError as exc:
-            self.session.log.emit(ev.ERROR, f"kernel tap: {exc}", {"kernel_tap": tap.summary()})
-
-    def _stop_tap(self) -> None:
-        if self.tap is not None:
-            self.tap.stop()
-        self._tap_task = None
-
-    def _ensure_auto_tap(self, room: V4Room) -> None:
-        kernel = room.runtime.kernel if isinstance(room.runtime.kernel, dict) else {}
-        agent = kernel.get("runtime_agent_id")
-        if not isinstance(agent, str) or not agent or kernel.get("lifecycle") != "Running":
-            return
-        if agent == self._tap_agent:
-            return
-        path = find_connection_file(runtime_cache_dir(self.session), agent)
-        if path is None:
-            self._note(f"kernel tap: no connection file found for {agent} (runtime-agents manifest, /proc)")
-            return
-        self._tap_agent = agent
-        self._stop_tap()
-        self.kernel.clear_all("starting", time.monotonic())
-        self.start_tap(path)
-
-    def _note(self, text: str, error: bool = False) -> None:
-        from .. import events as ev
-
-        if text != self._tap_note:
-            self._tap_note = text
-            self.session.log.emit(ev.ERROR if error else ev.CONNECTION, text, {})
-
-    def _on_tap_comm(self, msg_type: str, content: dict[str, Any], now: float) -> None:
+    def on_kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], now: float) -> None:
         cid = content.get("comm_id")
         if not isinstance(cid, str):
             return
@@ -411,50 +333,18 @@ class V4SessionDivergence(EngineTimer):
         elif msg_type == "comm_msg" and data.get("method") in ("update", "echo_update") \
                 and isinstance(data.get("state"), dict):
             self.kernel.report(cid, data["state"], now)
-        else:
-            return
-        self.run(now)
 
-    def _on_tap(self, what: str, payload: Any) -> None:
-        now = time.monotonic()
-        self._log_tap(what, payload)
+    def on_kernel_event(self, what: str, payload: Any, now: float) -> None:
         if what == "shutdown":
             self.kernel.clear_all("shutdown_request", now)
         elif what == "dead":
             self.kernel.dead = True
             self.kernel.mark_clear("dead", now)
-        else:
-            return
-        self.run(now)
 
-    # -- session state ------------------------------------------------------------------------------
-
-    def _on_session_change(self, paths: set[str]) -> None:
-        if "connection" not in paths:
+    def on_join(self, now: float) -> None:
+        room = self._room()
+        if room is None:
             return
-        state = self.session.state
-        if state == "live" and not self._joined:
-            self._joined = True  # the initial sync converged: compare from now on
-            if self.kernel_connection not in (None, "auto") and self.tap is None:
-                self.start_tap(os.path.expanduser(self.kernel_connection))
-            # Load the views just after the tree is shown: nothing can be more than `pending`
-            # before the settle window has passed anyway.
-            try:
-                asyncio.get_running_loop().call_soon(self._load)
-            except RuntimeError:
-                self._load()
-        elif state in ("connecting", "disconnected"):
-            self._joined = False
-            for src in (self.topology, self.state, self.echo, self.kernel):
-                src.ready = False
-        if state in ("closed", "error"):
-            self._stop_tap()
-
-    def _load(self) -> None:
-        room = getattr(self.session.profile, "room", None)
-        if room is None or not self._joined:
-            return
-        now = time.monotonic()
         self.topology.refresh(room.runtime.comms, None, now)
         self.state.refresh(room.comms.comms, room.runtime.comms, None, now, initial=True)
         for cid in list(self.echo.reported):  # echoes that arrived during the join
@@ -462,34 +352,48 @@ class V4SessionDivergence(EngineTimer):
         for src in (self.topology, self.state, self.echo, self.kernel):
             src.ready = True
             src.notify(set(src.comms))
-        lifecycle = room.runtime.kernel.get("lifecycle") if isinstance(room.runtime.kernel, dict) else None
-        self._lifecycle = lifecycle if isinstance(lifecycle, str) else None
-        if self.kernel_connection == "auto":
-            self._ensure_auto_tap(room)
-        self.run(now)
+        self._lifecycle = _lifecycle(room)
+        self._follow_agent(room, now)
 
-    # -- evaluation ---------------------------------------------------------------------------------
+    def on_leave(self) -> None:
+        for src in (self.topology, self.state, self.echo, self.kernel):
+            src.ready = False
 
-    def _emit(self, tr: Transition) -> None:
+    # -- the kernel tap: `--kernel-connection auto` -------------------------------------------------
+
+    def _follow_agent(self, room: V4Room, now: float) -> None:
+        opts = self.core.config.divergence
+        if opts is None or opts.kernel_connection != "auto":
+            return
+        kernel = room.runtime.kernel if isinstance(room.runtime.kernel, dict) else {}
+        agent = kernel.get("runtime_agent_id")
+        if not isinstance(agent, str) or not agent or kernel.get("lifecycle") != "Running" or agent == self._tap_agent:
+            return
+        path = find_connection_file(runtime_cache_dir(self.core), agent)
+        if path is None:
+            self._note(f"kernel tap: no connection file found for {agent} (runtime-agents manifest, /proc)")
+            return
+        self._tap_agent, self._tap_file = agent, path
+        self.kernel.clear_all("starting", now)  # a new kernel: the old one's reports mean nothing
+
+    def _note(self, text: str) -> None:
         from .. import events as ev
 
-        tr.divergences = tuple(v4_view(d) for d in tr.divergences)
-        self.session.log.emit(ev.DIVERGENCE, transition_summary(tr), tr.to_json(),
-                              target=f"comms/{tr.comm_id}", t=tr.t)
+        if text != self._tap_note:
+            self._tap_note = text
+            self.core.log.emit(ev.CONNECTION, text, {}, t=self.core.clock())
 
-    def sources(self) -> tuple[str, ...]:
-        out = [TOPOLOGY, STATE, ECHO]
-        if self.tap is not None or self.kernel.comms:
-            out.append(KERNEL)
-        return tuple(out)
+    def auto_tap(self) -> str | None:
+        return self._tap_file
 
-    def key_views(self, comm_id: str, now: float | None = None) -> dict[str, dict[str, tuple[Any, float | None]]]:
-        """What each view holds for one comm, key by key, with the age of the value in ms (None:
-        set before the join, when nobody saw it change). The topology holds no state, only the
-        model it names (compared against the CommsDoc's `_model_*`) and its target and seq.
-        Echo and kernel list only the keys they reported since the join."""
-        now = time.monotonic() if now is None else now
+    # -- output ---------------------------------------------------------------------------------
 
+    def shown(self, tapping: bool) -> tuple[str, ...]:
+        return (TOPOLOGY, STATE, ECHO, KERNEL) if tapping or self.kernel.comms else (TOPOLOGY, STATE, ECHO)
+
+    def key_views(self, comm_id: str, now: float) -> dict[str, dict[str, tuple[Any, float | None]]]:
+        """The topology holds no state, only the model it names (compared against the CommsDoc's
+        `_model_*`) and its target and seq. Echo and kernel list only the keys they reported."""
         def age(t: float) -> float | None:
             return round((now - t) * 1000.0, 1) if t else None
 
@@ -508,12 +412,13 @@ class V4SessionDivergence(EngineTimer):
                 out[src.name] = {k: (v, age(t)) for k, (v, t) in rep.keys.items()}
         return out
 
-    def divergences(self, include_pending: bool = True) -> tuple[Divergence, ...]:
-        self.engine.update()
-        return tuple(v4_view(d) for d in self.engine.divergences(include_pending=include_pending))
+    def present(self, d: Divergence) -> Divergence:
+        return v4_view(d)
 
-    def _filter(self, snap: Any) -> Any:
-        return msgspec.structs.replace(snap, divergence=self.divergences(), sources=self.sources())
+
+def _lifecycle(room: V4Room) -> str | None:
+    lc = room.runtime.kernel.get("lifecycle") if isinstance(room.runtime.kernel, dict) else None
+    return lc if isinstance(lc, str) else None
 
 
 def v4_view(d: Divergence) -> Divergence:

@@ -1,25 +1,23 @@
-"""The protocol v4 profile for `PeerSession`: handshake, bootstrap, five documents, and the
+"""The protocol v4 profile for `SessionCore`: handshake, bootstrap, five documents, and the
 v4 divergence sources (topology, state, echo broadcasts).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolMismatch
-from ..profiles import PROFILES, Profile, capabilities
+from ..profiles import Profile, capabilities
 from ..protocol import messages as m
 from ..snapshot import CellView, CommView, DocumentSummary, KernelView
-from .divergence import V4SessionDivergence
+from .divergence import V4CommViews
 from .manifests import BlobSource
 from .room import DOC_FRAMES, V4Room
 
 if TYPE_CHECKING:
     from ..document import DocReplica
-    from ..session import PeerSession
+    from ..session_core import SessionCore
 
 OPERATOR = "inspector"  # becomes this connection's actor label suffix: local:<user>/inspector
 
@@ -30,12 +28,13 @@ class V4Profile(Profile):
     version = 4
     name = "v4"
     doc_types = dict(DOC_FRAMES)
-    has_feed = False
+    typed_bootstrap = True
+    sources = ("topology", "state", "echo")
+    warm_after_join = True
 
     def __init__(self) -> None:
         self.room: V4Room | None = None
-        self.divergence: V4SessionDivergence | None = None
-        self._session: PeerSession | None = None
+        self.sync_status: dict[str, Any] = {}  # the daemon's last `sync_status` session-control message
 
     def handshake(self, notebook_id: str) -> m.NotebookSync:
         # typed_bootstrap: the reply is a 0x07 frame like every later one; never working_dir /
@@ -51,43 +50,42 @@ class V4Profile(Profile):
                                    daemon_version=raw.get("daemon_version"))
         return raw
 
+    def request_body(self, req: m.Request, n: int) -> bytes:
+        return m.encode_json({"id": f"inspector-{n}", **m.to_builtins(req)})
+
+    def comm_views(self, session: SessionCore) -> V4CommViews:
+        return V4CommViews(session)
+
+    # -- the join --------------------------------------------------------------------------------
+
+    def control(self, session: SessionCore, message: dict[str, Any]) -> None:
+        if message.get("type") == "sync_status":
+            self.sync_status = message
+
+    def waits_for(self, session: SessionCore, replica: DocReplica) -> bool:
+        # A document the daemon never started to sync once it says the join is done is one this
+        # daemon does not have (a v4 build before the comms or comments document), not one to wait for.
+        return replica.messages_in > 0 or bool(self.join_gates(session))
+
+    def join_gates(self, session: SessionCore) -> list[str]:
+        """The daemon says the join is complete with `sync_status` (notebook interactive, runtime
+        state ready), sent after the last document of the join."""
+        st = self.sync_status
+        if st.get("notebook_doc") == "interactive" and st.get("runtime_state") == "ready":
+            return []
+        return [f"the daemon's sync_status (notebook_doc={st.get('notebook_doc', 'not sent')}, "
+                f"runtime_state={st.get('runtime_state', 'not sent')}; ready is interactive/ready)"]
+
     # -- the room ------------------------------------------------------------------------------
 
-    def _room(self, session: PeerSession) -> V4Room:
+    def _room(self, session: SessionCore) -> V4Room:
         if self.room is None or self.room.replicas is not session.replicas:
             # first sync, or a reconnect gave the session fresh replicas
             self.room = V4Room(session.config.notebook_id, self._blob_source(session), replicas=session.replicas)
-            self._bind_divergence(session)
         return self.room
 
-    def _bind_divergence(self, session: PeerSession) -> None:
-        """One v4 divergence binding per room. A v2 binding the CLI attached before the protocol
-        was known is replaced (its settings, kernel connection and tap are taken over)."""
-        from ..divergence import SessionDivergence
-
-        old = getattr(session, "divergence", None)
-        config, tap = None, None
-        connection = session.config.extra.get("kernel_connection")
-        if isinstance(old, V4SessionDivergence):
-            config, connection = old.engine.config, old.kernel_connection
-            old.detach()
-        elif isinstance(old, SessionDivergence):
-            config, tap = old.engine.config, old.tap
-            with contextlib.suppress(ValueError):
-                session.hooks.remove(old._on_hook)
-            with contextlib.suppress(ValueError):
-                session._listeners.remove(old._on_session_change)
-            with contextlib.suppress(ValueError):
-                session.snapshot_filters.remove(old._filter)
-            if tap is not None:
-                connection = tap.connection.path
-        if self._on_hook not in session.hooks:
-            session.hooks.append(self._on_hook)
-        self._session = session
-        self.divergence = V4SessionDivergence(session, config, connection, tap=tap)
-
     @staticmethod
-    def _blob_source(session: PeerSession) -> BlobSource | None:
+    def _blob_source(session: SessionCore) -> BlobSource | None:
         if not session.config.resolve_blobs:
             return None
         p = session.probe
@@ -98,65 +96,32 @@ class V4Profile(Profile):
         src = BlobSource(port=p.blob_port if p else None, store_dir=store)
         return src.get  # type: ignore[return-value]
 
-    def doc_changed(self, session: PeerSession, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
-        room = self._room(session)
-        changed = room.apply(replica.frame_type, dirty)
-        if self.divergence is not None and changed:
-            if replica.frame_type == 0x05:
-                self.divergence.on_runtime(room, changed)
-            elif replica.frame_type == 0x09:
-                self.divergence.on_state(room, changed)
-        return changed
-
-    def _on_hook(self, what: str, payload: Any) -> None:
-        if what == "broadcast" and isinstance(payload, m.Comm) and self.divergence is not None:
-            self.divergence.on_broadcast(payload)
-        elif what == "control" and isinstance(payload, dict) and payload.get("type") == "sync_status":
-            self._on_sync_status(payload)
-
-    def _on_sync_status(self, status: dict[str, Any]) -> None:
-        """The daemon says the join is complete (notebook interactive, runtime state ready, and it
-        sends this after the last document): live now, not after a quiet window."""
-        session = self._session
-        if session is None or status.get("notebook_doc") != "interactive" or status.get("runtime_state") != "ready":
-            return
-        if session.state == "syncing":
-            session._maybe_live()
-            if session.state == "live":
-                # index the documents for incremental reads once the tree is shown
-                with contextlib.suppress(RuntimeError):
-                    asyncio.get_running_loop().call_later(0.05, self._warm, session)
-
-    @staticmethod
-    def _warm(session: PeerSession) -> None:
-        for rep in session.replicas.values():
-            rep.paths.warm(rep.doc)
+    def doc_changed(self, session: SessionCore, replica: DocReplica, dirty: set[tuple[str, ...]]) -> set[str]:
+        return self._room(session).apply(replica.frame_type, dirty)
 
     # -- snapshot parts -------------------------------------------------------------------------
 
-    def cells(self, session: PeerSession) -> tuple[CellView, ...]:
+    def cells(self, session: SessionCore) -> tuple[CellView, ...]:
         return self._room(session).cells()
 
-    def comms(self, session: PeerSession) -> tuple[CommView, ...]:
+    def comms(self, session: SessionCore) -> tuple[CommView, ...]:
         return self._room(session).comm_views()
 
-    def metadata(self, session: PeerSession) -> Any:
+    def metadata(self, session: SessionCore) -> Any:
         return self._room(session).notebook.metadata
 
-    def schema_version(self, session: PeerSession) -> int | None:
+    def schema_version(self, session: SessionCore) -> int | None:
         return self._room(session).notebook.schema_version
 
-    def kernel(self, session: PeerSession) -> KernelView:
+    def kernel(self, session: SessionCore) -> KernelView:
         return self._room(session).kernel()
 
-    def documents(self, session: PeerSession) -> tuple[DocumentSummary, ...]:
+    def documents(self, session: SessionCore) -> tuple[DocumentSummary, ...]:
         return self._room(session).documents()
 
-    def warnings(self, session: PeerSession) -> list[str]:
+    def warnings(self, session: SessionCore) -> list[str]:
         return list(self._room(session).notebook.warnings)
 
-    def extra_root(self, session: PeerSession) -> dict[str, Any]:
+    def extra_root(self, session: SessionCore) -> dict[str, Any]:
         return dict(self._room(session).notebook.extra_root)
 
-
-PROFILES[4] = V4Profile

@@ -29,6 +29,7 @@ from ..document import (
     to_json,
 )
 from ..document import actor_label as _actor_label
+from ..protocol.framing import FrameType
 from ..snapshot import (
     CellView,
     CommView,
@@ -43,23 +44,20 @@ from ..snapshot import (
 from .manifests import BlobGetter, output_view
 
 NOTEBOOK, RUNTIME_STATE, POOL_STATE, COMMS, COMMENTS = "notebook", "runtime_state", "pool_state", "comms", "comments"
-DOC_FRAMES: dict[int, str] = {0x00: NOTEBOOK, 0x05: RUNTIME_STATE, 0x06: POOL_STATE, 0x09: COMMS, 0x0A: COMMENTS}
+DOC_FRAMES: dict[int, str] = {FrameType.AUTOMERGE_SYNC: NOTEBOOK, FrameType.RUNTIME_STATE_SYNC: RUNTIME_STATE,
+                              FrameType.POOL_STATE_SYNC: POOL_STATE, FrameType.COMMS_SYNC: COMMS,
+                              FrameType.COMMENTS_SYNC: COMMENTS}
 FRAME_OF: dict[str, int] = {v: k for k, v in DOC_FRAMES.items()}
 TOPOLOGY_KEYS = {"target_name", "model_module", "model_name", "seq", "outputs", "capture_msg_id", "state"}
 # RuntimeStateDoc keys shown elsewhere in the tree (cells' outputs, comms): kept out of its raw tree
 RUNTIME_TREE_SKIP = {"executions", "comms"}
 
 
-def kind_name(kind: Any) -> str:
-    """`ScalarType.Int` -> "Int" (the binding's enums have no `.name`)."""
-    return str(kind).rsplit(".", 1)[-1]
-
-
 _LABELS: dict[bytes, str] = {}
 
 
-def _op_id(exid: bytes) -> tuple[int, str] | None:
-    """(counter, actor label) of an op id. Common layout read inline (one byte of actor length,
+def _op_id(exid: bytes) -> tuple[int, bytes] | None:
+    """(counter, actor) of an op id. Common layout read inline (one byte of actor length,
     actor, counter): a 600-comm room has ~20,000 of them at join, so no generic LEB walk and
     no label decode per op (labels are cached by actor)."""
     n = exid[1] if len(exid) > 2 else 0x80
@@ -77,10 +75,14 @@ def _op_id(exid: bytes) -> tuple[int, str] | None:
         if p is None:
             return None
         actor, counter = p
+    return counter, actor
+
+
+def _label(actor: bytes) -> str:
     label = _LABELS.get(actor)
     if label is None:
         label = _LABELS[actor] = _actor_label(actor)
-    return counter, label
+    return label
 
 
 def obj_hex(exid: bytes) -> str:
@@ -93,17 +95,17 @@ def obj_hex(exid: bytes) -> str:
 
 def writer_of(exid: bytes) -> str | None:
     p = _op_id(exid)
-    return p[1] if p else None
+    return _label(p[1]) if p else None
 
 
 def latest_writer(exids: Iterable[bytes]) -> str | None:
-    """Actor label of the op with the highest Lamport counter among `exids`."""
-    best: tuple[int, str] | None = None
+    """`document.latest_writer` (highest Lamport counter, then actor), with the inline id read."""
+    best: tuple[int, bytes] | None = None
     for e in exids:
         p = _op_id(e)
         if p is not None and (best is None or p > best):
             best = p
-    return best[1] if best else None
+    return _label(best[1]) if best else None
 
 
 def _scalar(entry: tuple[Any, bytes] | None) -> Any:
@@ -338,7 +340,7 @@ class CommsDocReader:
     def _state(doc: am.Document, obj: bytes, cid: str) -> CommState:
         state: dict[str, Any] = {}
         writers: dict[str, str] = {}
-        latest: tuple[int, str] | None = None
+        latest: tuple[int, bytes] | None = None
         for k, (v, exid) in zip(doc.keys(obj), doc.values(obj), strict=False):
             if isinstance(v, am.ObjType):
                 state[k] = to_json(doc, exid)
@@ -347,10 +349,10 @@ class CommsDocReader:
                 state[k] = val.hex() if isinstance(val, bytes) else val
             op = _op_id(exid)  # one parse per key gives both its writer and the latest writer
             if op is not None:
-                writers[k] = op[1]
+                writers[k] = _label(op[1])
                 if latest is None or op > latest:
                     latest = op
-        return CommState(cid, state, writers, latest[1] if latest else None, obj_hex(obj))
+        return CommState(cid, state, writers, _label(latest[1]) if latest else None, obj_hex(obj))
 
 
 # --------------------------------------------------------------------------- the room
@@ -412,7 +414,7 @@ class V4Room:
     def blobs(self, getter: BlobGetter | None) -> None:
         """A blob source arrived (or went): re-read the documents that hold manifests."""
         self.runtime.blobs = getter
-        self.runtime.refresh(self.replicas[0x05].doc, {ALL})
+        self.runtime.refresh(self.replicas[FrameType.RUNTIME_STATE_SYNC].doc, {ALL})
         self._cell_cache.clear()
         self._comm_cache.clear()
         self._cells_view = self._comms_view = self._comm_order = None
@@ -437,19 +439,19 @@ class V4Room:
         self.changed_at[frame_type] = time.monotonic()
         self._tree_dirty.add(frame_type)
         self._summaries.pop(frame_type, None)
-        if frame_type == 0x00:
+        if frame_type == FrameType.AUTOMERGE_SYNC:
             changed = self.notebook.refresh(doc, dirty)
             if any(p.startswith("cells") for p in changed):
                 self._cells_view = None
             return changed
-        if frame_type == 0x05:
+        if frame_type == FrameType.RUNTIME_STATE_SYNC:
             changed = self.runtime.refresh(doc, dirty)
             if any(p.startswith("executions") for p in changed):
                 self._cells_view = None
             if any(p.startswith("comms") for p in changed):
                 self._comms_view = self._comm_order = None  # topology: membership or seq may move
             return changed
-        if frame_type == 0x09:
+        if frame_type == FrameType.COMMS_SYNC:
             changed = self.comms.refresh(doc, dirty)
             if changed:
                 self._comms_view = None
@@ -555,9 +557,9 @@ class V4Room:
 
     def tree(self, frame_type: int) -> Any:
         if frame_type in self._tree_dirty or frame_type not in self._trees:
-            if frame_type == 0x05:
+            if frame_type == FrameType.RUNTIME_STATE_SYNC:
                 tree = {k: v for k, v in self.runtime.tree.items() if k not in RUNTIME_TREE_SKIP}
-            elif frame_type in (0x00, 0x09):
+            elif frame_type in (FrameType.AUTOMERGE_SYNC, FrameType.COMMS_SYNC):
                 tree = None  # shown as cells / comms
             else:
                 tree = to_json(self.replicas[frame_type].doc)
@@ -587,7 +589,7 @@ class V4Room:
             daemon=daemon,
             notebook_id=nb.notebook_id or self.notebook_id,
             schema_version=nb.schema_version,
-            heads=self.replicas[0x00].heads,
+            heads=self.replicas[FrameType.AUTOMERGE_SYNC].heads,
             cells=self.cells(),
             metadata=nb.metadata,
             comms=self.comm_views(),

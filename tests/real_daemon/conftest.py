@@ -6,12 +6,13 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = Path(os.environ.get("RTD_TOOLS") or REPO.parent / "shared" / "tools" / "real-runtimed")
+TOOLS = REPO / "tools" / "real-runtimed"  # the project's own install/start/stop of runtimed 2.9.0
 DRIVER = Path(__file__).with_name("room_driver.py")
 
 
@@ -80,3 +81,26 @@ def widget_room(real_socket):
         yield drv
     finally:
         drv.close()
+
+
+@pytest.fixture(scope="module")
+def inactive_room(real_socket) -> str:
+    """A room whose kernel was shut down and whose last peer left: `list_rooms` says inactive."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rtd_probe", TOOLS / "probe.py")
+    assert spec is not None and spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    drv = RoomDriver(real_socket)
+    try:
+        nb = drv.call(op="create")["notebook_id"]
+        assert drv.call(op="run", source="1")["success"]
+    finally:
+        drv.close()  # shuts the kernel down and disconnects
+    for _ in range(120):
+        rooms = probe.request(real_socket, "list_rooms")[0].get("rooms", [])
+        if any(r.get("notebook_id") == nb and r.get("state") == "inactive" for r in rooms):
+            return nb
+        time.sleep(0.5)
+    raise AssertionError(f"room {nb} did not become inactive within 60 s")

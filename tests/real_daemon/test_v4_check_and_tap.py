@@ -9,6 +9,7 @@ import sys
 
 from waiting import wait_until
 
+from inspector.divergence import DivergenceOptions
 from inspector.session import PeerSession, SessionConfig
 from inspector.v4.divergence import find_connection_file, runtime_cache_dir
 
@@ -54,7 +55,7 @@ async def test_check_passes_on_a_healthy_room(real_socket, widget_room):
 
 async def test_check_fails_on_the_send_comm_divergence_with_the_kernel_tap(real_socket, widget_room):
     nb = widget_room.notebook_id
-    s = PeerSession(SessionConfig(real_socket, nb))
+    s = PeerSession(SessionConfig(real_socket, nb, divergence=DivergenceOptions()))
     async with s.running():
         await s.wait_settled(0.3, 30)
         slider = slider_of(s.snapshot())
@@ -79,7 +80,7 @@ async def test_check_fails_on_the_send_comm_divergence_with_the_kernel_tap(real_
 
 async def test_kernel_connection_found_from_the_runtime_state(real_socket, widget_room):
     """runtime agent id -> runtime-agents manifest -> pgid -> kernel process -> `-f` connection file."""
-    s = PeerSession(SessionConfig(real_socket, widget_room.notebook_id, extra={"kernel_connection": "auto"}))
+    s = PeerSession(SessionConfig(real_socket, widget_room.notebook_id, divergence=DivergenceOptions(kernel_connection="auto")))
     async with s.running():
         await s.wait_settled(0.3, 30)
         agent = s.profile.room.runtime.kernel["runtime_agent_id"]
@@ -91,7 +92,7 @@ async def test_kernel_connection_found_from_the_runtime_state(real_socket, widge
         assert s.divergence.tap.connection.path == path
         # a kernel-side change reaches the tap and agrees with the document once it is written
         await widget_room.acall(op="run", source="s.value = 1")
-        await until(lambda: s.divergence.kernel.reported, 10, "the kernel's update on IOPub")
+        await until(lambda: s.divergence.views.kernel.reported, 10, "the kernel's update on IOPub")
         await until(lambda: slider_of(s.snapshot()).state["value"] == 1, 20, "value 1 in the document")
         await until(lambda: not s.snapshot().divergence, 10, "no divergence")
         assert "kernel" in s.snapshot().sources

@@ -7,6 +7,7 @@ import contextlib
 import pytest
 from waiting import wait_until
 
+from inspector.divergence import DivergenceOptions
 from inspector.errors import WouldLaunchKernel
 from inspector.pool import PoolClient
 from inspector.protocol import messages as m
@@ -17,7 +18,7 @@ SYNC_TYPES = {0x00, 0x05, 0x06, 0x09, 0x0A}
 
 @contextlib.asynccontextmanager
 async def attached(socket_path: str, notebook_id: str):
-    s = PeerSession(SessionConfig(socket_path, notebook_id))
+    s = PeerSession(SessionConfig(socket_path, notebook_id, divergence=DivergenceOptions()))
     async with s.running():
         await s.wait_settled(0.3, 30)
         yield s
@@ -141,13 +142,13 @@ async def test_read_only_no_change_carries_the_inspector_actor(real_socket, widg
             assert not any(a.endswith("/inspector") for a in doc.actors), doc.name
 
 
-async def test_inactive_room_is_not_joined_without_permission(real_socket):
+async def test_inactive_room_is_not_joined_without_permission(real_socket, inactive_room):
     async with PoolClient(real_socket, 4) as pool:
         rooms = await pool.list_rooms()
     inactive = [r for r in rooms if r.state == "inactive"]
     if not inactive:
         pytest.skip("no inactive room on this daemon right now")
-    s = PeerSession(SessionConfig(real_socket, inactive[0].notebook_id))
+    s = PeerSession(SessionConfig(real_socket, inactive[0].notebook_id, divergence=DivergenceOptions()))
     with pytest.raises(WouldLaunchKernel):
         await s.run()
     async with PoolClient(real_socket, 4) as pool:

@@ -1,0 +1,552 @@
+"""The session core: everything a read-only peer does with what it receives, and no I/O.
+
+In the style of h11 and wsproto, the core never touches a socket, a clock or an event loop.
+A driver feeds it inputs with their times and carries out what it returns:
+
+    core = SessionCore(config)
+    hs = core.begin(protocol_version, probe=..., resolver=..., t=now)   # a new connection
+    step = core.bootstrap(first_payload, t)                              # the handshake reply
+    step = core.receive(payload, t)            # every later frame (type byte + body)
+    step = core.tick(t)                        # when `core.next_deadline()` has passed
+    core.kernel_comm(msg_type, content, buffers, t); core.kernel_event(what, payload, t)
+    core.end(state, detail, t)                 # the connection ended (disconnected / closed / error)
+
+Each `Step` lists the frames to write, in order (a driver that writes one reports it with
+`core.sent(frame_type, body, doc, t)`), and the tree paths that changed; listeners
+(`core.add_listener`) hear the same. `core.snapshot()` is the room now; `core.missing()` what
+the join still waits for; `core.divergence.tap_path` the kernel connection file to tap, whose
+messages come back through `kernel_comm` / `kernel_event`. The socket
+loop (`inspector.session.PeerSession`) is one driver; a recording is another: fed the same
+frames with the same times, the core builds the same tree and the same verdicts.
+
+What differs between protocol versions is the profile's (`inspector.profiles`); the
+divergence engine is a declared option (`SessionConfig.divergence`) bound once per connection
+by `inspector.divergence.SessionDivergence`, so a reconnect starts from a fresh engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import events as ev
+from .document import ALL, DocError, DocReplica
+from .errors import BadFrame, InspectorError
+from .feed import CommFeed
+from .profiles import Profile, profile_for
+from .protocol import messages as m
+from .protocol.framing import FrameError, FrameType, split_typed
+from .protocol.presence import PresenceError, decode_presence
+from .snapshot import DaemonView, FeedView, KernelView, OutputView, Snapshot
+
+if TYPE_CHECKING:
+    from .blobs import BlobResolver
+    from .divergence import DivergenceOptions, SessionDivergence
+    from .pool import DaemonProbe
+
+log = logging.getLogger(__name__)
+
+# Connection states shown to users
+CONNECTING = "connecting"
+SYNCING = "syncing"
+LIVE = "live"
+DISCONNECTED = "disconnected"
+ERROR = "error"
+CLOSED = "closed"
+
+Listener = Callable[[set[str]], None]
+
+
+@dataclass
+class SessionConfig:
+    socket_path: str
+    notebook_id: str
+    allow_other_user: bool = False
+    allow_kernel_launch: bool = False
+    resolve_blobs: bool = True
+    connect_timeout: float = 5.0
+    handshake_timeout: float = 10.0
+    keep_frame_bodies: bool = True
+    # The divergence engine (settle windows, kernel connection); None: no comparison at all.
+    divergence: DivergenceOptions | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    """What one input produced: frames to write (frame type, body, document name) and what changed."""
+
+    send: list[tuple[int, bytes, str | None]] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)
+
+
+def advertised_heads(body: bytes) -> tuple[bytes, ...] | None:
+    """The sender's heads from an Automerge sync message (`0x42`/`0x43`, then a LEB128 count of
+    32-byte hashes); None if the message does not start that way."""
+    if len(body) < 2 or body[0] not in (0x42, 0x43):
+        return None
+    count, shift, i = 0, 0, 1
+    while i < len(body):
+        b = body[i]
+        i += 1
+        count |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+        if shift > 28:
+            return None
+    else:
+        return None
+    end = i + 32 * count
+    if end > len(body):
+        return None
+    return tuple(body[j:j + 32] for j in range(i, end, 32))
+
+
+class SessionCore:
+    """The replicas, the feed, the kernel status, presence and the divergence binding of one room,
+    advanced only by the inputs a driver gives it (see the module docstring)."""
+
+    def __init__(self, config: SessionConfig, log_: ev.EventLog | None = None) -> None:
+        self.config = config
+        self.log = log_ or ev.EventLog()
+        self.state = CONNECTING
+        self.error: InspectorError | None = None
+        self.probe: DaemonProbe | None = None
+        self.profile: Profile | None = None
+        self.capabilities: dict[str, Any] = {}
+        self.daemon_version: str | None = None
+        self.protocol_version: int | None = None
+        self.replicas: dict[int, DocReplica] = {}
+        self.feed = CommFeed()
+        self.kernel_state: dict[str, Any] = {}
+        self.presence_peers: dict[str, dict[str, Any]] = {}
+        self.resolver: BlobResolver | None = None
+        self.divergence: SessionDivergence | None = None
+        self.tap: Any = None  # a driver's kernel tap, for its counters (the core only gets its messages)
+        self.last_frame_in: float | None = None
+        self.last_doc_change: float | None = None
+        self.last_broadcast: float | None = None
+        self.connected_at: float | None = None
+        self.connections = 0
+        self.now: float | None = None  # the time of the latest input (the core has no clock of its own)
+        self._listeners: list[Listener] = []
+        self._synced: set[int] = set()  # documents whose first sync reached the daemon's heads
+        self._idle_at: float | None = None  # when to index the documents after the join (idle work)
+        self._snapshot_cache: Snapshot | None = None
+        self._dirty = True
+
+    # -- listeners -----------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> Callable[[], None]:
+        """`fn(changed_paths)` after each input that changed the replica, feed, kernel or state."""
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+    def notify(self, paths: set[str]) -> None:
+        """Tell the listeners what changed (the divergence binding calls it for `divergence`)."""
+        if not paths:
+            return
+        self._dirty = True
+        for fn in list(self._listeners):
+            try:
+                fn(paths)
+            except Exception:  # a display bug must not kill the network reader
+                log.exception("session listener failed")
+
+    def clock(self) -> float:
+        """Now, for ages and settle windows in snapshots: the latest input's time (a live driver
+        overrides this with its clock, so ages advance while the room is idle)."""
+        return self.now if self.now is not None else 0.0
+
+    def _at(self, t: float | None) -> None:
+        if t is not None and (self.now is None or t > self.now):
+            self.now = t
+
+    def set_state(self, state: str, detail: str = "", t: float | None = None) -> None:
+        self._at(t)
+        t = self.clock() if t is None else t
+        if state == self.state and not detail:
+            return
+        self.state = state
+        self.log.emit(ev.CONNECTION, f"{state}{': ' + detail if detail else ''}", {"state": state, "detail": detail},
+                      t=t)
+        if self.divergence is not None:
+            self.divergence.on_connection(state, t)
+        self.notify({"connection"})
+
+    # -- a connection ---------------------------------------------------------------------------
+
+    def begin(self, protocol_version: int, *, probe: DaemonProbe | None = None,
+              resolver: BlobResolver | None = None, t: float) -> m.NotebookSync:
+        """A new connection: fresh replicas, feed and divergence binding. Returns the handshake."""
+        self._at(t)
+        self.probe = probe
+        self.protocol_version = protocol_version
+        self.daemon_version = probe.daemon_version if probe is not None else None
+        self.profile = profile_for(protocol_version)
+        self.replicas = {ft: DocReplica(name, ft, self.profile.path_depth)
+                         for ft, name in self.profile.doc_types.items()}
+        self.feed = CommFeed()
+        self.kernel_state = {}
+        self.presence_peers = {}
+        self._synced = set()
+        self._idle_at = None
+        self.resolver = resolver
+        if self.divergence is not None:
+            self.divergence.close()
+        self.divergence = None
+        if self.config.divergence is not None:
+            from .divergence import SessionDivergence
+
+            # one engine per connection: a reconnect equals a fresh attach
+            self.divergence = SessionDivergence(self, self.profile.comm_views(self), self.config.divergence)
+        self._dirty = True
+        return self.profile.handshake(self.config.notebook_id)
+
+    def bootstrap(self, payload: bytes, t: float) -> Step:
+        """The daemon's reply to the handshake (the first frame of the connection)."""
+        assert self.profile is not None, "begin() first"
+        if payload[:1] == bytes([FrameType.SESSION_CONTROL]) and self.profile.typed_bootstrap:
+            self.log.frame("in", FrameType.SESSION_CONTROL, "session_control", len(payload), self._body(payload), t=t)
+            self.capabilities = self.profile.parse_bootstrap(payload[1:])
+        else:
+            self.log.frame("in", None, "handshake_reply", len(payload), self._body(payload), t=t)
+            self.capabilities = self.profile.parse_bootstrap(payload)
+        self.daemon_version = self.capabilities.get("daemon_version") or self.daemon_version
+        self.connections += 1
+        self.connected_at = t
+        self.last_frame_in = None
+        self.set_state(SYNCING, f"{self.profile.name} daemon {self.daemon_version or '?'}", t)
+        return Step(changed={"connection"})
+
+    def end(self, state: str, detail: str = "", t: float | None = None) -> None:
+        """The connection is over (`disconnected`, `closed` or `error`)."""
+        self.set_state(state, detail, t)
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def receive(self, payload: bytes, t: float) -> Step:
+        """One typed frame from the daemon. Raises BadFrame when the connection cannot go on."""
+        assert self.profile is not None, "begin() first"
+        self._at(t)
+        self.last_frame_in = t
+        try:
+            tf = split_typed(payload)
+        except FrameError as exc:
+            raise BadFrame(f"the daemon sent {exc}") from None
+        ft, body = tf.frame_type, tf.body
+        step = Step()
+        doc_name = self.profile.doc_types.get(ft)
+        rec = self.log.frame("in", ft, FrameType.name_of(ft), len(payload), self._body(payload), doc_name, t)
+        self.log.emit(ev.FRAME, f"in {FrameType.name_of(ft)}{' ' + doc_name if doc_name else ''} {len(payload)} B",
+                      {"direction": "in", "frame_type": ft, "size": len(payload), "doc": doc_name,
+                       "frame_seq": rec.seq}, t=t)
+        if doc_name is not None:
+            self._on_sync(ft, body, t, step)
+        elif ft == FrameType.BROADCAST:
+            self._on_broadcast(body, t, step)
+        elif ft == FrameType.PRESENCE:
+            self._on_presence(body, t, step)
+        elif ft == FrameType.RESPONSE:
+            self._on_response(body, t, step)
+        elif ft == FrameType.SESSION_CONTROL and self.profile.typed_bootstrap:
+            self._on_control(body, t, step)
+        else:
+            self.profile.unknown_frame(self, ft, body)  # may raise: a later protocol
+            self.log.emit(ev.ERROR, f"unknown frame type 0x{ft:02x} ({len(payload)} B): kept, ignored",
+                          {"frame_type": ft, "size": len(payload), "frame_seq": rec.seq}, t=t)
+        self._maybe_live(t, step)
+        self._finish(step, t)
+        return step
+
+    def tick(self, t: float) -> Step:
+        """Time passed (called at `next_deadline()`): pending differences may now be reported."""
+        self._at(t)
+        step = Step()
+        if self._idle_at is not None and t >= self._idle_at:
+            self._idle_at = None
+            for rep in self.replicas.values():
+                rep.paths.warm(rep.doc)  # index for incremental reads once the tree is shown
+        self._finish(step, t)
+        return step
+
+    def next_deadline(self) -> float | None:
+        """When `tick` should next be called (the same clock as the inputs' times), or None."""
+        due = [d for d in (self._idle_at, self.divergence.next_deadline() if self.divergence else None)
+               if d is not None]
+        return min(due) if due else None
+
+    def sent(self, frame_type: int, body: bytes, doc: str | None, t: float | None = None) -> None:
+        """The driver wrote a frame the core asked for (or a request): recorded in the log."""
+        t = self.clock() if t is None else t
+        size = len(body) + 1
+        rec = self.log.frame("out", frame_type, FrameType.name_of(frame_type), size,
+                             (bytes([frame_type]) + body) if self.config.keep_frame_bodies else b"", doc, t)
+        self.log.emit(ev.FRAME, f"out {FrameType.name_of(frame_type)}{' ' + doc if doc else ''} {size} B",
+                      {"direction": "out", "frame_type": frame_type, "size": size, "doc": doc,
+                       "frame_seq": rec.seq}, t=t)
+
+    def kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], t: float) -> Step:
+        """A verified comm message from the kernel's IOPub (the kernel tap)."""
+        self._at(t)
+        step = Step()
+        if self.divergence is not None:
+            self.divergence.on_kernel_comm(msg_type, content, buffers, t)
+        self._finish(step, t)
+        return step
+
+    def kernel_event(self, what: str, payload: Any, t: float) -> Step:
+        """Kernel-tap news: `shutdown`, `dead`, `rejected`, `subscribing`, `tap_failed`."""
+        self._at(t)
+        step = Step()
+        if self.divergence is not None:
+            self.divergence.on_kernel_event(what, payload, t)
+        self._finish(step, t)
+        return step
+
+    def blobs_resolved(self, refs: set[str], t: float | None = None) -> Step:
+        """Output manifests arrived from the blob server: re-read the outputs that use them."""
+        self._at(t)
+        step = Step()
+        if self.profile is not None:
+            changed = self.profile.invalidate_refs(self, refs)
+            if changed:
+                self.log.emit(ev.DOC_CHANGED, f"resolved {len(refs)} manifest(s)",
+                              {"paths": sorted(changed), "resolved": sorted(refs)}, t=t)
+                step.changed |= changed
+        self._finish(step, t)
+        return step
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def _body(self, payload: bytes) -> bytes:
+        return payload if self.config.keep_frame_bodies else b""
+
+    def _finish(self, step: Step, t: float | None) -> None:
+        if self.divergence is not None and self.divergence.run(self.clock() if t is None else t):
+            step.changed.add("divergence")
+        self.notify(step.changed)
+
+    def _on_sync(self, ft: int, body: bytes, t: float, step: Step) -> None:
+        assert self.profile is not None
+        replica = self.replicas[ft]
+        try:
+            reply, dirty = replica.receive(body)
+        except DocError as exc:
+            raise BadFrame(str(exc)) from None
+        if reply is not None:
+            step.send.append((ft, reply, replica.name))
+        if ft not in self._synced:
+            heads = advertised_heads(body)
+            # complete once we hold every head the daemon advertised (we never write, so equal)
+            if heads is not None and set(heads) == set(replica.doc.get_heads()):
+                self._synced.add(ft)
+        if dirty:
+            self.last_doc_change = t
+            changed = self.profile.doc_changed(self, replica, dirty)
+            paths = sorted(changed)
+            self.log.emit(ev.DOC_CHANGED, f"{replica.name}: {len(paths)} path(s) changed"
+                          + (f" ({', '.join(paths[:4])}{'…' if len(paths) > 4 else ''})" if paths else ""),
+                          {"doc": replica.name, "paths": paths[:200], "n_paths": len(paths),
+                           "heads": list(replica.heads), "full_read": ALL in dirty},
+                          target=_first_target(paths), t=t)
+            self.profile.after_doc_change(self)
+            if self.divergence is not None:
+                self.divergence.on_doc(replica.frame_type, changed, t)
+            step.changed |= changed | {f"doc:{replica.name}"}
+
+    def missing(self) -> list[str]:
+        """What the join still waits for; empty once the room is complete (live)."""
+        if self.profile is None:
+            return ["the connection"]
+        out = []
+        for ft, rep in self.replicas.items():
+            if ft in self._synced or not self.profile.waits_for(self, rep):
+                continue
+            out.append(f"the {rep.name} document ({'no sync message yet' if not rep.messages_in else 'not at the daemon heads yet'})")
+        out += self.profile.join_gates(self)
+        return out
+
+    def _maybe_live(self, t: float, step: Step) -> None:
+        if self.state != SYNCING or self.missing():
+            return
+        assert self.profile is not None
+        self.set_state(LIVE, f"{self.profile.name} daemon {self.daemon_version or '?'}", t)
+        step.changed.add("connection")
+        if self.profile.warm_after_join:
+            self._idle_at = t + 0.05
+
+    def _on_broadcast(self, body: bytes, t: float, step: Step) -> None:
+        try:
+            bc = m.decode_broadcast(body)
+        except m.MessageError as exc:
+            self.log.emit(ev.ERROR, f"broadcast with {exc}: kept, ignored",
+                          {"raw": body[:2000].decode("utf-8", "replace")}, t=t)
+            return
+        raw = m.to_builtins(bc) if isinstance(bc, m.Unknown) else m.decode_json(body)  # every field, as sent
+        tag = m.tag_of(bc)
+        self.last_broadcast = t
+        effect = self.profile.broadcast(self, bc, t) if self.profile is not None else None
+        if isinstance(bc, m.KernelStatus):
+            self.kernel_state = {**self.kernel_state, "status": bc.status, "source": "broadcast"}
+        elif isinstance(bc, m.QueueChanged):
+            self.kernel_state = {**self.kernel_state, "executing": bc.executing, "queued": list(bc.queued)}
+        target = None
+        if isinstance(bc, m.Comm) and isinstance(bc.content.get("comm_id"), str):
+            target = f"comms/{bc.content['comm_id']}"
+        elif isinstance(getattr(bc, "cell_id", None), str):
+            target = f"cells/{bc.cell_id}"
+        summary = _broadcast_summary(bc)
+        if isinstance(bc, m.Unknown):
+            summary = f"unknown broadcast event {bc.tag!r}: kept"
+        self.log.emit(ev.BROADCAST, summary, {"event": tag, "message": raw, "effect": effect,
+                                              "known": not isinstance(bc, m.Unknown)}, target=target, t=t)
+        if self.divergence is not None:
+            self.divergence.on_broadcast(bc, t)
+        step.changed |= {"feed", "kernel"} | ({target} if target else set())
+
+    def _on_presence(self, body: bytes, t: float, step: Step) -> None:
+        try:
+            p = decode_presence(body)
+        except PresenceError as exc:
+            self.log.emit(ev.ERROR, f"presence frame: {exc}: kept, ignored", {"hex": body[:256].hex()}, t=t)
+            return
+        if p.type == "update" and p.peer_id:
+            self.presence_peers.setdefault(p.peer_id, {})[p.channel or "?"] = p.raw.get("data")
+            if p.channel == "kernel_state" and isinstance(p.raw.get("data"), dict):
+                status = p.raw["data"].get("status")
+                if status and self.kernel_state.get("source") != "broadcast":
+                    self.kernel_state = {**self.kernel_state, "status": status, "source": "presence"}
+        elif p.type == "snapshot":
+            for peer in p.peers:
+                pid = peer.get("peer_id")
+                if isinstance(pid, str):
+                    self.presence_peers[pid] = {c.get("channel"): c.get("data") for c in peer.get("channels", [])
+                                                if isinstance(c, dict)}
+        elif p.type == "left" and p.peer_id:
+            self.presence_peers.pop(p.peer_id, None)
+        self.log.emit(ev.PRESENCE, (p.summary() if p.known else f"unknown presence type {p.type!r}: kept"),
+                      {"presence": p.raw, "known": p.known}, t=t)
+        step.changed.add("presence")
+
+    def _on_response(self, body: bytes, t: float, step: Step) -> None:
+        try:
+            resp: Any = m.decode_response(body)
+        except m.MessageError as exc:
+            resp = exc
+        self.log.emit(ev.RESPONSE, f"response {m.tag_of(resp) if not isinstance(resp, Exception) else resp}",
+                      {"message": m.to_builtins(resp) if not isinstance(resp, Exception) else str(resp)}, t=t)
+        self.on_response(resp, t)
+
+    def on_response(self, resp: Any, t: float) -> None:
+        """A response to a request (or a decode error): the socket driver answers its waiter."""
+        self.log.emit(ev.ERROR, "response with no request outstanding: kept, ignored", t=t)
+
+    def _on_control(self, body: bytes, t: float, step: Step) -> None:
+        try:
+            raw = m.decode_json(body)
+        except m.MessageError as exc:
+            self.log.emit(ev.ERROR, f"session-control frame: {exc}", t=t)
+            return
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        self.log.emit(ev.CONTROL, f"{kind}: " + ", ".join(f"{k}={v}" for k, v in raw.items() if k != "type")
+                      if isinstance(raw, dict) else str(raw), {"message": raw}, t=t)
+        if isinstance(raw, dict) and self.profile is not None:
+            self.profile.control(self, raw)
+        step.changed.add("control")
+
+    # -- outputs ----------------------------------------------------------------------------------
+
+    def resolve_output(self, ref: str) -> OutputView:
+        from .blobs import HEX64, raw_output
+
+        if self.resolver is None:
+            return raw_output(ref) if not HEX64.match(ref) else OutputView(ref=ref, error="blob resolution disabled")
+        return self.resolver.lookup(ref)
+
+    def snapshot(self, taken_at: float | None = None) -> Snapshot:
+        """The room as one immutable value (cached until the next change)."""
+        import time
+
+        if self._snapshot_cache is not None and not self._dirty:
+            return self._snapshot_cache
+        prof = self.profile
+        p = self.probe
+        daemon = DaemonView(
+            socket=self.config.socket_path,
+            protocol=self.capabilities.get("protocol"),
+            protocol_version=self.capabilities.get("protocol_version") or self.protocol_version,
+            daemon_version=self.daemon_version,
+            actor_label=self.capabilities.get("actor_label"),
+            blob_port=p.blob_port if p else None,
+        )
+        taken = time.time() if taken_at is None else taken_at
+        if prof is None:
+            snap = Snapshot(daemon=daemon, notebook_id=self.config.notebook_id, schema_version=None, heads=(),
+                            cells=(), metadata={}, comms=(), feed=FeedView(False, (), "pending"),
+                            kernel=KernelView(), connection=self.state, taken_at=taken)
+        else:
+            main = self.replicas.get(FrameType.AUTOMERGE_SYNC)
+            snap = Snapshot(
+                daemon=daemon,
+                notebook_id=self.config.notebook_id,
+                schema_version=prof.schema_version(self),
+                heads=main.heads if main else (),
+                cells=prof.cells(self),
+                metadata=prof.metadata(self),
+                comms=prof.comms(self),
+                feed=prof.feed_view(self),
+                kernel=prof.kernel(self),
+                sources=prof.sources,
+                documents=prof.documents(self),
+                warnings=tuple(prof.warnings(self)),
+                connection=self.state,
+                taken_at=taken,
+                extra_root=prof.extra_root(self),
+            )
+        if self.divergence is not None:
+            snap = self.divergence.apply_to(snap)
+        self._snapshot_cache = snap
+        self._dirty = False
+        return snap
+
+
+def _first_target(paths: list[str]) -> str | None:
+    for p in paths:
+        if p.startswith(("cells/", "comms/")):
+            return p
+    return None
+
+
+def _broadcast_summary(bc: Any) -> str:
+    if isinstance(bc, m.Comm):
+        c = bc.content
+        data = c.get("data") if isinstance(c.get("data"), dict) else {}
+        method = data.get("method")
+        extra = ""
+        if bc.msg_type == "comm_open":
+            st = data.get("state") if isinstance(data.get("state"), dict) else {}
+            extra = f" {st.get('_model_name', '')}"
+        elif method in ("update", "echo_update") and isinstance(data.get("state"), dict):
+            extra = " " + ", ".join(f"{k}={_short(v)}" for k, v in list(data["state"].items())[:4])
+        elif method == "custom" and isinstance(data.get("content"), dict):
+            extra = f" {data['content'].get('method', '')}"
+        return f"comm {bc.msg_type}{' ' + method if method else ''} {c.get('comm_id', '?')}{extra}"
+    if isinstance(bc, m.CommSync):
+        return f"comm_sync: {len(bc.comms)} comm(s)"
+    if isinstance(bc, m.KernelStatus):
+        return f"kernel_status {bc.status}{' cell ' + bc.cell_id if bc.cell_id else ''}"
+    tag = m.tag_of(bc)
+    fields = m.to_builtins(bc)
+    if isinstance(fields, dict):
+        fields.pop("event", None)
+        return f"{tag} " + ", ".join(f"{k}={_short(v)}" for k, v in list(fields.items())[:3])
+    return tag
+
+
+def _short(v: Any, n: int = 40) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[: n - 1] + "…"

@@ -1,0 +1,121 @@
+"""A hostile daemon on a real Unix socket: each malformed input the decoders refuse, sent inside
+well-formed frames to a real session. Content errors are recorded and the session stays live;
+a sync message Automerge cannot take ends the connection with exit code 8 (the GUI reconnects).
+Never a traceback, never a Python or Rust exception of anyone else's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import cbor2
+import pytest
+from scripted_daemon import ScriptedDaemon, build_doc
+from test_core_document import nested_map_doc, sync_message, two_changes
+from test_core_session import LAYOUT, SLIDER
+from waiting import wait_until
+
+from inspector import events as ev
+from inspector.document import TOO_DEEP
+from inspector.errors import EXIT_BAD_FRAME, BadFrame
+from inspector.session import LIVE, PeerSession, SessionConfig
+
+
+@pytest.fixture
+def sock_path() -> Any:
+    d = tempfile.mkdtemp(prefix="rti-", dir="/tmp")
+    yield os.path.join(d, "rt.sock")
+    with contextlib.suppress(OSError):
+        os.rmdir(d)
+
+
+@contextlib.asynccontextmanager
+async def attached(daemon: ScriptedDaemon) -> AsyncIterator[PeerSession]:
+    session = PeerSession(SessionConfig(daemon.path, daemon.notebook_id))
+    async with session.running():
+        await session.wait_settled(0.15, 10)
+        yield session
+
+
+def errors_of(s: PeerSession) -> list[str]:
+    return [e.summary for e in s.log.events() if e.kind == ev.ERROR]
+
+
+DEEP_BROADCAST = (b'{"event":"comm","msg_type":"comm_msg","content":{"comm_id":"sl","data":'
+                  + b"[" * 1000 + b"]" * 1000 + b"}}")
+HOSTILE_BROADCASTS = {
+    "json_1000_deep": DEEP_BROADCAST,
+    "buffers_300": b'{"event":"comm","msg_type":"comm_msg","content":{"comm_id":"sl","data":{}},"buffers":[[300]]}',
+    "utf8_unknown_key": b'{"event":"kernel_status","status":"busy","cell_id":null,"\xff\xfe":1}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_BROADCASTS))
+async def test_malformed_broadcast_content_is_recorded_and_the_session_goes_on(sock_path: str, case: str) -> None:
+    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
+    async with ScriptedDaemon(sock_path, doc) as d, attached(d) as s:
+        await d.broadcast(HOSTILE_BROADCASTS[case])
+        await d.broadcast({"event": "kernel_status", "status": "idle", "cell_id": None})
+        await wait_until(lambda: s.kernel_state.get("status") == "idle", "the broadcast after the hostile one")
+        assert s.state == LIVE and s.error is None
+        assert any("broadcast with" in e and "kept, ignored" in e for e in errors_of(s)), errors_of(s)
+
+
+@pytest.mark.parametrize("body", [
+    cbor2.dumps({"type": "snapshot", "peer_id": "d", "peers": 5}),
+    cbor2.dumps({"type": "snapshot", "peer_id": "d", "peers": [{"peer_id": "a", "channels": 5}]}),
+    b"\xa2\x64type\x66update\x67peer_id\xf7",  # peer_id: undefined
+    b"\xa1\x64type" + b"\x81" * 3000 + b"\x00",
+], ids=["peers_5", "channels_5", "undefined", "deep"])
+async def test_malformed_presence_is_recorded_and_the_session_goes_on(sock_path: str, body: bytes) -> None:
+    doc = build_doc([], schema=3, comms={"sl": SLIDER})
+    async with ScriptedDaemon(sock_path, doc) as d, attached(d) as s:
+        await d.send_typed(4, body)
+        await d.broadcast({"event": "kernel_status", "status": "idle", "cell_id": None})
+        await wait_until(lambda: s.kernel_state.get("status") == "idle", "the broadcast after the presence")
+        assert s.state == LIVE and s.error is None
+
+
+async def test_a_document_nested_990_deep_is_shown_truncated_not_crashed(sock_path: str) -> None:
+    async with ScriptedDaemon(sock_path, nested_map_doc(990)) as d, attached(d) as s:
+        state = s.snapshot().comms[0].state
+        for _ in range(100):
+            state = state["k"]
+        assert state == TOO_DEEP and s.state == LIVE
+
+
+async def test_a_sync_message_that_makes_automerge_panic_ends_the_connection_with_exit_8(sock_path: str) -> None:
+    _, c1, _ = two_changes()
+    bad = sync_message([], [c1], have=[bytes([1, 0, 7])])
+
+    async def hostile(daemon: ScriptedDaemon, peer: Any) -> None:
+        await asyncio.sleep(0.3)
+        await daemon.send_typed(0, bad)
+
+    doc = build_doc([], schema=3, comms={"sl": SLIDER})
+    async with ScriptedDaemon(sock_path, doc, after_join=hostile) as d:
+        session = PeerSession(SessionConfig(d.path, d.notebook_id))
+        with pytest.raises(BadFrame) as exc:
+            await asyncio.wait_for(session.run(), 10)
+        assert exc.value.exit_code == EXIT_BAD_FRAME and "bloom filter" in str(exc.value)
+        assert any("bloom filter" in e for e in errors_of(session))
+
+
+async def test_a_change_automerge_keeps_out_is_held_by_the_replica_as_a_problem(sock_path: str) -> None:
+    """The replica reports it; the session (being rewritten) must turn it into an event."""
+    src, c1, c2 = two_changes()
+
+    async def hostile(daemon: ScriptedDaemon, peer: Any) -> None:
+        await daemon.send_typed(0, sync_message(src.get_heads(), [c2]))
+
+    doc = build_doc([], schema=3, comms={"sl": SLIDER})
+    async with ScriptedDaemon(sock_path, doc, after_join=hostile) as d, attached(d) as s:
+        rep = s.replicas[0]
+        await wait_until(lambda: rep.problems, "the unapplied change to be noticed")
+        problem = rep.problems[0]
+        assert problem.kind == "unapplied" and problem.size == len(c2)
+        assert problem.change_hash not in rep.heads and s.state == LIVE
