@@ -125,7 +125,7 @@ def slow_hops(history: KeyHistory, th: Thresholds, hops: Iterable[Hop] = HOPS,
         ss.sort(key=lambda s: -s.latency_s)
         rows = [r for s in ss[: th.max_rows // 2] for r in (s.near, s.far)]
         out.append(HistoryFinding(SLOW_HOP, cid, key, hop,
-                                  f"{hop}: {len(ss)} value(s) slower than {th.slow_hop_ms:g} ms "
+                                  f"{len(ss)} value(s) slower than {th.slow_hop_ms:g} ms "
                                   f"(worst {ss[0].latency_s * 1000:.0f} ms)", count=len(ss), rows=rows))
     return out
 
