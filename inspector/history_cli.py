@@ -74,7 +74,7 @@ def history_json(store: KeyHistory, comm_id: str, key: str, thresholds: Threshol
     import msgspec
 
     stats = store.stats(comm_id, key)
-    lat = latency_block(store, per_comm=True)
+    lat = latency_block(store, comm_id=comm_id)
     return {
         "comm_id": comm_id, "key": key,
         "entries": [msgspec.to_builtins(e) for e in store.series(comm_id, key)],
@@ -105,7 +105,7 @@ def print_table(store: KeyHistory, comm_id: str, key: str, thresholds: Threshold
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
     for f in detect(store, thresholds, comm_id=comm_id, key=key):
         out.write(f"{f.kind} [{f.severity}] {f.source}: {f.detail}\n")
-    hops = latency_block(store)["comms"].get(comm_id, {})
+    hops = latency_block(store, comm_id=comm_id)["comms"].get(comm_id, {})
     for name, h in hops.items():
         out.write(f"latency {name}: n={h['n']} p50={h['p50_ms']:.1f} ms p95={h['p95_ms']:.1f} ms "
                   f"max={h['max_ms']:.1f} ms\n")

@@ -32,7 +32,7 @@ class SessionHistory:
     """The adapter between a session (v2 or v4) and the store."""
 
     def __init__(self, history: KeyHistory | None = None) -> None:
-        self.history = history or KeyHistory()
+        self.history = history if history is not None else KeyHistory()
         self.peers: dict[str, str] = {}  # actor_label -> peer (peer_label, or peer_id)
         self.frame_seq: int | None = None  # the inbound frame being handled
         self.doc_event_seq: int | None = None  # its DOC_CHANGED event

@@ -129,12 +129,13 @@ def samples(history: KeyHistory, hops: Iterable[Hop] = HOPS, comm_id: str | None
 
 
 def latency_block(history: KeyHistory, hops: Iterable[Hop] = HOPS, per_comm: bool = True,
-                  max_gap_s: float = MAX_GAP_S) -> dict[str, Any]:
+                  max_gap_s: float = MAX_GAP_S, comm_id: str | None = None) -> dict[str, Any]:
     """The snapshot JSON's `latency` block: p50/p95/max and a histogram per hop, for the room and
-    per comm. Hops with no matched value are absent (no figure is better than a made-up one)."""
+    per comm (or for one comm only). Hops with no matched value are absent (no figure is better
+    than a made-up one)."""
     room: dict[str, HopFigures] = {}
     comms: dict[str, dict[str, HopFigures]] = {}
-    for s in samples(history, hops, max_gap_s=max_gap_s):
+    for s in samples(history, hops, comm_id, max_gap_s=max_gap_s):
         room.setdefault(s.hop, HopFigures()).samples.append(s.latency_s)
         if per_comm:
             comms.setdefault(s.comm_id, {}).setdefault(s.hop, HopFigures()).samples.append(s.latency_s)

@@ -152,6 +152,21 @@ class KeyHistory:
             return list(ser.entries)
         return [e for e in ser.entries if e.source == source]
 
+    def since(self, comm_id: str, key: str, seen: int) -> tuple[list[Entry], int, int]:
+        """For incremental views: (entries appended after the first `seen` ever appended to this
+        key, the new total, how many of the oldest are gone from the store)."""
+        ser = self._series.get((comm_id, key))
+        if ser is None:
+            return [], 0, 0
+        total = ser.dropped + len(ser.entries)
+        new = min(total - seen, len(ser.entries))
+        if new <= 0:
+            return [], total, ser.dropped
+        start = len(ser.entries) - new
+        if new > len(ser.entries) // 2:
+            return list(ser.entries)[start:], total, ser.dropped
+        return [ser.entries[i] for i in range(start, len(ser.entries))], total, ser.dropped
+
     def sources(self, comm_id: str, key: str) -> list[str]:
         return sorted(s for cid, k, s in self._last if cid == comm_id and k == key)
 
