@@ -7,15 +7,17 @@ warnings (see docs/history.md), and a view agreeing in the end does not erase th
 
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from .divergence import json_equal
-from .hop_latency import HOPS, Hop, samples
-from .key_history import Entry, KeyHistory
+from .hop_latency import HOPS, MAX_GAP_S, Hop, HopMatcher, Sample
+from .key_history import Entry, KeyHistory, value_key
 
 VALUE_REGRESSION = "value_regression"
 NOOP_REWRITE = "noop_rewrite"
@@ -56,93 +58,128 @@ def _short(v: Any, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def regressions(cid: str, key: str, source: str, entries: list[Entry], th: Thresholds) -> list[HistoryFinding]:
-    out: list[HistoryFinding] = []
-    recent: list[Entry] = []  # distinct consecutive values, newest last
-    for e in entries:
-        if recent and json_equal(recent[-1].value, e.value):
-            continue  # a rewrite, not a move
-        back = None
-        for old in reversed(recent[-th.regression_depth:-1]):
-            if e.t - old.t > th.regression_window_s:
-                break
-            if json_equal(old.value, e.value):
-                back = old
-                break
-        if back is not None:
-            prev = recent[-1]
-            out.append(HistoryFinding(
-                VALUE_REGRESSION, cid, key, source,
-                f"{source} went back from {_short(prev.value)} to the older {_short(e.value)} "
-                f"{(e.t - prev.t) * 1000:.0f} ms after moving on ({_short(back.value)} first held "
-                f"{(e.t - back.t) * 1000:.0f} ms earlier)",
-                rows=[back, prev, e]))
-        recent.append(e)
-        if len(recent) > th.regression_depth + 1:
-            del recent[0]
-    return out
+class _SourceWatch:
+    """The per-source detectors of one key, fed entry by entry."""
+
+    def __init__(self, source: str, th: Thresholds) -> None:
+        self.source = source
+        self.th = th
+        self.recent: collections.deque[tuple[Any, Entry]] = collections.deque(maxlen=th.regression_depth + 1)
+        self.regressions = 0
+        self.regression_rows: list[Entry] = []
+        self.first_regression = ""
+        self.noops = 0
+        self.noop_rows: list[Entry] = []
+        self.window: collections.deque[Entry] = collections.deque()
+        self.flood_best = 0
+        self.flood_rows: list[Entry] = []
+
+    def feed(self, e: Entry, vk: Any) -> None:
+        th = self.th
+        recent = self.recent
+        if recent and recent[-1][0] == vk:
+            self.noops += 1
+            if len(self.noop_rows) < th.max_rows:
+                self.noop_rows.append(e)
+        else:
+            for i in range(len(recent) - 2, -1, -1):  # older distinct values, newest first
+                ovk, old = recent[i]
+                if e.t - old.t > th.regression_window_s:
+                    break
+                if ovk == vk:
+                    prev = recent[-1][1]
+                    self.regressions += 1
+                    if not self.first_regression:
+                        self.first_regression = (
+                            f"{self.source} went back from {_short(prev.value)} to the older {_short(e.value)} "
+                            f"{(e.t - prev.t) * 1000:.0f} ms after moving on ({_short(old.value)} first held "
+                            f"{(e.t - old.t) * 1000:.0f} ms earlier)")
+                    if len(self.regression_rows) + 3 <= th.max_rows:
+                        self.regression_rows += [old, prev, e]
+                    break
+            recent.append((vk, e))
+        w = self.window
+        w.append(e)
+        while e.t - w[0].t > 1.0:
+            w.popleft()
+        if len(w) > self.flood_best:
+            self.flood_best = len(w)
+            if len(w) > th.flood_per_s:
+                self.flood_rows = list(itertools.islice(w, th.max_rows))
+
+    def findings(self, cid: str, key: str) -> list[HistoryFinding]:
+        th = self.th
+        out = []
+        if self.regressions:
+            more = f"; {self.regressions} go-back(s) in all" if self.regressions > 1 else ""
+            out.append(HistoryFinding(VALUE_REGRESSION, cid, key, self.source, self.first_regression + more,
+                                      count=self.regressions, rows=list(self.regression_rows)))
+        if self.noops >= th.noop_min:
+            out.append(HistoryFinding(NOOP_REWRITE, cid, key, self.source,
+                                      f"{self.source} re-sent an unchanged value {self.noops} time(s)",
+                                      count=self.noops, rows=list(self.noop_rows)))
+        if self.flood_best > th.flood_per_s:
+            out.append(HistoryFinding(FLOODING, cid, key, self.source,
+                                      f"{self.source} wrote {key!r} {self.flood_best} times in one second "
+                                      f"(threshold {th.flood_per_s:g}/s)", count=self.flood_best,
+                                      rows=list(self.flood_rows)))
+        return out
 
 
-def noop_rewrites(cid: str, key: str, source: str, entries: list[Entry], th: Thresholds) -> list[HistoryFinding]:
-    rows: list[Entry] = []
-    count = 0
-    for prev, e in zip(entries, entries[1:], strict=False):
-        if json_equal(prev.value, e.value):
-            count += 1
-            if len(rows) < th.max_rows:
-                rows.append(e)
-    if count < th.noop_min:
-        return []
-    return [HistoryFinding(NOOP_REWRITE, cid, key, source,
-                           f"{source} re-sent an unchanged value {count} time(s)", count=count, rows=rows)]
+class KeyWatch:
+    """Every detector and hop matcher of one key, fed incrementally (a live pane feeds it the
+    new entries of each tick; `detect` feeds it a whole history: one implementation)."""
 
+    def __init__(self, comm_id: str, key: str, thresholds: Thresholds | None = None,
+                 hops: Iterable[Hop] = HOPS, max_gap_s: float = MAX_GAP_S) -> None:
+        self.comm_id, self.key = comm_id, key
+        self.th = thresholds or Thresholds()
+        self.sources: dict[str, _SourceWatch] = {}
+        self.hops = [HopMatcher(h, max_gap_s) for h in hops]
+        self.slow: dict[str, list[Sample]] = {}  # hop -> samples over the threshold
+        self.fed = 0
 
-def flooding(cid: str, key: str, source: str, entries: list[Entry], th: Thresholds) -> list[HistoryFinding]:
-    best = (0, 0)  # (writes in the window, index of its first entry)
-    lo = 0
-    for hi, e in enumerate(entries):
-        while e.t - entries[lo].t > 1.0:
-            lo += 1
-        if hi - lo + 1 > best[0]:
-            best = (hi - lo + 1, lo)
-    n, start = best
-    if n <= th.flood_per_s:
-        return []
-    window = entries[start:start + n]
-    return [HistoryFinding(FLOODING, cid, key, source,
-                           f"{source} wrote {key!r} {n} times in one second (threshold {th.flood_per_s:g}/s)",
-                           count=n, rows=window[: th.max_rows])]
+    def feed(self, entries: Iterable[Entry]) -> None:
+        for e in entries:
+            vk = value_key(e.value)
+            sw = self.sources.get(e.source)
+            if sw is None:
+                sw = self.sources[e.source] = _SourceWatch(e.source, self.th)
+            sw.feed(e, vk)
+            for m in self.hops:
+                got = m.feed(e, vk)
+                if got is not None and got.latency_s * 1000.0 > self.th.slow_hop_ms:
+                    self.slow.setdefault(got.hop, []).append(got)
+            self.fed += 1
 
+    def samples(self) -> list[Sample]:
+        return [s for m in self.hops for s in m.samples]
 
-def slow_hops(history: KeyHistory, th: Thresholds, hops: Iterable[Hop] = HOPS,
-              comm_id: str | None = None) -> list[HistoryFinding]:
-    worst: dict[tuple[str, str, str], list[Any]] = {}
-    for s in samples(history, hops, comm_id):
-        if s.latency_s * 1000.0 > th.slow_hop_ms:
-            worst.setdefault((s.comm_id, s.key, s.hop), []).append(s)
-    out = []
-    for (cid, key, hop), ss in sorted(worst.items()):
-        ss.sort(key=lambda s: -s.latency_s)
-        rows = [r for s in ss[: th.max_rows // 2] for r in (s.near, s.far)]
-        out.append(HistoryFinding(SLOW_HOP, cid, key, hop,
-                                  f"{len(ss)} value(s) slower than {th.slow_hop_ms:g} ms "
-                                  f"(worst {ss[0].latency_s * 1000:.0f} ms)", count=len(ss), rows=rows))
-    return out
+    def latency(self) -> dict[str, dict[str, Any]]:
+        """This key's `latency` block entries (hops that carried a matched value)."""
+        return {m.hop.name: m.figures.block() for m in self.hops if m.samples}
+
+    def findings(self) -> list[HistoryFinding]:
+        out: list[HistoryFinding] = []
+        for src in sorted(self.sources):
+            out += self.sources[src].findings(self.comm_id, self.key)
+        th = self.th
+        for hop, slow in self.slow.items():
+            worst = heapq.nlargest(th.max_rows // 2, slow, key=lambda s: s.latency_s)
+            rows = [r for s in worst for r in (s.near, s.far)]
+            out.append(HistoryFinding(SLOW_HOP, self.comm_id, self.key, hop,
+                                      f"{len(slow)} value(s) slower than {th.slow_hop_ms:g} ms "
+                                      f"(worst {worst[0].latency_s * 1000:.0f} ms)", count=len(slow), rows=rows))
+        return out
 
 
 def detect(history: KeyHistory, thresholds: Thresholds | None = None, comm_id: str | None = None,
            key: str | None = None, hops: Iterable[Hop] = HOPS) -> list[HistoryFinding]:
     """Every history finding in the store (or for one comm / one key)."""
-    th = thresholds or Thresholds()
     out: list[HistoryFinding] = []
     for cid in ([comm_id] if comm_id is not None else history.comms()):
         for k in ([key] if key is not None else history.keys(cid)):
-            by_src: dict[str, list[Entry]] = {}
-            for e in history.series(cid, k):
-                by_src.setdefault(e.source, []).append(e)
-            for src, entries in sorted(by_src.items()):
-                out += regressions(cid, k, src, entries, th)
-                out += noop_rewrites(cid, k, src, entries, th)
-                out += flooding(cid, k, src, entries, th)
-    out += [f for f in slow_hops(history, th, hops, comm_id) if key is None or f.key == key]
+            w = KeyWatch(cid, k, thresholds, hops)
+            w.feed(history.series(cid, k))
+            out += w.findings()
     return out

@@ -10,13 +10,13 @@ peer), so the daemon's own writes never count as a frontend's.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .divergence import json_equal
-from .key_history import KERNEL, Entry, KeyHistory
+from .key_history import KERNEL, Entry, KeyHistory, value_key
 
 MAX_GAP_S = 10.0  # a match further apart than this is a coincidence, not a hop
 SCAN = 256  # near-side entries looked at per far-side value
@@ -54,14 +54,24 @@ class Sample:
     far: Entry
 
 
-@dataclass
 class HopFigures:
-    samples: list[float] = field(default_factory=list)  # seconds
+    """Latency figures of one hop, kept incrementally: a sorted list for the quantiles and the
+    histogram's bucket counts, so reading them costs nothing in a storm."""
+
+    def __init__(self, edges_ms: tuple[float, ...] = HIST_EDGES_MS) -> None:
+        self.sorted: list[float] = []  # seconds
+        self.edges_ms = edges_ms
+        self.counts = [0] * (len(edges_ms) + 1)
+
+    def add(self, latency_s: float) -> None:
+        bisect.insort(self.sorted, latency_s)
+        self.counts[bisect.bisect_left(self.edges_ms, latency_s * 1000.0)] += 1
 
     def block(self) -> dict[str, Any]:
-        xs = sorted(self.samples)
+        xs = self.sorted
         return {"n": len(xs), "p50_ms": _ms(_quantile(xs, 0.5)), "p95_ms": _ms(_quantile(xs, 0.95)),
-                "max_ms": _ms(xs[-1] if xs else None), "histogram": histogram(xs)}
+                "max_ms": _ms(xs[-1] if xs else None),
+                "histogram": {"edges_ms": list(self.edges_ms), "counts": list(self.counts)}}
 
 
 def _ms(s: float | None) -> float | None:
@@ -80,36 +90,61 @@ def histogram(xs: Iterable[float], edges_ms: tuple[float, ...] = HIST_EDGES_MS) 
     count is values above the last edge."""
     counts = [0] * (len(edges_ms) + 1)
     for x in xs:
-        ms = x * 1000.0
-        for i, edge in enumerate(edges_ms):
-            if ms <= edge:
-                counts[i] += 1
-                break
-        else:
-            counts[-1] += 1
+        counts[bisect.bisect_left(edges_ms, x * 1000.0)] += 1
     return {"edges_ms": list(edges_ms), "counts": counts}
+
+
+class HopMatcher:
+    """One hop on one key, matched as entries arrive (the batch figures use the same code)."""
+
+    def __init__(self, hop: Hop, max_gap_s: float = MAX_GAP_S) -> None:
+        self.hop = hop
+        self.max_gap_s = max_gap_s
+        self.near: list[tuple[float, Any, Entry]] = []  # (t, value key, entry)
+        self.lo = 0  # near entries before lo are matched or superseded by a match
+        self.samples: list[Sample] = []
+        self.figures = HopFigures()
+
+    def feed(self, e: Entry, vk: Any) -> Sample | None:
+        hop = self.hop
+        if e.source == hop.near:
+            if not hop.near_frontend_only or e.peer is not None:
+                self.near.append((e.t, vk, e))
+            return None
+        if e.source != hop.far:
+            return None
+        near = self.near
+        for k in range(len(near) - 1, max(self.lo, len(near) - SCAN) - 1, -1):
+            t, nvk, n = near[k]
+            if t > e.t:
+                continue  # arrived earlier but stamped later (a view's own key time)
+            if e.t - t > self.max_gap_s:
+                break
+            if nvk == vk:
+                s = Sample(hop.name, e.comm_id, e.key, e.t - t, n, e)
+                self.samples.append(s)
+                self.figures.add(s.latency_s)
+                self.lo = k + 1
+                return s
+        return None
 
 
 def match_hop(hop: Hop, near: list[Entry], far: list[Entry], max_gap_s: float = MAX_GAP_S) -> list[Sample]:
     """FIFO-match one key's far-side entries to earlier equal near-side entries."""
-    if hop.near_frontend_only:
-        near = [e for e in near if e.peer is not None]
-    out: list[Sample] = []
-    lo = 0  # near entries before lo are matched or superseded by a match
-    hi = 0
-    for f in far:
-        while hi < len(near) and near[hi].t <= f.t:
-            hi += 1
-        stop = max(lo, hi - SCAN)
-        for k in range(hi - 1, stop - 1, -1):
-            n = near[k]
-            if f.t - n.t > max_gap_s:
-                break
-            if json_equal(n.value, f.value):
-                out.append(Sample(hop.name, f.comm_id, f.key, f.t - n.t, n, f))
-                lo = k + 1
-                break
-    return out
+    m = HopMatcher(hop, max_gap_s)
+    for e in sorted(near + far, key=lambda e: e.t):
+        m.feed(e, value_key(e.value))
+    return m.samples
+
+
+def key_samples(entries: Iterable[Entry], hops: Iterable[Hop] = HOPS, max_gap_s: float = MAX_GAP_S) -> list[Sample]:
+    """Every hop sample of one key's entries (arrival order)."""
+    matchers = [HopMatcher(h, max_gap_s) for h in hops]
+    for e in entries:
+        vk = value_key(e.value)
+        for m in matchers:
+            m.feed(e, vk)
+    return [s for m in matchers for s in m.samples]
 
 
 def samples(history: KeyHistory, hops: Iterable[Hop] = HOPS, comm_id: str | None = None,
@@ -119,13 +154,19 @@ def samples(history: KeyHistory, hops: Iterable[Hop] = HOPS, comm_id: str | None
     out: list[Sample] = []
     for cid in ([comm_id] if comm_id is not None else history.comms()):
         for key in history.keys(cid):
-            by_src: dict[str, list[Entry]] = {}
-            for e in history.series(cid, key):
-                by_src.setdefault(e.source, []).append(e)
-            for hop in hops:
-                if hop.near in by_src and hop.far in by_src:
-                    out.extend(match_hop(hop, by_src[hop.near], by_src[hop.far], max_gap_s))
+            srcs = set(history.sources(cid, key))
+            use = [h for h in hops if h.near in srcs and h.far in srcs]
+            if use:
+                out.extend(key_samples(history.series(cid, key), use, max_gap_s))
     return out
+
+
+def figures(samples_: Iterable[Sample]) -> dict[str, dict[str, Any]]:
+    """Per hop: p50/p95/max and a histogram of these samples."""
+    per: dict[str, HopFigures] = {}
+    for s in samples_:
+        per.setdefault(s.hop, HopFigures()).add(s.latency_s)
+    return {h: f.block() for h, f in sorted(per.items())}
 
 
 def latency_block(history: KeyHistory, hops: Iterable[Hop] = HOPS, per_comm: bool = True,
@@ -136,9 +177,9 @@ def latency_block(history: KeyHistory, hops: Iterable[Hop] = HOPS, per_comm: boo
     room: dict[str, HopFigures] = {}
     comms: dict[str, dict[str, HopFigures]] = {}
     for s in samples(history, hops, comm_id, max_gap_s=max_gap_s):
-        room.setdefault(s.hop, HopFigures()).samples.append(s.latency_s)
+        room.setdefault(s.hop, HopFigures()).add(s.latency_s)
         if per_comm:
-            comms.setdefault(s.comm_id, {}).setdefault(s.hop, HopFigures()).samples.append(s.latency_s)
+            comms.setdefault(s.comm_id, {}).setdefault(s.hop, HopFigures()).add(s.latency_s)
     out: dict[str, Any] = {"hops": {h: f.block() for h, f in sorted(room.items())}}
     if per_comm:
         out["comms"] = {cid: {h: f.block() for h, f in sorted(per.items())} for cid, per in sorted(comms.items())}

@@ -52,6 +52,23 @@ class KeyStats(msgspec.Struct):
     bytes: int
 
 
+def value_key(value: Any) -> Any:
+    """A hashable stand-in for a JSON value, equal where `json_equal` says equal (1 == 1.0,
+    true != 1, key order ignored); computed once per entry so detectors compare in O(1).
+    Inside arrays and objects numbers compare by their JSON text (1 and 1.0 differ there)."""
+    t = type(value)
+    if t is bool:
+        return ("bool", value)
+    if t is int or t is str or value is None:
+        return value
+    if t is float:
+        return ("nan",) if value != value else value  # json_equal: NaN equals NaN
+    try:
+        return ("json", msgspec.json.encode(value, order="sorted"))
+    except (TypeError, msgspec.EncodeError):
+        return ("repr", repr(value))
+
+
 def _charge(value: Any) -> int:
     try:
         return ENTRY_OVERHEAD + len(msgspec.json.encode(value))

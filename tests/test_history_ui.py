@@ -58,7 +58,7 @@ def test_pane_shows_the_key_and_jumps_both_ways(qtbot) -> None:
     pane.set_key("c1", "value")
     assert pane.model.rowCount() == 40
     assert pane.plot.mode == "steps" and set(pane.plot.series) == {"kernel", "doc"}
-    assert "kernel→doc" in pane.latency.bars
+    qtbot.waitUntil(lambda: pane.analysed and "kernel→doc" in pane.latency.bars, timeout=5000)
     assert pane.findings.count() == 0  # 300 ms is under the slow-hop threshold
     assert "40 value(s) kept · 0 older dropped" in pane.dropped.text()
     with qtbot.waitSignal(pane.jump_to_event, timeout=2000) as sig:

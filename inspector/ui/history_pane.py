@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import time
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
@@ -25,8 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..history_findings import Thresholds, detect
-from ..hop_latency import latency_block
+from ..history_findings import KeyWatch, Thresholds
 from ..key_history import Entry, KeyHistory
 from .key_plot import KeyPlot
 from .latency_plot import LatencyPlot
@@ -138,6 +138,7 @@ class HistoryPane(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(20)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # no per-row sizing
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.doubleClicked.connect(self._on_double_click)
@@ -151,6 +152,7 @@ class HistoryPane(QWidget):
         tabs.addTab(self.latency, "Latency per hop")
         tabs.addTab(self.findings, "Findings")
         self.tabs = tabs
+        tabs.currentChanged.connect(lambda _i: self._update_figures())
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.addWidget(tabs)
         split.addWidget(self.table)
@@ -164,7 +166,11 @@ class HistoryPane(QWidget):
         self._timer.setInterval(refresh_ms)
         self._timer.timeout.connect(self.refresh)
         self._timer.start()
-        self._slow_ticks = 0
+        self.watch: KeyWatch | None = None
+        self._to_analyse: list[Entry] = []  # entries the watch has not been fed yet
+        self._analysed_at = 0.0
+        self.analyse_budget_s = 0.006  # detector work per tick
+        self.figures_every_s = 0.5
 
     # -- input ------------------------------------------------------------------------------
 
@@ -175,7 +181,10 @@ class HistoryPane(QWidget):
         self.plot.clear_key()
         self.plot.append(rows)
         self.plot.redraw()
-        self.title.setText(f"comm {comm_id} · key {key!r}")
+        self._set_title()
+        self.watch = KeyWatch(comm_id, key, self.thresholds)
+        self._to_analyse = list(rows)
+        self._analysed_at = 0.0
         self._update_figures()
 
     def set_divergences(self, intervals: list[tuple[float, float | None]]) -> None:
@@ -197,28 +206,55 @@ class HistoryPane(QWidget):
         if self.comm_id is None or self.key is None:
             return
         new, total, dropped = self.history.since(self.comm_id, self.key, self._seen)
-        if total == self._seen:
-            return
-        self._seen = total
-        self.model.append(new)
-        self.model.trim_head(total - dropped)
-        self.plot.append(new)
-        # findings and latency walk the whole key: every 10th tick in a storm is enough
-        self._slow_ticks += 1
-        if self._slow_ticks % 10 == 1:
-            self._update_figures()
+        if total != self._seen:
+            self._seen = total
+            self.model.append(new)
+            self.model.trim_head(total - dropped)
+            known = len(self.plot.series)
+            self.plot.append(new)
+            if len(self.plot.series) != known:
+                self._set_title()
+            self._to_analyse.extend(new)
+        if self._to_analyse and self.watch is not None:
+            # bounded work per tick: a 100,000-value key is analysed over many ticks, the window
+            # stays responsive meanwhile (and says it is still analysing)
+            budget = time.monotonic() + self.analyse_budget_s
+            done = 0
+            while done < len(self._to_analyse) and time.monotonic() < budget:
+                self.watch.feed(self._to_analyse[done:done + 500])
+                done += 500
+            del self._to_analyse[:done]
+            now = time.monotonic()
+            if not self._to_analyse or now - self._analysed_at >= self.figures_every_s:
+                self._analysed_at = now
+                self._update_figures()
+
+    def _set_title(self) -> None:
+        self.title.setText(f"comm {self.comm_id} · key {self.key!r} &nbsp; {self.plot.legend_html()}")
+
+    @property
+    def analysed(self) -> bool:
+        """The findings and latency shown cover every entry the pane holds."""
+        return not self._to_analyse
 
     def _update_figures(self) -> None:
-        if self.comm_id is None or self.key is None:
+        if self.comm_id is None or self.key is None or self.watch is None:
             return
         stats = self.history.stats(self.comm_id, self.key)
         total = self.history.summary()
+        behind = f" · analysing, {len(self._to_analyse)} to go" if self._to_analyse else ""
         self.dropped.setText(f"{stats.entries} value(s) kept · {stats.dropped} older dropped for this key · "
-                             f"{total['dropped']} dropped in all (history limit {total['max_bytes'] / 2**20:.0f} MiB)")
-        self.latency.set_block(latency_block(self.history, comm_id=self.comm_id)["comms"].get(self.comm_id, {}))
-        self.findings.clear()
-        for f in detect(self.history, self.thresholds, comm_id=self.comm_id, key=self.key):
-            self.findings.addItem(f"{f.kind} [{f.severity}] {f.source}: {f.detail}")
+                             f"{total['dropped']} dropped in all (history limit {total['max_bytes'] / 2**20:.0f} MiB)"
+                             + behind)
+        # the hidden tabs are brought up to date when shown (tab change): no work for what no one sees
+        if self.latency.isVisible() or not self.isVisible():
+            self.latency.set_block(self.watch.latency())
+        findings = self.watch.findings()
+        self.tabs.setTabText(2, f"Findings ({len(findings)})")
+        if self.findings.isVisible() or not self.isVisible():
+            self.findings.clear()
+            for f in findings:
+                self.findings.addItem(f"{f.kind} [{f.severity}] {f.source}: {f.detail}")
 
     def _on_double_click(self, index: QModelIndex) -> None:
         e = self.model.data(index, EntryRole)

@@ -8,6 +8,7 @@ auto downsampling, so 60 updates a second cost a few redraws, not 60 full ones.
 
 from __future__ import annotations
 
+import operator
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -22,6 +23,7 @@ from ..key_history import Entry
 SOURCE_COLOURS = {"kernel": "#b3261e", "doc": "#1a5fb4", "state": "#1a5fb4", "topology": "#7b3fb5",
                   "feed": "#0f7b6c", "echo": "#0f7b6c"}
 SOURCE_ORDER = ("kernel", "state", "doc", "topology", "echo", "feed")
+_T, _VALUE, _SOURCE = operator.attrgetter("t"), operator.attrgetter("value"), operator.attrgetter("source")
 DIVERGENCE_BRUSH = (179, 38, 30, 40)
 
 
@@ -39,23 +41,79 @@ def value_colour(v: Any) -> QColor:
     return QColor.fromHsv(h, 120, 220)
 
 
+def step_envelope(xs: np.ndarray, ys: np.ndarray, lo: float, hi: float, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points drawing the step function (each value held until the next) over [lo, hi], at most
+    about five per pixel column: in a crowded column the value before, the first, the lowest,
+    the highest and the last, so no spike disappears."""
+    n = len(xs)
+    if n == 0:
+        return xs, ys
+    i0 = max(0, int(np.searchsorted(xs, lo, "left")) - 1)
+    i1 = min(n, int(np.searchsorted(xs, hi, "right")) + 1)
+    x, y = xs[i0:i1], ys[i0:i1]
+    if len(x) <= 4 * columns:
+        if len(x) < 2:
+            return x, y
+        return np.repeat(x, 2)[1:], np.repeat(y, 2)[:-1]  # duplicate x to draw the risers
+    edges = np.linspace(x[0], x[-1], columns + 1)
+    starts = np.unique(np.searchsorted(x, edges[:-1], "left"))
+    starts = starts[starts < len(x)]
+    ends = np.append(starts[1:], len(x)) - 1
+    firsts, lasts = y[starts], y[ends]
+    with np.errstate(all="ignore"):
+        mins = np.fmin.reduceat(y, starts)
+        maxs = np.fmax.reduceat(y, starts)
+    before = np.concatenate(([firsts[0]], lasts[:-1]))
+    px = np.repeat(x[starts], 5)
+    py = np.column_stack((before, firsts, mins, maxs, lasts)).ravel()
+    return px, py
+
+
 class _Series:
+    """One source's points: numbers in growing numpy buffers, other values as runs (a band
+    segment starts only where the value changes)."""
+
     def __init__(self) -> None:
-        self.t: list[float] = []
-        self.v: list[Any] = []
+        self.n = 0
+        self.t = np.empty(1024)
+        self.y = np.empty(1024)
+        self.runs_t: list[float] = []
+        self.runs_v: list[Any] = []
+        self.last_t = 0.0
         self.curve: pg.PlotDataItem | None = None
         self.bands: pg.BarGraphItem | None = None
+        self.drawn_runs = -1
+
+    def extend(self, ts: np.ndarray, ys: np.ndarray | None, vs: list[Any]) -> None:
+        """`ys` holds the numbers (steps); without it `vs` become band runs."""
+        k = len(ts)
+        if self.n + k > len(self.t):
+            cap = max(2 * len(self.t), self.n + k)
+            self.t = np.resize(self.t, cap)
+            self.y = np.resize(self.y, cap)
+        self.t[self.n:self.n + k] = ts
+        self.last_t = float(ts[-1])
+        if ys is not None:
+            self.y[self.n:self.n + k] = ys
+        else:
+            for t, v in zip(ts.tolist(), vs, strict=True):
+                if not self.runs_v or self.runs_v[-1] != v or type(self.runs_v[-1]) is not type(v):
+                    self.runs_t.append(t)
+                    self.runs_v.append(v)
+        self.n += k
 
 
 class KeyPlot(pg.PlotWidget):
-    def __init__(self, parent: Any = None, redraw_hz: float = 20.0) -> None:
+    def __init__(self, parent: Any = None, redraw_hz: float = 10.0) -> None:
         super().__init__(parent, background="w")
         self.setMinimumHeight(160)
-        self.plotItem.showGrid(x=True, y=True, alpha=0.2)
+        # no grid: with alpha it is redrawn over the whole plot area on every repaint, the
+        # largest cost of a redraw in a storm
         self.plotItem.setLabel("bottom", "time", units="s")
-        self.plotItem.addLegend(offset=(8, 8))
-        self.plotItem.setClipToView(True)
-        self.plotItem.setDownsampling(auto=True, mode="peak")
+        # decimated here (`step_envelope`) rather than by pyqtgraph: its per-redraw checks over the
+        # full arrays cost more than the whole redraw
+        self.plotItem.vb.sigXRangeChanged.connect(self._on_range)
+        self._drawing = False
         self.t0: float | None = None
         self.series: dict[str, _Series] = {}
         self.mode: str | None = None  # "steps" | "bands", decided by the first value
@@ -74,7 +132,6 @@ class KeyPlot(pg.PlotWidget):
                 if item is not None:
                     self.plotItem.removeItem(item)
         self.series.clear()
-        self.plotItem.legend.clear()
         self.set_divergences([])
         self.t0 = None
         self.mode = None
@@ -82,16 +139,34 @@ class KeyPlot(pg.PlotWidget):
 
     def append(self, entries: Iterable[Entry]) -> None:
         """New entries (arrival order); drawn at the next redraw tick."""
-        for e in entries:
-            if self.t0 is None:
-                self.t0 = e.t
-            if self.mode is None:
-                self.mode = "steps" if _numeric(e.value) else "bands"
-            s = self.series.get(e.source)
+        entries = entries if isinstance(entries, list) else list(entries)
+        if not entries:
+            return
+        if self.t0 is None:
+            self.t0 = entries[0].t
+        if self.mode is None:
+            self.mode = "steps" if _numeric(entries[0].value) else "bands"
+        # column-wise, in C where possible: a 100,000-value key is appended in one call
+        ts = np.fromiter(map(_T, entries), float, len(entries)) - self.t0
+        vs = list(map(_VALUE, entries))
+        ys = None
+        if self.mode == "steps":
+            try:
+                ys = np.array(vs, dtype=float)
+            except (TypeError, ValueError):
+                ys = np.array([float(v) if _numeric(v) else np.nan for v in vs])
+        srcs = list(map(_SOURCE, entries))
+        names = set(srcs)
+        picks = {names.pop(): None} if len(names) == 1 else {n: np.array(srcs) == n for n in names}
+        for source, mask in picks.items():
+            s = self.series.get(source)
             if s is None:
-                s = self.series[e.source] = _Series()
-            s.t.append(e.t - self.t0)
-            s.v.append(e.value)
+                s = self.series[source] = _Series()
+            if mask is None:
+                s.extend(ts, ys, vs)
+            else:
+                s.extend(ts[mask], None if ys is None else ys[mask],
+                         [v for v, m in zip(vs, mask.tolist(), strict=True) if m] if ys is None else [])
             self._dirty = True
         if self._dirty and not self._timer.isActive():
             self._timer.start()
@@ -103,7 +178,7 @@ class KeyPlot(pg.PlotWidget):
         self.regions = []
         for start, end in intervals:
             t0 = self.t0 if self.t0 is not None else start
-            right = (end if end is not None else max((s.t[-1] + t0 for s in self.series.values() if s.t),
+            right = (end if end is not None else max((s.last_t + t0 for s in self.series.values() if s.n),
                                                       default=start)) - t0
             region = pg.LinearRegionItem((start - t0, right), movable=False, brush=pg.mkBrush(*DIVERGENCE_BRUSH),
                                          pen=pg.mkPen(None))
@@ -127,32 +202,40 @@ class KeyPlot(pg.PlotWidget):
     def _lane_order(self) -> list[str]:
         return sorted(self.series, key=lambda s: (SOURCE_ORDER.index(s) if s in SOURCE_ORDER else 99, s))
 
+    def _on_range(self, *_: Any) -> None:
+        if not self._drawing and self.mode == "steps":  # a zoom or pan: decimate for the new range
+            self._dirty = True
+            if not self._timer.isActive():
+                self._timer.start()
+
     def _draw_steps(self) -> None:
-        for name in self._lane_order():
-            s = self.series[name]
-            xs = np.fromiter(s.t, float, len(s.t))
-            ys = np.fromiter((float(v) if _numeric(v) else np.nan for v in s.v), float, len(s.v))
-            if s.curve is None:
-                colour = SOURCE_COLOURS.get(name, "#5f6368")
-                s.curve = self.plotItem.plot(name=name, pen=pg.mkPen(colour, width=2), stepMode=None,
-                                             connect="finite")
-            # a step holds each value until the next one: duplicate x to draw the risers
-            if len(xs) > 1:
-                sx = np.repeat(xs, 2)[1:]
-                sy = np.repeat(ys, 2)[:-1]
-            else:
-                sx, sy = xs, ys
-            s.curve.setData(sx, sy)
+        vb = self.plotItem.vb
+        if vb.autoRangeEnabled()[0]:
+            lo, hi = -np.inf, np.inf
+        else:
+            lo, hi = vb.viewRange()[0]
+        columns = max(100, int(vb.width()) or 1000)
+        self._drawing = True
+        try:
+            for name in self._lane_order():
+                s = self.series[name]
+                if s.curve is None:
+                    colour = SOURCE_COLOURS.get(name, "#5f6368")
+                    s.curve = self.plotItem.plot(name=name, pen=pg.mkPen(colour, width=1))
+                sx, sy = step_envelope(s.t[:s.n], s.y[:s.n], lo, hi, columns)
+                s.curve.setData(sx, sy, connect="finite" if np.isnan(sy).any() else "all")
+        finally:
+            self._drawing = False
 
     def _draw_bands(self) -> None:
         lanes = self._lane_order()
-        end = max((s.t[-1] for s in self.series.values() if s.t), default=0.0)
+        end = max((s.last_t for s in self.series.values() if s.n), default=0.0)
         span = max(end, 1e-3)
         for lane, name in enumerate(lanes):
             s = self.series[name]
-            xs = np.asarray(s.t, float)
+            xs = np.asarray(s.runs_t, float)
             widths = np.diff(np.append(xs, end + span * 0.02))
-            brushes = [pg.mkBrush(value_colour(v)) for v in s.v]
+            brushes = [pg.mkBrush(value_colour(v)) for v in s.runs_v]
             if s.bands is not None:
                 self.plotItem.removeItem(s.bands)
             s.bands = pg.BarGraphItem(x0=xs, width=widths, y0=lane - 0.4, height=0.8, brushes=brushes,
@@ -160,5 +243,11 @@ class KeyPlot(pg.PlotWidget):
             self.plotItem.addItem(s.bands)
         self.plotItem.getAxis("left").setTicks([[(i, n) for i, n in enumerate(lanes)]])
 
+    def legend_html(self) -> str:
+        """The sources and their colours, for a label beside the plot (cheaper than a legend
+        item, which is repainted with the curves)."""
+        return " ".join(f"<span style='color:{SOURCE_COLOURS.get(n, '#5f6368')}'>■ {n}</span>"
+                        for n in self._lane_order())
+
     def point_count(self) -> int:
-        return sum(len(s.t) for s in self.series.values())
+        return sum(s.n for s in self.series.values())
