@@ -2,8 +2,10 @@
 
 A hop is an ordered pair of sources (kernel IOPub → state document, state document → echo
 broadcast, a frontend's document write → kernel, ...). A value on the far side is matched to the
-same value on the near side, earlier, not yet matched: hops deliver in order, so matching is
-first-in first-out and a value the far side coalesced away simply has no match. A frontend's
+oldest equal value on the near side that is earlier and not yet matched: hops deliver in order,
+so matching is first-in first-out, and a value the far side coalesced away simply has no match.
+(A value repeated within one coalesced batch is matched to its first occurrence: that sample
+over-states the hop; the other choice would under-state every lagging hop whose values repeat.) A frontend's
 write is a document entry whose writer presence names as a connected peer (the daemon is not a
 peer), so the daemon's own writes never count as a frontend's.
 """
@@ -114,18 +116,19 @@ class HopMatcher:
         if e.source != hop.far:
             return None
         near = self.near
-        for k in range(len(near) - 1, max(self.lo, len(near) - SCAN) - 1, -1):
+        # oldest unmatched equal value first: a hop delivers in order, so when a value repeats
+        # (a slider passing 93 twice) the far side's 93 is the earlier one still in flight
+        for k in range(max(self.lo, len(near) - SCAN), len(near)):
             t, nvk, n = near[k]
             if t > e.t:
-                continue  # arrived earlier but stamped later (a view's own key time)
-            if e.t - t > self.max_gap_s:
-                break
-            if nvk == vk:
-                s = Sample(hop.name, e.comm_id, e.key, e.t - t, n, e)
-                self.samples.append(s)
-                self.figures.add(s.latency_s)
-                self.lo = k + 1
-                return s
+                break  # stamped after this arrival: not its origin
+            if e.t - t > self.max_gap_s or nvk != vk:
+                continue
+            s = Sample(hop.name, e.comm_id, e.key, e.t - t, n, e)
+            self.samples.append(s)
+            self.figures.add(s.latency_s)
+            self.lo = k + 1
+            return s
         return None
 
 
