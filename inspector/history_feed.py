@@ -40,6 +40,8 @@ class SessionHistory:
         self._taps: set[int] = set()
         self._unsubscribe: list[Callable[[], None]] = []
         self.session: Any = None
+        # (comm, key) -> [start, end or None]: when the divergence engine reported the key diverged
+        self.intervals: dict[tuple[str, str], list[list[float | None]]] = {}
 
     # -- the input interface --------------------------------------------------------------------
 
@@ -86,6 +88,24 @@ class SessionHistory:
             if isinstance(label, str) and isinstance(who, str):
                 self.peers[label] = who
 
+    def on_divergence(self, t: float, comm_id: str, divergences: list[dict[str, Any]]) -> None:
+        """A divergence transition of one comm: open an interval for each key now reported
+        (pending is not reported), close the ones no longer reported."""
+        now_keys = {k.get("key") for d in divergences if d.get("status") != "pending"
+                    for k in d.get("keys") or () if isinstance(k, dict)}
+        for (cid, key), spans in self.intervals.items():
+            if cid == comm_id and key not in now_keys and spans and spans[-1][1] is None:
+                spans[-1][1] = t
+        for key in now_keys:
+            if isinstance(key, str):
+                spans = self.intervals.setdefault((comm_id, key), [])
+                if not spans or spans[-1][1] is not None:
+                    spans.append([t, None])
+
+    def divergence_intervals(self, comm_id: str, key: str) -> list[tuple[float, float | None]]:
+        """For the pane's shading: (start, end or None while still diverged), monotonic seconds."""
+        return [(a, b) for a, b in self.intervals.get((comm_id, key), ()) if a is not None]
+
     def on_kernel_comm(self, msg_type: str, content: dict[str, Any], now: float, msg_id: str | None = None) -> None:
         cid = content.get("comm_id")
         data = content.get("data") if isinstance(content.get("data"), dict) else {}
@@ -131,6 +151,8 @@ class SessionHistory:
                 return
             source = "echo" if data.get("method") == "echo_update" else "feed"
             self.on_message(source, cid, state, e.t, carrier=f"frame {self.frame_seq}", event_seq=e.seq)
+        elif e.kind == ev.DIVERGENCE and isinstance(e.data.get("comm_id"), str):
+            self.on_divergence(e.t, e.data["comm_id"], list(e.data.get("divergences") or ()))
         elif e.kind == ev.CONNECTION:
             self._watch()
 

@@ -115,7 +115,8 @@ async def test_a_lagging_document_shows_in_the_latency_figures() -> None:
         await wait_until(lambda: r.values(cid, "doc")[-1:] == [109], "the delayed doc to reach 109", timeout=30)
         hops = latency_block(r.store)["hops"]
         doc, feed = hops["kernel→doc"], hops["kernel→feed"]
-        assert doc["n"] >= 5 and doc["p50_ms"] >= 400, doc
+        # the tap hears IOPub a little after the daemon does, so the hop can read a bit under 400
+        assert doc["n"] >= 5 and doc["p50_ms"] >= 360, doc
         assert feed["p50_ms"] < 200, feed  # the broadcasts are not delayed: the lag is the doc's
         # 400 ms lands in the (200, 500] bucket or above; the feed's values below it
         edges = doc["histogram"]["edges_ms"]
@@ -144,3 +145,18 @@ async def test_a_scripted_regression_and_rewrites_are_detected() -> None:
         assert [e.value for e in kr.rows] == [5, 6, 5] and "went back from 6 to the older 5" in kr.detail
         noop = {f.source: f.count for f in found if f.kind == hf.NOOP_REWRITE}
         assert noop.get("kernel") == 2 and noop.get("feed") == 2
+
+
+async def test_a_divergence_is_an_interval_on_the_key_and_blame_reads_the_histories() -> None:
+    async with live_room("doc-drop-update:IntSliderModel") as r:
+        await r.tb.run_cell(r.nid, SLIDER)
+        cid = r.slider()
+        await r.tb.run_cell(r.nid, "s.value = 7")
+        await wait_until(lambda: r.hist.divergence_intervals(cid, "value"), "the divergence on value", timeout=20)
+        ((start, end),) = r.hist.divergence_intervals(cid, "value")
+        assert end is None  # still diverged: the doc never got 7
+        kernel7 = r.store.last(cid, "value", "kernel")
+        assert kernel7.value == 7 and start >= kernel7.t
+        blame = r.store.blame(cid, "value")
+        assert blame["kernel_word"] == 7 and blame["agree_with_kernel"] == ["feed"]
+        assert blame["differ_from_kernel"] == ["doc"] and blame["last"]["doc"]["value"] == 1
