@@ -55,6 +55,8 @@ def add_parser(subparsers: Any) -> None:
                    help=f"more writes per second than N is flooding (default {Thresholds.flood_per_s:g})")
     check.add_kernel_option(p)
     p.set_defaults(func=run, no_blobs=True)
+    if check.setup_session not in cli.SESSION_SETUP:  # the divergence binding the adapter reads
+        cli.SESSION_SETUP.append(check.setup_session)
 
 
 def resolve_comm(store: KeyHistory, comm: str) -> str:

@@ -160,3 +160,54 @@ async def test_a_divergence_is_an_interval_on_the_key_and_blame_reads_the_histor
         blame = r.store.blame(cid, "value")
         assert blame["kernel_word"] == 7 and blame["agree_with_kernel"] == ["feed"]
         assert blame["differ_from_kernel"] == ["doc"] and blame["last"]["doc"]["value"] == 1
+
+
+async def test_history_command_on_a_live_room(tmp_path, capsys) -> None:
+    import argparse
+    import json
+
+    from inspector import history_cli
+
+    d = tempfile.mkdtemp(prefix="rti-khc-", dir="/tmp")
+    tb = Testbed(os.path.join(d, "rt.sock"), auto_launch=False, write_daemon_json=False)
+    await tb.start()
+    try:
+        nid = tb.create_room()
+        await tb.launch_kernel(nid)
+        await tb.wait_kernel(nid)
+        await tb.run_cell(nid, SLIDER)
+        (cid,) = [c.comm_id for c in tb.comm_state(nid) if c.model_name == "IntSliderModel"]
+        parser = argparse.ArgumentParser(prog="runtimed-inspector")
+        history_cli.add_parser(parser.add_subparsers(dest="command"))
+        saved = tmp_path / "h.json"
+        args = parser.parse_args(["history", "--socket", tb.socket_path, "--notebook", nid, "--for", "3",
+                                  "--comm", cid[:8], "--key", "value", "--json", "--save", str(saved),
+                                  "--kernel-connection", tb.room(nid).kernel.km.connection_file])
+        command = asyncio.create_task(asyncio.to_thread(args.func, args))
+        seen = {"out": "", "err": ""}
+
+        def said(text: str) -> bool:
+            got = capsys.readouterr()
+            seen["out"] += got.out
+            seen["err"] += got.err
+            return text in seen["err"]
+
+        # the join converges once the room is quiet for a moment: move the slider only after it
+        await wait_until(lambda: said("history: watching room"), "the command to join", timeout=20)
+        while not command.done():  # the kernel keeps moving the slider while the command watches
+            await tb.run_cell(nid, "s.value += 1")
+        assert await command == 0
+        said("")
+        out = json.loads(seen["out"])
+        assert out["comm_id"] == cid
+        by = {}
+        for e in out["entries"]:
+            by.setdefault(e["source"], []).append(e["value"])
+        assert {"kernel", "doc", "feed"} <= set(by)
+        assert len(by["kernel"]) >= 3 and by["kernel"] == sorted(by["kernel"])
+        assert by["doc"][-1] == by["kernel"][-1] or by["feed"][-1] == by["kernel"][-1]
+        assert [e.value for e in KeyHistory.load(saved).series(cid, "value")] == [
+            e["value"] for e in out["entries"]]
+    finally:
+        await tb.stop()
+        shutil.rmtree(d, ignore_errors=True)
