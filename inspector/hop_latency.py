@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from .key_history import KERNEL, Entry, KeyHistory, value_key
 
 MAX_GAP_S = 10.0  # a match further apart than this is a coincidence, not a hop
@@ -46,8 +48,10 @@ HOPS: tuple[Hop, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(msgspec.Struct, frozen=True, gc=False):
+    """One value's trip over one hop. Not tracked by the garbage collector: a storm makes tens of
+    thousands, and collector passes over them would be window stalls."""
+
     hop: str
     comm_id: str
     key: str
@@ -102,7 +106,10 @@ class HopMatcher:
     def __init__(self, hop: Hop, max_gap_s: float = MAX_GAP_S) -> None:
         self.hop = hop
         self.max_gap_s = max_gap_s
-        self.near: list[tuple[float, Any, Entry]] = []  # (t, value key, entry)
+        # parallel lists, not tuples: nothing here for the garbage collector to walk
+        self.near_t: list[float] = []
+        self.near_vk: list[Any] = []
+        self.near: list[Entry] = []
         self.lo = 0  # near entries before lo are matched or superseded by a match
         self.samples: list[Sample] = []
         self.figures = HopFigures()
@@ -111,20 +118,22 @@ class HopMatcher:
         hop = self.hop
         if e.source == hop.near:
             if not hop.near_frontend_only or e.peer is not None:
-                self.near.append((e.t, vk, e))
+                self.near_t.append(e.t)
+                self.near_vk.append(vk)
+                self.near.append(e)
             return None
         if e.source != hop.far:
             return None
-        near = self.near
+        near, near_t, near_vk = self.near, self.near_t, self.near_vk
         # oldest unmatched equal value first: a hop delivers in order, so when a value repeats
         # (a slider passing 93 twice) the far side's 93 is the earlier one still in flight
         for k in range(max(self.lo, len(near) - SCAN), len(near)):
-            t, nvk, n = near[k]
+            t, nvk = near_t[k], near_vk[k]
             if t > e.t:
                 break  # stamped after this arrival: not its origin
             if e.t - t > self.max_gap_s or nvk != vk:
                 continue
-            s = Sample(hop.name, e.comm_id, e.key, e.t - t, n, e)
+            s = Sample(hop.name, e.comm_id, e.key, e.t - t, near[k], e)
             self.samples.append(s)
             self.figures.add(s.latency_s)
             self.lo = k + 1

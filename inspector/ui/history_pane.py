@@ -211,7 +211,9 @@ class HistoryPane(QWidget):
             self.model.append(new)
             self.model.trim_head(total - dropped)
             known = len(self.plot.series)
-            self.plot.append(new)
+            # the plot is drawn half a tick after the table: two small repaints, not one big one
+            self.plot.append(new, schedule=False)
+            QTimer.singleShot(self._timer.interval() // 2, self.plot.redraw)
             if len(self.plot.series) != known:
                 self._set_title()
             self._to_analyse.extend(new)

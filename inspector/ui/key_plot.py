@@ -137,8 +137,9 @@ class KeyPlot(pg.PlotWidget):
         self.mode = None
         self._timer.stop()
 
-    def append(self, entries: Iterable[Entry]) -> None:
-        """New entries (arrival order); drawn at the next redraw tick."""
+    def append(self, entries: Iterable[Entry], schedule: bool = True) -> None:
+        """New entries (arrival order); drawn at the next redraw tick (`schedule=False`: the
+        caller calls `redraw` itself)."""
         entries = entries if isinstance(entries, list) else list(entries)
         if not entries:
             return
@@ -168,7 +169,7 @@ class KeyPlot(pg.PlotWidget):
                 s.extend(ts[mask], None if ys is None else ys[mask],
                          [v for v, m in zip(vs, mask.tolist(), strict=True) if m] if ys is None else [])
             self._dirty = True
-        if self._dirty and not self._timer.isActive():
+        if schedule and self._dirty and not self._timer.isActive():
             self._timer.start()
 
     def set_divergences(self, intervals: Iterable[tuple[float, float | None]]) -> None:
@@ -203,7 +204,9 @@ class KeyPlot(pg.PlotWidget):
         return sorted(self.series, key=lambda s: (SOURCE_ORDER.index(s) if s in SOURCE_ORDER else 99, s))
 
     def _on_range(self, *_: Any) -> None:
-        if not self._drawing and self.mode == "steps":  # a zoom or pan: decimate for the new range
+        # a zoom or pan (not auto-range following new data, which draws the whole range anyway):
+        # decimate for the new range
+        if not self._drawing and self.mode == "steps" and not self.plotItem.vb.autoRangeEnabled()[0]:
             self._dirty = True
             if not self._timer.isActive():
                 self._timer.start()
