@@ -127,6 +127,12 @@ class SessionHistory:
         self._watch()
         return self
 
+    def attach_log(self, log: ev.EventLog) -> SessionHistory:
+        """Only the event stream (broadcasts, presence, frames, divergence transitions): what a
+        replayed recording provides. Document views and the kernel tap need `attach`."""
+        self._unsubscribe.append(log.subscribe(self._on_event))
+        return self
+
     def detach(self) -> None:
         for undo in self._unsubscribe:
             undo()

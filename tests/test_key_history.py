@@ -219,3 +219,33 @@ def test_saved_history_round_trips(saved) -> None:
     buf = io.StringIO()
     history_cli.show(store, "3f9c", "value", True, out=buf)
     assert json.loads(buf.getvalue())["entries"][0]["carrier"] == "msg m0"
+
+
+def test_real_2_9_0_echo_broadcasts_and_presence_through_the_event_log() -> None:
+    """The v4 path on traffic captured from the real runtimed 2.9.0: its `echo_update`
+    broadcasts become `echo` entries carried by their frames, presence names the peers."""
+    from pathlib import Path
+
+    from inspector import events as ev
+    from inspector.protocol.presence import decode_presence
+
+    frames = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real-runtimed-2.9.0" / "frames.jsonl"
+    if not frames.is_file():
+        pytest.skip(f"real-runtimed fixtures not found at {frames}")
+    log = ev.EventLog()
+    sh = SessionHistory().attach_log(log)
+    for line in frames.read_text().splitlines():
+        fr = json.loads(line)
+        if fr.get("conn") != 5 or fr.get("dir") != "s2c" or fr.get("kind") != "typed":
+            continue
+        rec = log.frame("in", fr["frame_type"], fr["frame_name"], fr["len"], t=fr["t"])
+        log.emit(ev.FRAME, "in", {"direction": "in", "frame_seq": rec.seq}, t=fr["t"])
+        if fr["frame_name"] == "BROADCAST":
+            log.emit(ev.BROADCAST, "comm", {"event": fr["json"].get("event"), "message": fr["json"]}, t=fr["t"])
+        elif fr["frame_name"] == "PRESENCE":
+            log.emit(ev.PRESENCE, "presence", {"presence": decode_presence(bytes.fromhex(fr["hex"])[1:]).raw},
+                     t=fr["t"])
+    (e,) = sh.history.series("ef5b619c16ab471cba317b2a88731725", "value")
+    assert (e.source, e.value, e.t) == ("echo", 5, 9.1274)
+    assert e.carrier.startswith("frame ") and e.event_seq is not None
+    assert sh.peers["local:root/agent:fixture-capture:029d5e2c"] == "fixture-capture"  # actor_label -> peer
