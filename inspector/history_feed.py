@@ -106,6 +106,20 @@ class SessionHistory:
         """For the pane's shading: (start, end or None while still diverged), monotonic seconds."""
         return [(a, b) for a, b in self.intervals.get((comm_id, key), ()) if a is not None]
 
+    # -- outputs for the snapshot and `check` ----------------------------------------------------
+
+    def latency(self, per_comm: bool = True) -> dict[str, Any]:
+        """The snapshot JSON's `latency` block (see docs/history.md)."""
+        from .hop_latency import latency_block
+
+        return latency_block(self.history, per_comm=per_comm)
+
+    def findings(self, thresholds: Any = None) -> list[dict[str, Any]]:
+        """Every history finding, as JSON (warnings: `check --strict` material)."""
+        from .history_findings import detect
+
+        return [f.to_json() for f in detect(self.history, thresholds)]
+
     def on_kernel_comm(self, msg_type: str, content: dict[str, Any], now: float, msg_id: str | None = None) -> None:
         cid = content.get("comm_id")
         data = content.get("data") if isinstance(content.get("data"), dict) else {}

@@ -139,6 +139,13 @@ def test_adapter_records_messages_with_rewrites_and_views_only_when_they_move() 
     assert sh.on_view("state", view, 1.4) == 0  # nothing moved
     (e,) = sh.history.series("c", "value", "state")
     assert (e.writer, e.peer, e.carrier) == ("local:me/desktop:ab", "desktop", "frame 42")
+    sh.on_kernel_comm("comm_msg", {"comm_id": "c", "data": {"method": "update", "state": {"value": 2}}}, 1.5, "m4")
+    sh.on_kernel_comm("comm_msg", {"comm_id": "c", "data": {"method": "update", "state": {"value": 1}}}, 1.6, "m5")
+    hops = {h: (f["n"], f["max_ms"]) for h, f in sh.latency()["hops"].items()}
+    # the kernel's 1 (m1) reached the state 300 ms later; the desktop's write of 1 reached the
+    # kernel (m5) 300 ms after it; m2 was a rewrite and is nobody's origin
+    assert hops == {"kernel→state": (1, 300.0), "frontend(state)→kernel": (1, 300.0)}
+    assert [f["kind"] for f in sh.findings()] == ["value_regression"]  # the kernel went 1, 1, 2, 1
 
 
 def test_the_store_opens_a_100k_value_key_fast() -> None:
