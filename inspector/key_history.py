@@ -267,10 +267,13 @@ class KeyHistory:
         if not isinstance(raw, dict) or raw.get("format") != FILE_FORMAT:
             raise ValueError(f"{path} is not a {FILE_FORMAT} file")
         store = cls(max_bytes)
+        entries, dropped = raw.get("entries") or [], raw.get("dropped") or 0
+        if not isinstance(entries, list) or not isinstance(dropped, int):
+            raise ValueError(f"{path}: 'entries' must be a list and 'dropped' an integer")
         try:
-            for item in raw.get("entries") or []:
+            for item in entries:
                 store.add(msgspec.convert(item, Entry))
         except msgspec.ValidationError as exc:
             raise ValueError(f"{path}: bad entry: {exc}") from None
-        store.dropped += int(raw.get("dropped") or 0)
+        store.dropped += dropped
         return store

@@ -213,7 +213,11 @@ def test_history_command_bad_arguments_are_one_line_usage_errors(saved, capsys, 
 def test_history_command_bad_file_and_missing_source(tmp_path, capsys) -> None:
     bad = tmp_path / "x.json"
     bad.write_text("{not json")
-    for argv in ([str(bad)], [str(tmp_path / "missing.json")], []):
+    other = tmp_path / "other.json"
+    other.write_text('{"format": "runtimed-inspector key history", "entries": {}, "dropped": "x"}')
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"format": "runtimed-inspector key history", "entries": [{"source": 1}]}')
+    for argv in ([str(bad)], [str(other)], [str(wrong)], [str(tmp_path / "missing.json")], []):
         args = parse(["history", *argv, "--comm", "c", "--key", "value"])
         assert args.func(args) == 2
         err = capsys.readouterr().err
