@@ -125,3 +125,20 @@ def test_a_60_per_second_storm_is_drawn_incrementally(qtbot) -> None:
     qtbot.waitUntil(lambda: pane.plot.point_count() == 1 + 2 * sent[0], timeout=5000)
     # redraws are throttled: far fewer than the 180 entries that arrived
     assert 1 <= pane.plot.redraws < sent[0]
+
+
+def test_band_segments_merge_crowded_columns_and_keep_wide_runs() -> None:
+    from inspector.ui.key_plot import MIXED, band_segments
+
+    assert band_segments([0.0, 1.0, 2.0], [True, False, True], float("-inf"), float("inf"), 3.0, 100) == [
+        (0.0, 1.0, True), (1.0, 1.0, False), (2.0, 1.0, True)]
+    # 10,000 toggles over 100 columns: every column changed many times, and says so
+    segs = band_segments([i / 100 for i in range(10_000)], [i % 2 == 0 for i in range(10_000)],
+                         float("-inf"), float("inf"), 100.0, 100)
+    assert len(segs) == 100 and all(v is MIXED for _x, _w, v in segs)
+    assert abs(sum(w for _x, w, _v in segs) - 100.0) < 1e-9  # the lane is covered, no gap, no overlap
+    # one long run among crowded ones stays one bar of its own value
+    ts = [i / 1000 for i in range(1000)] + [50.0]
+    vs = [i % 2 == 0 for i in range(1000)] + ["steady"]
+    segs = band_segments(ts, vs, float("-inf"), float("inf"), 100.0, 100)
+    assert segs[-1][2] == "steady" and segs[-1][0] == 50.0 and abs(segs[-1][0] + segs[-1][1] - 100.0) < 1e-9

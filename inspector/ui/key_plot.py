@@ -8,6 +8,7 @@ auto downsampling, so 60 updates a second cost a few redraws, not 60 full ones.
 
 from __future__ import annotations
 
+import bisect
 import operator
 import zlib
 from collections.abc import Iterable
@@ -69,6 +70,42 @@ def step_envelope(xs: np.ndarray, ys: np.ndarray, lo: float, hi: float, columns:
     return px, py
 
 
+MIXED = object()  # a pixel column where the value changed more than once: zoom in to tell them apart
+MIXED_COLOUR = "#5f6368"
+
+
+def band_segments(runs_t: list[float], runs_v: list[Any], lo: float, hi: float, end: float,
+                  columns: int) -> list[tuple[float, float, Any]]:
+    """(start, width, value) bars for one band lane over [lo, hi]: one bar per run while runs are
+    wider than a pixel column; a column holding several changes becomes one MIXED bar."""
+    n = len(runs_t)
+    if n == 0:
+        return []
+    i0 = max(0, bisect.bisect_left(runs_t, lo) - 1)
+    i1 = min(n, bisect.bisect_right(runs_t, hi))
+    starts = runs_t[i0:i1] + [end]
+    if i1 - i0 <= 2 * columns:
+        return [(starts[k], starts[k + 1] - starts[k], runs_v[i0 + k]) for k in range(i1 - i0)]
+    left, right = starts[0], starts[-1]
+    step = (right - left) / columns
+    out: list[tuple[float, float, Any]] = []
+    k = 0
+    m = i1 - i0
+    for c in range(columns):
+        c0, c1 = left + c * step, left + (c + 1) * step
+        j = bisect.bisect_left(starts, c1, k, m)
+        changes = j - k  # runs starting in this column
+        if changes > 1:
+            out.append((c0, step, MIXED))
+        elif changes == 1:
+            out.append((starts[k], c1 - starts[k], runs_v[i0 + k]))
+        elif out:
+            x, _w, v = out[-1]
+            out[-1] = (x, c1 - x, v)  # the run goes on
+        k = j
+    return out
+
+
 class _Series:
     """One source's points: numbers in growing numpy buffers, other values as runs (a band
     segment starts only where the value changes)."""
@@ -113,6 +150,7 @@ class KeyPlot(pg.PlotWidget):
         # decimated here (`step_envelope`) rather than by pyqtgraph: its per-redraw checks over the
         # full arrays cost more than the whole redraw
         self.plotItem.vb.sigXRangeChanged.connect(self._on_range)
+        self._brushes: dict[Any, Any] = {}
         self._drawing = False
         self.t0: float | None = None
         self.series: dict[str, _Series] = {}
@@ -206,7 +244,7 @@ class KeyPlot(pg.PlotWidget):
     def _on_range(self, *_: Any) -> None:
         # a zoom or pan (not auto-range following new data, which draws the whole range anyway):
         # decimate for the new range
-        if not self._drawing and self.mode == "steps" and not self.plotItem.vb.autoRangeEnabled()[0]:
+        if not self._drawing and self.mode is not None and not self.plotItem.vb.autoRangeEnabled()[0]:
             self._dirty = True
             if not self._timer.isActive():
                 self._timer.start()
@@ -230,21 +268,37 @@ class KeyPlot(pg.PlotWidget):
         finally:
             self._drawing = False
 
+    def _visible(self) -> tuple[float, float, int]:
+        vb = self.plotItem.vb
+        lo, hi = (-np.inf, np.inf) if vb.autoRangeEnabled()[0] else vb.viewRange()[0]
+        return lo, hi, max(100, int(vb.width()) or 1000)
+
     def _draw_bands(self) -> None:
         lanes = self._lane_order()
         end = max((s.last_t for s in self.series.values() if s.n), default=0.0)
         span = max(end, 1e-3)
-        for lane, name in enumerate(lanes):
-            s = self.series[name]
-            xs = np.asarray(s.runs_t, float)
-            widths = np.diff(np.append(xs, end + span * 0.02))
-            brushes = [pg.mkBrush(value_colour(v)) for v in s.runs_v]
-            if s.bands is not None:
-                self.plotItem.removeItem(s.bands)
-            s.bands = pg.BarGraphItem(x0=xs, width=widths, y0=lane - 0.4, height=0.8, brushes=brushes,
-                                      pen=pg.mkPen(None), name=name)
-            self.plotItem.addItem(s.bands)
-        self.plotItem.getAxis("left").setTicks([[(i, n) for i, n in enumerate(lanes)]])
+        lo, hi, columns = self._visible()
+        self._drawing = True
+        try:
+            for lane, name in enumerate(lanes):
+                s = self.series[name]
+                segs = band_segments(s.runs_t, s.runs_v, lo, hi, end + span * 0.02, columns)
+                brushes = [self._brush(v) for _x, _w, v in segs]
+                if s.bands is not None:
+                    self.plotItem.removeItem(s.bands)
+                s.bands = pg.BarGraphItem(x0=[x for x, _w, _v in segs], width=[w for _x, w, _v in segs],
+                                          y0=lane - 0.4, height=0.8, brushes=brushes, pen=pg.mkPen(None), name=name)
+                self.plotItem.addItem(s.bands)
+            self.plotItem.getAxis("left").setTicks([[(i, n) for i, n in enumerate(lanes)]])
+        finally:
+            self._drawing = False
+
+    def _brush(self, v: Any) -> Any:
+        key = MIXED if v is MIXED else (type(v).__name__, repr(v))
+        b = self._brushes.get(key)
+        if b is None:
+            b = self._brushes[key] = pg.mkBrush(MIXED_COLOUR if v is MIXED else value_colour(v))
+        return b
 
     def legend_html(self) -> str:
         """The sources and their colours, for a label beside the plot (cheaper than a legend
