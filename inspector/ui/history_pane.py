@@ -166,6 +166,11 @@ class HistoryPane(QWidget):
         self._timer.setInterval(refresh_ms)
         self._timer.timeout.connect(self.refresh)
         self._timer.start()
+        # owned by the pane (not QTimer.singleShot with a callable): it cannot fire after the
+        # pane is gone
+        self._plot_timer = QTimer(self)
+        self._plot_timer.setSingleShot(True)
+        self._plot_timer.timeout.connect(self.plot.redraw)
         self.watch: KeyWatch | None = None
         self._to_analyse: list[Entry] = []  # entries the watch has not been fed yet
         self._analysed_at = 0.0
@@ -213,7 +218,8 @@ class HistoryPane(QWidget):
             known = len(self.plot.series)
             # the plot is drawn half a tick after the table: two small repaints, not one big one
             self.plot.append(new, schedule=False)
-            QTimer.singleShot(self._timer.interval() // 2, self.plot.redraw)
+            if not self._plot_timer.isActive():
+                self._plot_timer.start(max(1, self._timer.interval() // 2))
             if len(self.plot.series) != known:
                 self._set_title()
             self._to_analyse.extend(new)
