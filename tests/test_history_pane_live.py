@@ -15,6 +15,7 @@ pytest.importorskip("pyqtgraph")
 qasync = pytest.importorskip("qasync")
 
 from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
+from test_history_ui import add_pane  # noqa: E402
 from waiting import qt_loop, wait_until  # noqa: E402
 
 from inspector import events as ev  # noqa: E402
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.gui, pytest.mark.kernel]
 @pytest.fixture
 def loop(qapp):
     yield from qt_loop(qapp)
+
 
 
 def test_pane_follows_a_kernel_loop_and_jumps_to_real_timeline_events(qtbot, loop) -> None:
@@ -53,7 +55,7 @@ def test_pane_follows_a_kernel_loop_and_jumps_to_real_timeline_events(qtbot, loo
                 (cid,) = [c.comm_id for c in tb.comm_state(nid) if c.model_name == "IntSliderModel"]
                 await wait_until(lambda: hist.history.last(cid, "value", "doc"), "the doc to hold the slider")
                 pane = HistoryPane(hist.history, refresh_ms=50)
-                qtbot.addWidget(pane)
+                add_pane(qtbot, pane)
                 QAbstractItemModelTester(pane.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
                 pane.resize(1000, 700)
                 pane.show()

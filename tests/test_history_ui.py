@@ -14,13 +14,20 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 pytestqt = pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
 
 from inspector.key_history import ENTRY_OVERHEAD, KeyHistory  # noqa: E402
 from inspector.ui.history_pane import COLUMNS, HistoryPane, HistoryTableModel  # noqa: E402
 
 pytestmark = pytest.mark.gui
+
+def add_pane(qtbot, pane) -> None:
+    """Closed at teardown and deleted by Qt right then, not whenever the garbage collector
+    gets to it during a later test."""
+    pane.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    qtbot.addWidget(pane)
+
 
 
 def _tester(model):
@@ -53,7 +60,7 @@ def test_table_model_rows_append_and_trim(qtbot) -> None:
 def test_pane_shows_the_key_and_jumps_both_ways(qtbot) -> None:
     store = filled()
     pane = HistoryPane(store)
-    qtbot.addWidget(pane)
+    add_pane(qtbot, pane)
     _tester(pane.model)
     pane.set_key("c1", "value")
     assert pane.model.rowCount() == 40
@@ -75,7 +82,7 @@ def test_bands_for_strings_and_booleans_and_shaded_divergences(qtbot) -> None:
     for i, v in enumerate([True, True]):
         store.append("state", "c", "disabled", v, i + 0.2)
     pane = HistoryPane(store)
-    qtbot.addWidget(pane)
+    add_pane(qtbot, pane)
     pane.set_key("c", "disabled")
     assert pane.plot.mode == "bands"
     assert all(s.bands is not None and s.curve is None for s in pane.plot.series.values())
@@ -86,7 +93,7 @@ def test_bands_for_strings_and_booleans_and_shaded_divergences(qtbot) -> None:
 def test_pane_follows_a_live_store_and_counts_what_was_dropped(qtbot) -> None:
     store = KeyHistory(max_bytes=300 * (ENTRY_OVERHEAD + 4))
     pane = HistoryPane(store, refresh_ms=20)
-    qtbot.addWidget(pane)
+    add_pane(qtbot, pane)
     _tester(pane.model)
     store.append("kernel", "c", "value", 0, 0.0)
     pane.set_key("c", "value")
@@ -103,7 +110,7 @@ def test_pane_follows_a_live_store_and_counts_what_was_dropped(qtbot) -> None:
 def test_a_60_per_second_storm_is_drawn_incrementally(qtbot) -> None:
     store = KeyHistory()
     pane = HistoryPane(store, refresh_ms=50)
-    qtbot.addWidget(pane)
+    add_pane(qtbot, pane)
     pane.show()
     store.append("kernel", "c", "value", 0, 0.0)
     pane.set_key("c", "value")

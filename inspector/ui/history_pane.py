@@ -152,7 +152,7 @@ class HistoryPane(QWidget):
         tabs.addTab(self.latency, "Latency per hop")
         tabs.addTab(self.findings, "Findings")
         self.tabs = tabs
-        tabs.currentChanged.connect(lambda _i: self._update_figures())
+        tabs.currentChanged.connect(self._on_tab)
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.addWidget(tabs)
         split.addWidget(self.table)
@@ -236,6 +236,9 @@ class HistoryPane(QWidget):
             if not self._to_analyse or now - self._analysed_at >= self.figures_every_s:
                 self._analysed_at = now
                 self._update_figures()
+
+    def _on_tab(self, _index: int) -> None:
+        self._update_figures()
 
     def _set_title(self) -> None:
         self.title.setText(f"comm {self.comm_id} · key {self.key!r} &nbsp; {self.plot.legend_html()}")
