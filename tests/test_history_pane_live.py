@@ -4,6 +4,7 @@ and the pane following one slider's value as a kernel loop moves it."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.gui, pytest.mark.kernel]
 @pytest.fixture
 def loop(qapp):
     yield from qt_loop(qapp)
+    gc.collect()  # the closed loop's Qt objects go now, on this thread (not in a later test's thread)
 
 
 
