@@ -191,10 +191,11 @@ class SessionHistory:
             self._taps.add(id(tap))
             previous = tap.comm_listener
 
-            def chained(msg_type: str, content: dict[str, Any], now: float) -> None:
+            def chained(msg_type: str, content: dict[str, Any], *rest: Any) -> None:
+                # (msg_type, content, now), or (msg_type, content, buffers, now): the time is last
                 if previous is not None:
-                    previous(msg_type, content, now)
-                self.on_kernel_comm(msg_type, content, now, getattr(tap, "last_msg_id", None))
+                    previous(msg_type, content, *rest)
+                self.on_kernel_comm(msg_type, content, rest[-1], getattr(tap, "last_msg_id", None))
 
             tap.comm_listener = chained
 
