@@ -23,6 +23,7 @@ import msgspec
 import pytest
 from waiting import wait_until
 
+from inspector import events as ev
 from inspector import liveness, references, saved_state, widget_buffers
 from inspector.blobs import BlobResolver
 from inspector.kernel_tap import KernelTap
@@ -74,12 +75,18 @@ class Room:
         self.nid = await call(self.bed, self.tb.create_room, self.cells)
         self.session = PeerSession(SessionConfig(self.bed.socket_path, self.nid, allow_kernel_launch=True))
         self.session.add_listener(lambda _paths: self.on_snapshot and self.on_snapshot(self.session.snapshot()))
-        self.session.hooks.append(lambda what, bc: what == "broadcast" and isinstance(bc, m.Comm)
-                                  and self.comm_messages.append(bc))
+        self.session.log.subscribe(self._on_event)
         await self.session.connect()
         self._run = asyncio.create_task(self.session.run())
         await call(self.bed, self.tb.wait_kernel, self.nid)
         return self
+
+    def _on_event(self, event: ev.Event) -> None:
+        # the `comm` broadcasts as the daemon sent them (every field is kept in the event)
+        if event.kind == ev.BROADCAST and event.data.get("event") == "comm":
+            bc = m.decode_broadcast(m.encode_json(event.data["message"]))
+            if isinstance(bc, m.Comm):
+                self.comm_messages.append(bc)
 
     async def run(self, cell: str | int) -> str:
         return await call(self.bed, self.tb.run_cell, self.nid, cell)
