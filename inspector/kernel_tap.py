@@ -105,6 +105,7 @@ class KernelTap:
         # never saw opened included (a view that joined late still learns the kernel's values).
         self.comm_listener: Callable[[str, dict[str, Any], list[bytes], float], None] | None = None
         self.poll_s = poll_s
+        self.last_msg_id: str | None = None  # header msg_id of the message being applied (a carrier)
         self.received = 0  # verified messages
         self.rejected = 0  # unsigned, badly signed, replayed or malformed messages
         self.reject_reasons: dict[str, int] = {}
@@ -136,6 +137,7 @@ class KernelTap:
         self.received += 1
         self.last_message_at = now
         header = msg.get("header") or {}
+        self.last_msg_id = header.get("msg_id") if isinstance(header.get("msg_id"), str) else None
         msg_type = header.get("msg_type") or msg.get("msg_type")
         content = msg.get("content") if isinstance(msg.get("content"), dict) else {}
         if msg_type in COMM_TYPES:

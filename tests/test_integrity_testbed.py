@@ -23,6 +23,7 @@ import msgspec
 import pytest
 from waiting import wait_until
 
+from inspector import events as ev
 from inspector import liveness, references, saved_state, widget_buffers
 from inspector.blobs import BlobResolver
 from inspector.kernel_tap import KernelTap
@@ -80,10 +81,10 @@ class Room:
         await call(self.bed, self.tb.wait_kernel, self.nid)
         return self
 
-    def _on_event(self, e: Any) -> None:
-        # every broadcast is logged with its message as sent; keep the comm ones, decoded
-        if e.kind == "broadcast" and e.data.get("event") == "comm":
-            bc = m.decode_broadcast(msgspec.json.encode(e.data["message"]))
+    def _on_event(self, event: ev.Event) -> None:
+        # the `comm` broadcasts as the daemon sent them (every field is kept in the event)
+        if event.kind == ev.BROADCAST and event.data.get("event") == "comm":
+            bc = m.decode_broadcast(m.encode_json(event.data["message"]))
             if isinstance(bc, m.Comm):
                 self.comm_messages.append(bc)
 

@@ -424,13 +424,18 @@ def test_v4_compare_ages_are_read_again_every_second_while_the_room_is_idle(win,
     suite): each view's age of a key grows with the clock, as the engine reports it."""
     import time
 
+    from inspector.divergence import CompareViews
+
     snap = ss.make_snapshot(n_cells=4, n_comms=3)
     cid = snap.comms[0].comm_id
     changed_at = time.monotonic() - 3.0
 
     def key_views(comm_id):
         age = (time.monotonic() - changed_at) * 1000
-        return {"topology": {"seq": (0, None)}, "state": {"value": (50, age)}} if comm_id == cid else None
+        if comm_id != cid:
+            return None
+        return CompareViews(sources=("topology", "state"), meta=frozenset({"topology"}),
+                            values={"topology": {"seq": (0, None)}, "state": {"value": (50, age)}})
 
     win.detail.key_views = key_views
     win.apply_snapshot(snap)

@@ -127,6 +127,8 @@ def diverge(snap: Snapshot, i: int, doc_value: Any, feed_value: Any, status: str
                    status=status, since_ms=since_ms, sides=("doc", "feed"), moved="feed", model_name=c.model_name,
                    detail="doc behind feed by 3 updates" if status == "diverged" else "",
                    keys=(KeyDiff(key="value", doc=doc_value, feed=feed_value, doc_age_ms=since_ms + 900,
-                                 feed_age_ms=120.0, present=("doc", "feed")),))
+                                 feed_age_ms=120.0, present=("doc", "feed"),
+                                 values={"doc": doc_value, "feed": feed_value},
+                                 ages_ms={"doc": since_ms + 900, "feed": 120.0}),))
     others = tuple(x for x in snap.divergence if x.comm_id != c.comm_id)
     return msgspec.structs.replace(snap, divergence=others + (d,))
