@@ -178,6 +178,7 @@ def divergence_options(args: argparse.Namespace) -> Any:
 
 
 def make_session(args: argparse.Namespace) -> Any:
+    from .history_feed import HistoryOptions
     from .session import PeerSession, SessionConfig
 
     cfg = SessionConfig(
@@ -188,6 +189,7 @@ def make_session(args: argparse.Namespace) -> Any:
         resolve_blobs=not getattr(args, "no_blobs", False),
         keep_frame_bodies=False,
         divergence=divergence_options(args),
+        history=HistoryOptions(),  # every value each view held: `history`, the latency block, findings
     )
     return PeerSession(cfg)
 

@@ -55,8 +55,6 @@ def add_parser(subparsers: Any) -> None:
                    help=f"more writes per second than N is flooding (default {Thresholds.flood_per_s:g})")
     check.add_kernel_option(p)
     p.set_defaults(func=run, no_blobs=True)
-    if check.setup_session not in cli.SESSION_SETUP:  # the divergence binding the adapter reads
-        cli.SESSION_SETUP.append(check.setup_session)
 
 
 def resolve_comm(store: KeyHistory, comm: str) -> str:
@@ -135,19 +133,18 @@ def show(store: KeyHistory, comm: str, key: str, as_json: bool, thresholds: Thre
 
 
 async def record_live(session: Any, duration: float, join_timeout: float) -> KeyHistory:
-    """Watch a room for `duration` seconds after the join and return what the views said."""
-    from .history_feed import SessionHistory
+    """Watch a room for `duration` seconds after the join and return what the views said (the
+    session core keeps the history: `SessionConfig.history`)."""
     from .session import unless_ended
 
-    hist = SessionHistory()
+    assert session.history is not None, "cli.make_session always declares the history option"
     async with session.running() as task:
         await unless_ended(session.wait_for(lambda s: s.connection == "live", join_timeout), task,
                            "the connection ended before the room was joined")
-        hist.attach(session)  # after the join: a v4 profile brings its own binding
         print(f"history: watching room {session.config.notebook_id} for {duration:g} s "
-              f"(the history starts now: earlier values are unknown)", file=sys.stderr, flush=True)
+              f"(the history starts at the join: earlier values are unknown)", file=sys.stderr, flush=True)
         await unless_ended(asyncio.sleep(duration), task, "the connection ended during the watch")
-    return hist.history
+    return session.history.history
 
 
 def run(args: argparse.Namespace) -> int:

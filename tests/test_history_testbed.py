@@ -1,5 +1,5 @@
 """Key histories fed from real traffic: the testbed daemon with a real ipykernel, the inspector's
-session and divergence binding, the kernel tap on IOPub, and the history adapter on top."""
+session core with its divergence binding and key history, the kernel tap on IOPub."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from waiting import wait_until
 
 from inspector import history_findings as hf
-from inspector.divergence import SessionDivergence, SettleConfig
-from inspector.history_feed import SessionHistory
+from inspector.divergence import DivergenceOptions, SessionDivergence, SettleConfig
+from inspector.history_feed import HistoryOptions, SessionHistory
 from inspector.hop_latency import latency_block
 from inspector.key_history import KeyHistory
 from inspector.session import PeerSession, SessionConfig
@@ -59,12 +59,15 @@ async def live_room(fault: str | None = None) -> AsyncIterator[Live]:
         nid = tb.create_room()
         await tb.launch_kernel(nid)
         await tb.wait_kernel(nid)
-        session = PeerSession(SessionConfig(tb.socket_path, nid, allow_kernel_launch=True))
-        sd = SessionDivergence(session, SettleConfig(), kernel_connection=tb.room(nid).kernel.km.connection_file)
-        hist = SessionHistory().attach(session)
+        # the core keeps the history, fed by its own inputs (as a replayed recording would be)
+        session = PeerSession(SessionConfig(
+            tb.socket_path, nid, allow_kernel_launch=True, history=HistoryOptions(),
+            divergence=DivergenceOptions(SettleConfig(), tb.room(nid).kernel.km.connection_file)))
         task = asyncio.create_task(session.run())
         await session.wait_settled(0.1, 30)
-        while sd.tap.received == 0:  # the SUB socket only sees what is published after it joined
+        assert session.divergence is not None and session.history is not None
+        sd, hist = session.divergence, session.history
+        while session.tap is None or session.tap.received == 0:  # the SUB socket only sees what is published after it joined
             await tb.run_cell(nid, "1")
         yield Live(tb, nid, session, sd, hist)
     finally:
