@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -132,6 +133,22 @@ def show(store: KeyHistory, comm: str, key: str, as_json: bool, thresholds: Thre
     return EXIT_OK
 
 
+# Readers of other files that hold a key history, tried before a saved history: each returns the
+# store or None when the file is not its kind. The recorder's reader replays a recording through
+# `SessionCore` with `SessionConfig.history` set and returns `core.history.history`.
+FILE_READERS: list[Callable[[str], KeyHistory | None]] = []
+
+
+def read_file(path: str) -> KeyHistory:
+    """FILE of `history`: a recording (through `FILE_READERS`) or a saved key history. Raises
+    ValueError with a one-line reason."""
+    for reader in FILE_READERS:
+        store = reader(path)
+        if store is not None:
+            return store
+    return KeyHistory.load(path)
+
+
 async def record_live(session: Any, duration: float, join_timeout: float) -> KeyHistory:
     """Watch a room for `duration` seconds after the join and return what the views said (the
     session core keeps the history: `SessionConfig.history`)."""
@@ -155,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return cli.fail(HistoryUsage("history needs either FILE or --notebook ID (not both)"))
     if args.file:
         try:
-            store = KeyHistory.load(args.file)
+            store = read_file(args.file)
             return show(store, args.comm, args.key, args.json, th)
         except ValueError as exc:
             return cli.fail(HistoryUsage(str(exc)))
