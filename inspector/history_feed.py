@@ -44,6 +44,18 @@ def _live_wall(t: float) -> float:
     return time.time() - (time.monotonic() - t)
 
 
+class _Watch:
+    """The incremental detectors of one key and how many of its entries they have seen."""
+
+    __slots__ = ("watch", "seen")
+
+    def __init__(self, comm_id: str, key: str, thresholds: Any) -> None:
+        from .history_findings import KeyWatch
+
+        self.watch = KeyWatch(comm_id, key, thresholds)
+        self.seen = 0
+
+
 class SessionHistory:
     """The adapter between a session (v2 or v4) and the store."""
 
@@ -57,6 +69,10 @@ class SessionHistory:
         self._watched: set[int] = set()  # ids of the CommSource objects subscribed to
         # (comm, key) -> [start, end or None]: when the divergence engine reported the key diverged
         self.intervals: dict[tuple[str, str], list[list[float | None]]] = {}
+        self.thresholds: Any = None  # history_findings.Thresholds for `analyse` (None: the defaults)
+        self._watches: dict[tuple[str, str], _Watch] = {}
+        self._room: dict[str, Any] = {}  # hop -> HopFigures, every comm
+        self._per_comm: dict[str, dict[str, Any]] = {}
 
     # -- the input interface --------------------------------------------------------------------
 
@@ -122,6 +138,40 @@ class SessionHistory:
 
     # -- outputs for the snapshot and `check` ----------------------------------------------------
 
+    def analyse(self) -> tuple[dict[str, Any], list[Any]]:
+        """(the `latency` block, every finding) over everything recorded so far, kept
+        incrementally: each call feeds the per-key detectors only the entries they have not seen,
+        so a snapshot in a storm costs what arrived since the last one, not the whole store."""
+        from .hop_latency import HopFigures
+
+        for cid, key in self.history.series_keys():
+            w = self._watches.get((cid, key))
+            if w is None:
+                w = self._watches[(cid, key)] = _Watch(cid, key, self.thresholds)
+            new, w.seen, _gone = self.history.since(cid, key, w.seen)
+            if not new:
+                continue
+            before = [len(m.samples) for m in w.watch.hops]
+            w.watch.feed(new)
+            for m, n in zip(w.watch.hops, before, strict=True):
+                for smp in m.samples[n:]:
+                    self._room.setdefault(smp.hop, HopFigures()).add(smp.latency_s)
+                    self._per_comm.setdefault(cid, {}).setdefault(smp.hop, HopFigures()).add(smp.latency_s)
+        block: dict[str, Any] = {
+            "hops": {h: f.block() for h, f in sorted(self._room.items())},
+            "comms": {cid: {h: f.block() for h, f in sorted(per.items())} for cid, per in sorted(self._per_comm.items())},
+            "dropped_history": self.history.dropped,
+        }
+        found = [f for _ck, w in sorted(self._watches.items()) for f in w.watch.findings()]
+        return block, found
+
+    def apply_to(self, snap: Any) -> Any:
+        """Fill a snapshot's `latency` block and `findings` (warnings: one view's facts)."""
+        import msgspec
+
+        block, found = self.analyse()
+        return msgspec.structs.replace(snap, latency=block, findings=tuple(f.to_json() for f in found))
+
     def latency(self, per_comm: bool = True) -> dict[str, Any]:
         """The snapshot JSON's `latency` block (see docs/history.md)."""
         from .hop_latency import latency_block
@@ -148,7 +198,14 @@ class SessionHistory:
 
     def on_broadcast(self, message: dict[str, Any], t: float, event_seq: int | None = None) -> None:
         """A daemon broadcast as sent (JSON): comm opens and updates become `feed` (or `echo`
-        for `echo_update`) entries carried by the frame being handled."""
+        for `echo_update`) entries carried by the frame being handled; a v2 `comm_sync` is the
+        feed's baseline (every comm's state at the join)."""
+        if message.get("event") == "comm_sync":  # v2: the feed's baseline, every comm's state
+            for c in message.get("comms") or ():
+                if isinstance(c, dict) and isinstance(c.get("comm_id"), str) and isinstance(c.get("state"), dict):
+                    self.on_message("feed", c["comm_id"], c["state"], t, event_seq=event_seq,
+                                    carrier=f"frame {self.frame_seq}" if self.frame_seq else None)
+            return
         if message.get("event") != "comm":
             return
         content = message.get("content") if isinstance(message.get("content"), dict) else {}

@@ -549,6 +549,8 @@ class SessionCore:
             )
         if self.divergence is not None:
             snap = self.divergence.apply_to(snap)
+        if self.history is not None:  # key history: the latency block and the findings
+            snap = self.history.apply_to(snap)
         self._snapshot_cache = snap
         self._dirty = False
         return snap

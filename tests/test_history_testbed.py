@@ -224,3 +224,39 @@ async def test_history_command_on_a_live_room(tmp_path, capsys) -> None:
     finally:
         await tb.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_check_lists_history_warnings_and_fails_on_them_only_when_strict(capsys) -> None:
+    """A scripted go-back (5, 6, 5) during `check`: a `value_regression` warning line; exit 0, and
+    exit 1 under `--strict` (history findings are warnings, facts about one view)."""
+    from inspector import cli
+
+    d = tempfile.mkdtemp(prefix="rti-khk-", dir="/tmp")
+    tb = Testbed(os.path.join(d, "rt.sock"), auto_launch=False, write_daemon_json=False)
+    await tb.start()
+    try:
+        nid = tb.create_room()
+        await tb.launch_kernel(nid)
+        await tb.wait_kernel(nid)
+        await tb.run_cell(nid, SLIDER)
+        (cid,) = [c.comm_id for c in tb.comm_state(nid) if c.model_name == "IntSliderModel"]
+        gc.collect()  # Qt garbage of earlier tests goes on this thread, not the command's
+        for strict, code in ((False, 0), (True, 1)):
+            argv = ["check", "--socket", tb.socket_path, "--notebook", nid, "--for", "2"] + (
+                ["--strict"] if strict else [])
+            command = asyncio.create_task(asyncio.to_thread(cli.main, argv))
+            err = ""
+            while "check: watching room" not in err:
+                await asyncio.sleep(0.05)
+                err += capsys.readouterr().err
+                assert not command.done(), err
+            low, high = (5, 6) if not strict else (8, 9)  # each run moves the slider away first
+            await tb.run_cell(nid, f"s.value = {low}\ns.value = {high}\ns.value = {low}")
+            assert await command == code
+            got = capsys.readouterr()
+            warn = [ln for ln in got.out.splitlines() if ln.startswith("warning:")]
+            assert any(ln.startswith(f"warning: {cid}  value  value_regression  [feed]") for ln in warn), got.out
+            assert "history warning(s)" in got.err
+    finally:
+        await tb.stop()
+        shutil.rmtree(d, ignore_errors=True)

@@ -268,4 +268,29 @@ def test_real_2_9_0_replayed_through_the_core_gives_the_key_story() -> None:
     assert store.blame(SLIDER, "value")["moved_last"] == "echo"
     # the state document never followed the echo: an open interval the plot shades
     assert core.history.divergence_intervals(SLIDER, "value")
+    # the snapshot carries the history's findings and latency block (the same for CLI and window)
+    snap = core.snapshot()
+    assert isinstance(snap.latency.get("hops"), dict) and snap.latency["dropped_history"] == 0
+    assert list(snap.findings) == [f.to_json() for f in core.history.analyse()[1]]
 
+
+
+def test_incremental_analysis_equals_the_whole_store_analysis() -> None:
+    """What the snapshot carries (`SessionHistory.analyse`, fed only new entries per call) is what
+    `latency_block` and `detect` say over the whole store, however the calls fall."""
+    from inspector import history_findings as hf
+    from inspector.hop_latency import latency_block
+
+    sh = SessionHistory()
+    sweep(sh.history, "c1", n=6)
+    first, _found = sh.analyse()
+    sweep(sh.history, "c2", n=10, lag=0.7)
+    for v in (3, 4, 3):  # a go-back on c1
+        sh.history.append("kernel", "c1", "value", v, 50.0 + v)
+    block, found = sh.analyse()
+    assert block == latency_block(sh.history)
+    assert first["hops"] != block["hops"]  # the second call saw the new entries
+    assert sorted((f.kind, f.comm_id, f.source, f.count) for f in found) == sorted(
+        (f.kind, f.comm_id, f.source, f.count) for f in hf.detect(sh.history))
+    assert {f.kind for f in found} >= {"value_regression", "slow_hop"}
+    assert sh.analyse() == (block, found)  # nothing new: the same answer
