@@ -71,7 +71,10 @@ def test_history_pane_follows_the_tree_jumps_to_the_timeline_and_shows_the_lag(q
               what="the pane to show 129 from the doc and the feed")
     except AssertionError as exc:
         raise AssertionError(f"{exc}: doc {shown('doc')[-5:]}, feed {shown('feed')[-5:]}, "
-                             f"store doc {[e.value for e in pane.history.series(sid, 'value', 'doc')][-5:]}") from None
+                             f"store doc {[e.value for e in pane.history.series(sid, 'value', 'doc')][-5:]}, "
+                             f"snapshot doc {[c.state.get('value') for c in session.snapshot().comms if c.comm_id == sid]}, "
+                             f"sync {win.sync_health.toolTip()!r}, "
+                             f"testbed doc {tb(loop, bed, lambda: bed.testbed.comm_state(nid))}") from None
     tb(loop, bed, bed.testbed.set_faults, [])
     assert [v for v in shown("kernel") if v >= 100] == list(range(100, 130))
     assert all(e.writer == "kernel" and (e.carrier or "").startswith("msg ")
