@@ -363,11 +363,12 @@ class SessionCore:
             self.last_doc_change = t
             changed = self.profile.doc_changed(self, replica, dirty)
             paths = sorted(changed)
-            doc_event = self.log.emit(ev.DOC_CHANGED, f"{replica.name}: {len(paths)} path(s) changed"
-                          + (f" ({', '.join(paths[:4])}{'…' if len(paths) > 4 else ''})" if paths else ""),
-                          {"doc": replica.name, "paths": paths[:200], "n_paths": len(paths),
-                           "heads": list(replica.heads), "full_read": ALL in dirty},
-                          target=_first_target(paths), t=t)
+            doc_event = self.log.emit(
+                ev.DOC_CHANGED, f"{replica.name}: {len(paths)} path(s) changed"
+                + (f" ({', '.join(paths[:4])}{'…' if len(paths) > 4 else ''})" if paths else ""),
+                {"doc": replica.name, "paths": paths[:200], "n_paths": len(paths),
+                 "heads": list(replica.heads), "full_read": ALL in dirty},
+                target=_first_target(paths), t=t)
             self.profile.after_doc_change(self)
             if self.history is not None:  # key history: document rows jump to this event
                 self.history.on_doc_event(doc_event.seq)
