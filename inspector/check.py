@@ -55,8 +55,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--for", dest="duration", type=float, default=10.0, metavar="S",
                    help="how long to watch, in seconds (default 10)")
     p.add_argument("--strict", action="store_true",
-                   help="information-grade findings (feed gaps, comms kept after a kernel death) and integrity "
-                        "warnings (dangling references, orphaned comms, saved-notebook differences) fail too")
+                   help="information-grade findings (feed gaps, comms kept after a kernel death), integrity "
+                        "warnings (dangling references, orphaned comms, saved-notebook differences) and key-history "
+                        "warnings (value regressions, no-op rewrites, flooding, slow hops) fail too")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S",
                    help="give up if the room cannot be joined within S seconds (default 20)")
@@ -93,6 +94,11 @@ def summary_line(d: Divergence) -> str:
             + (f"  keys {keys}" if keys else "") + (f"  — {d.detail}" if d.detail else ""))
 
 
+def finding_line(f: dict[str, Any]) -> str:
+    """One key-history finding (docs/history.md) as `check` prints it."""
+    return f"warning: {f['comm_id']}  {f['key']}  {f['kind']}  [{f['source']}]  — {f['detail']}"
+
+
 @dataclass
 class Watched:
     """What a check saw: every divergence reported, the views compared, the kernel tap (if any)."""
@@ -101,6 +107,7 @@ class Watched:
     sources: tuple[str, ...]
     tap: Any
     integrity: Any = None  # the last integrity report (`inspector.integrity.IntegrityReport`)
+    findings: tuple[dict[str, Any], ...] = ()  # the key history's (warnings: fail only --strict)
 
 
 async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
@@ -146,7 +153,8 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         for d in sd.divergences(include_pending=False):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
-        return Watched(seen, sd.sources(), sd.tap, session.snapshot(taken_at=time.time()).integrity)
+        snap = session.snapshot(taken_at=time.time())
+        return Watched(seen, sd.sources(), sd.tap, snap.integrity, snap.findings)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -180,9 +188,9 @@ def run(args: argparse.Namespace) -> int:
         failing = [d for d in found.values() if _fails(d, args.strict)]
         notes = [d for d in found.values() if not _fails(d, args.strict)]
         failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
-        # integrity findings are warnings: they fail only --strict (docs/verdicts.md)
+        # integrity and key-history findings are warnings: they fail only --strict (docs/verdicts.md)
         integrity = watched.integrity.warnings() if watched.integrity is not None else ()
-        failed = bool(failing) or (args.strict and bool(integrity))
+        failed = bool(failing) or (args.strict and (bool(integrity) or bool(watched.findings)))
         if args.json:
             import msgspec
 
@@ -193,12 +201,15 @@ def run(args: argparse.Namespace) -> int:
                 "integrity": integrity_json(watched.integrity),
                 "sources": list(watched.sources),
                 "kernel_tap": tap.summary() if tap is not None else None,
+                "findings": list(watched.findings),
             }, indent=2, default=str))
         else:
             for d in failing:
                 print(summary_line(d))
             for d in notes:
                 print("note: " + summary_line(d))
+            for f in watched.findings:
+                print(finding_line(f))
             if tap is not None and tap.rejected:
                 print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
                       f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
@@ -208,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
             verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
             if integrity:
                 verdict += f", {len(integrity)} integrity warning(s)"
+            if watched.findings:
+                verdict += f", {len(watched.findings)} history warning(s)"
             print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
         return EXIT_DIVERGED if failed else EXIT_OK
 

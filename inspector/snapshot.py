@@ -155,6 +155,12 @@ class Snapshot(msgspec.Struct, frozen=True):
     # `inspector.integrity.IntegrityReport` when the session declares the integrity option (typed
     # Any: that module reads snapshots, so this one cannot import it)
     integrity: Any = None
+    # The key history's figures (see docs/history.md): p50/p95/max and a histogram per hop, for
+    # the room (`hops`) and per comm (`comms`); empty without a history.
+    latency: dict[str, Any] = {}
+    # The key history's findings (value_regression, noop_rewrite, flooding, slow_hop): warnings,
+    # facts about how values travelled in one view or hop; they fail only `check --strict`.
+    findings: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 from .. import __version__
 from ..errors import InspectorError
 from ..snapshot import Snapshot
+from . import history_dock, sync_health
 from . import theme as th
 from .ages import aged
 from .attach import AttachView
@@ -180,6 +181,8 @@ class InspectorWindow(QMainWindow):
         self._build_actions()
         self._build_menus()
         self._build_status()
+        self.history_dock = history_dock.install(self)  # the key's story, following the tree
+        self.sync_health = sync_health.install(self)  # per-document sync health in the status bar
         self._set_state("idle", "not attached")
         # ages count on while the room is idle: the shown snapshot is re-aged once a second
         self._age_timer = QTimer(self)
@@ -456,6 +459,7 @@ class InspectorWindow(QMainWindow):
         self.stack.setCurrentWidget(self.main_split)
         session = session or make_session(socket_path, notebook_id, self.session_options)
         self.timeline.attach(session.log)
+        self.history_dock.attach(session)
         self.detail.fetch_blob = self._fetch_blob
         self.detail.key_views = self._key_views
         self.controller.start(session)
