@@ -47,8 +47,8 @@ from .snapshot import DaemonView, FeedView, KernelView, OutputView, Snapshot
 if TYPE_CHECKING:
     from .blobs import BlobResolver
     from .divergence import DivergenceOptions, SessionDivergence
-    from .integrity import IntegrityOptions, SessionIntegrity
     from .history_feed import HistoryOptions, SessionHistory
+    from .integrity import IntegrityOptions, SessionIntegrity
     from .pool import DaemonProbe
 
 log = logging.getLogger(__name__)
