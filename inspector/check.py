@@ -120,14 +120,17 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         # Let what is still pending settle (bounded by the settle windows).
         cfg = sd.engine.config
         limit = time.monotonic() + cfg.clear_s + cfg.quiet_s + 0.5
+        # ticks through the core, not the engine directly: a recording of the check (--record)
+        # then holds every time the engine was run at, and `check FILE` gives this verdict
         while time.monotonic() < limit:
-            sd.run()
+            session.tick(time.monotonic())
             due = sd.engine.next_deadline()
             if due is None:
                 break
             await asyncio.sleep(min(0.05, max(0.0, due - time.monotonic()) + 0.005))  # until the next deadline
-        sd.run()
-        for d in sd.divergences(include_pending=False):
+        end = time.monotonic()
+        session.tick(end)
+        for d in sd.divergences(include_pending=False, now=end):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
         return Watched(seen, sd.sources(), sd.tap)
