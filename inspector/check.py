@@ -156,32 +156,41 @@ def run(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         session = cli.make_session(args)
-        watched = await watch_room(session, args.duration, args.timeout)
-        found, tap = watched.found, watched.tap
-        failing = [d for d in found.values() if _fails(d, args.strict)]
-        notes = [d for d in found.values() if not _fails(d, args.strict)]
-        failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
-        if args.json:
-            import msgspec
-
-            print(json.dumps({
-                "ok": not failing,
-                "diverged": [msgspec.to_builtins(d) for d in failing],
-                "info": [msgspec.to_builtins(d) for d in notes],
-                "sources": list(watched.sources),
-                "kernel_tap": tap.summary() if tap is not None else None,
-            }, indent=2, default=str))
-        else:
-            for d in failing:
-                print(summary_line(d))
-            for d in notes:
-                print("note: " + summary_line(d))
-            if tap is not None and tap.rejected:
-                print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
-                      f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
-            srcs = ", ".join(watched.sources)
-            verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
-            print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
-        return EXIT_DIVERGED if failing else EXIT_OK
+        try:
+            watched = await watch_room(session, args.duration, args.timeout)
+        finally:
+            if session.recording is not None:
+                session.recording.finish()
+        return print_verdict(args, watched, args.duration)
 
     return cli._guarded(go)
+
+
+def print_verdict(args: argparse.Namespace, watched: Watched, duration: float) -> int:
+    """The check's output and exit code (a live watch, or a recording's replay: `check FILE`)."""
+    found, tap = watched.found, watched.tap
+    failing = [d for d in found.values() if _fails(d, args.strict)]
+    notes = [d for d in found.values() if not _fails(d, args.strict)]
+    failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
+    if args.json:
+        import msgspec
+
+        print(json.dumps({
+            "ok": not failing,
+            "diverged": [msgspec.to_builtins(d) for d in failing],
+            "info": [msgspec.to_builtins(d) for d in notes],
+            "sources": list(watched.sources),
+            "kernel_tap": tap.summary() if tap is not None else None,
+        }, indent=2, default=str))
+    else:
+        for d in failing:
+            print(summary_line(d))
+        for d in notes:
+            print("note: " + summary_line(d))
+        if tap is not None and tap.rejected:
+            print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
+                  f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
+        srcs = ", ".join(watched.sources)
+        verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
+        print(f"check: {verdict} in {duration:g} s (views: {srcs})", file=sys.stderr)
+    return EXIT_DIVERGED if failing else EXIT_OK

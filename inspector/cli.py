@@ -39,6 +39,7 @@ PLUGINS = (
     ("inspector.demo", "add_parser"),
     ("inspector.ui.app", "add_parser"),
     ("inspector.desktop_entry", "add_parser"),
+    ("inspector.recording_cli", "add_parser"),  # after the commands it gives FILE and --record to
 )
 # Which plugin modules a command needs: `check` brings the divergence engine (and the kernel
 # option) to every command that joins a room.
@@ -48,16 +49,26 @@ PLUGIN_HELP = {
     "demo": "start the testbed with a sample widget notebook and open the inspector on it",
     "gui": "open the desktop app (the default with no command)",
     "install-desktop": "add the app to the desktop's application menu (this installation)",
+    "record": "join a room and record the session to a file (replay it with snapshot/watch/check/open FILE)",
+    "open": "open the desktop app on a recording",
+    "diff": "what changed between two events of a recording, per cell, comm and key (JSON)",
+    "report": "a bug-report bundle from a recording (--redact: no source text, outputs or strings)",
+    "export": "export a recording for another tool (--format pcapng: Wireshark)",
 }
 NEEDS = {
     "rooms": (),
-    "snapshot": ("inspector.check",),
-    "watch": ("inspector.check",),
-    "check": ("inspector.check",),
+    "snapshot": ("inspector.check", "inspector.recording_cli"),
+    "watch": ("inspector.check", "inspector.recording_cli"),
+    "check": ("inspector.check", "inspector.recording_cli"),
     "testbed": ("inspector.testbed.command",),
     "demo": ("inspector.check", "inspector.demo"),
-    "gui": ("inspector.check", "inspector.ui.app"),
+    "gui": ("inspector.check", "inspector.ui.app", "inspector.recording_cli"),
     "install-desktop": ("inspector.desktop_entry",),
+    "record": ("inspector.check", "inspector.recording_cli"),
+    "open": ("inspector.check", "inspector.ui.app", "inspector.recording_cli"),
+    "diff": ("inspector.recording_cli",),
+    "report": ("inspector.recording_cli",),
+    "export": ("inspector.recording_cli",),
 }
 COMMANDS = tuple(NEEDS)
 # Options that must not be negative (nor NaN), whichever command defines them.
@@ -178,6 +189,7 @@ def divergence_options(args: argparse.Namespace) -> Any:
 
 
 def make_session(args: argparse.Namespace) -> Any:
+    from .recording.session_recording import RecordingOptions
     from .session import PeerSession, SessionConfig
 
     cfg = SessionConfig(
@@ -188,6 +200,8 @@ def make_session(args: argparse.Namespace) -> Any:
         resolve_blobs=not getattr(args, "no_blobs", False),
         keep_frame_bodies=False,
         divergence=divergence_options(args),
+        # the ring is always on; --record FILE (recording_cli) also writes a file from the start
+        recording=RecordingOptions(file=getattr(args, "record", None)),
     )
     return PeerSession(cfg)
 
@@ -356,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [*argv[:lead], "gui", *argv[lead:]]
         command = "gui"
     try:
-        if command in ("rooms", "snapshot", "watch") and not any(a in ("-h", "--help") for a in words):
+        if (command in ("rooms", "snapshot", "watch") and not any(a in ("-h", "--help") for a in words)
+                and (command == "rooms" or any(a.split("=")[0] == "--notebook" for a in words))):  # not FILE
             # A missing socket is known without the engine's modules: parse without them first,
             # and without the log file unless more logging was asked for.
             light = build_parser(())
