@@ -168,17 +168,19 @@ def offline_check(args: argparse.Namespace) -> int:
                 if raw.get("status") != "pending":
                     seen[(raw["comm_id"], raw["kind"])] = _div(raw)
 
+    sources: list[str] = []
+
     def verdict_now(c: Any) -> None:
-        # what the live check took at its end, while still connected
+        # what the live check took at its end, while still connected (the views end with it)
         if c.divergence is not None and c.state == "live":
             for d in c.divergence.divergences(include_pending=False, now=c.now):
                 seen[(d.comm_id, d.kind)] = d
+            sources[:] = c.divergence.sources()
 
     core.log.subscribe(on_event)
     rp.before_close = verdict_now
     rp.run()
     verdict_now(core)
-    sources = core.divergence.sources() if core.divergence is not None else ()
     duration = round(rp.reader.monos[len(rp) - 1] - rp.meta.start_mono, 1) if len(rp) else 0.0
     print(f"check: replaying {args.recording} ({len(rp)} records, {duration:.1f} s of room {rp.meta.notebook_id})",
           file=sys.stderr)
