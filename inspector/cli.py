@@ -40,6 +40,7 @@ PLUGINS = (
     ("inspector.ui.app", "add_parser"),
     ("inspector.desktop_entry", "add_parser"),
     ("inspector.recording_cli", "add_parser"),  # after the commands it gives FILE and --record to
+    ("inspector.ui.recording_window", "add_parser"),
 )
 # Which plugin modules a command needs: `check` brings the divergence engine (and the kernel
 # option) to every command that joins a room.
@@ -65,7 +66,7 @@ NEEDS = {
     "gui": ("inspector.check", "inspector.ui.app", "inspector.recording_cli"),
     "install-desktop": ("inspector.desktop_entry",),
     "record": ("inspector.check", "inspector.recording_cli"),
-    "open": ("inspector.check", "inspector.ui.app", "inspector.recording_cli"),
+    "open": ("inspector.ui.recording_window",),
     "diff": ("inspector.recording_cli",),
     "report": ("inspector.recording_cli",),
     "export": ("inspector.recording_cli",),

@@ -76,13 +76,6 @@ def add_parser(subparsers: Any) -> None:
         snap.add_argument("--at", metavar="N", default=None,
                           help="with FILE: the room as of event seq N (as `watch FILE` prints it), "
                                "12.5s after the start, or a wall time")
-    if "open" not in subparsers.choices and "gui" in subparsers.choices:
-        p = subparsers.add_parser("open", help=cli.PLUGIN_HELP["open"])
-        p.add_argument("recording", metavar="FILE")
-        p.add_argument("--at", metavar="N", default=None, help="select this event first")
-        p.add_argument("--screenshot", metavar="FILE", help="write a PNG of the window (at --quit-after)")
-        p.add_argument("--quit-after", metavar="S", type=float, help="close the app after S seconds")
-        p.set_defaults(func=cmd_open)
 
 
 def _take_file(parser: argparse.ArgumentParser, offline: Any) -> None:
@@ -234,12 +227,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"export: {n} packets to {args.output} ({len(comments)} divergence transition(s) as comments)",
           file=sys.stderr)
     return EXIT_OK
-
-
-def cmd_open(args: argparse.Namespace) -> int:
-    from .ui.recording_window import run_recording_window
-
-    return run_recording_window(args)
 
 
 # -- recording a live room -----------------------------------------------------------------------

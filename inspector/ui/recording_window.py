@@ -161,6 +161,17 @@ class RecordingWindow(QMainWindow):
         return build_report(self.path, out, snapshot=snap, divergences=divs, redact=self.redact.isChecked())
 
 
+def add_parser(subparsers: Any) -> None:
+    from .. import cli
+
+    p = subparsers.add_parser("open", help=cli.PLUGIN_HELP["open"])
+    p.add_argument("recording", metavar="FILE")
+    p.add_argument("--at", metavar="N", default=None, help="select this event first (a seq as `watch FILE` prints it)")
+    p.add_argument("--screenshot", metavar="FILE", help="write a PNG of the window (at --quit-after)")
+    p.add_argument("--quit-after", metavar="S", type=float, help="close the app after S seconds")
+    p.set_defaults(func=run_recording_window)
+
+
 def run_recording_window(args: argparse.Namespace) -> int:
     """`open FILE`: the window on a recording until it closes (or --quit-after)."""
     from PySide6.QtCore import QTimer
