@@ -34,7 +34,22 @@ from .recording.recording_file import RecordingError, RecordingReader
 from .recording.records import IN, OUT, TYPED, Checkpoint, Connection, Frame, Kernel, Meta, Record, Timer
 from .session_core import CONNECTING, ERROR, SYNCING, SessionConfig, SessionCore, Step
 
-__all__ = ["At", "Replay", "open_recording", "parse_at"]
+__all__ = ["At", "RecordedTap", "Replay", "open_recording", "parse_at"]
+
+
+class RecordedTap:
+    """Stands where the live driver's kernel tap was: its messages are the recording's `Kernel`
+    records (the counters are the replay's, not the live tap's)."""
+
+    state = "live"
+    rejected = 0
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.reject_reasons: dict[str, int] = {}
+
+    def summary(self) -> dict[str, Any]:
+        return {"state": self.state, "received": self.received, "rejected": 0, "source": "recording"}
 
 
 def open_recording(path: str) -> RecordingReader:
@@ -111,6 +126,8 @@ class Replay:
             settle = msgspec.convert(rec.get("settle") or {}, SettleConfig)
         except (msgspec.ValidationError, TypeError):
             settle = SettleConfig()
+        # the same option as live (with `auto` the engine follows the room's kernel as it did);
+        # the kernel's messages themselves come from the recording, never from a tap
         return DivergenceOptions(settle, rec.get("kernel_connection"))
 
     def __len__(self) -> int:
@@ -191,9 +208,12 @@ class Replay:
             if core.profile is None:
                 return
             msg = rec.msg
+            if core.tap is None:
+                core.tap = RecordedTap()  # the live session had a tap: its views are shown
             if rec.channel == "event":
                 core.kernel_event(str(msg.get("what")), msg.get("payload"), rec.mono)
             else:
+                core.tap.received += 1
                 core.kernel_comm(str(msg.get("msg_type")), msg.get("content") or {},
                                  [bytes(b) for b in msg.get("buffers") or ()], rec.mono)
         elif isinstance(rec, Connection):
