@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -143,8 +144,12 @@ def offline_watch(args: argparse.Namespace) -> int:
 
     rp.core.log.subscribe(show)
     limit = None if args.duration is None else At(mono=rp.meta.start_mono + args.duration)
-    rp.run(limit)
-    sys.stdout.flush()
+    try:
+        rp.run(limit)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `watch FILE | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the interpreter's exit flush goes nowhere)
     return EXIT_OK
 
 
