@@ -168,19 +168,9 @@ class Replay:
         return probe.index if probe.core.log._seq == seq else before
 
     def run_to(self, stop: int) -> SessionCore:
-        """Replay the records before index `stop` (a scrubber's position; see `seq_table`)."""
+        """Replay the records before index `stop` (a scrubber's position: with the last event seq
+        after each record, `bisect_right(table, N)` is the index `run(At(seq=N))` stops before)."""
         return self._run(None, max(stop, self.index), None)
-
-    def seq_table(self) -> list[int]:
-        """For each record index, the last event seq logged once it was applied (a full dry run):
-        `bisect_right(table, N)` is the record index `run(At(seq=N))` stops before."""
-        probe = Replay(self.path, divergence=self.core.config.divergence is not None)
-        table = [0]
-        while not probe.done:
-            probe.apply(probe.reader.record(probe.index))
-            probe.index += 1
-            table.append(probe.core.log._seq)
-        return table
 
     def _run(self, at: At | None, stop: int | None, on_step: Callable[[int, Record], None] | None) -> SessionCore:
         core = self.core

@@ -43,9 +43,10 @@ class RecordingWindow(QMainWindow):
         self.setWindowTitle(f"Runtimed Inspector — recording {path}")
         full = Replay(path)
         self.meta = full.meta
-        full.run()
+        # one pass gives the timeline and, per record, the last event seq once it was applied
+        self.table = [0]
+        full.run(on_step=lambda _i, _rec: self.table.append(full.core.log._seq))
         self.events = [e for e in full.core.log.events() if e.kind != "frame"]
-        self.table = full.seq_table()
         self._replay: Replay | None = None
         self.mark_a: int | None = None
 
