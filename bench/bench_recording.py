@@ -253,6 +253,59 @@ def seek_to(reader: RecordingReader, index: int) -> Replicas:
     return reps
 
 
+def core_run(frames: list[tuple[str, bytes]], path: str | None) -> float:
+    """Seconds per daemon frame in the session core itself (v2 profile, the divergence engine,
+    the event log), with the recording option declared (`path`: the ring and a file) or not:
+    the overhead a session pays, measured where it is paid."""
+    from inspector.divergence import DivergenceOptions
+    from inspector.recording.session_recording import RecordingOptions
+    from inspector.session_core import SessionConfig, SessionCore
+
+    core = SessionCore(SessionConfig("bench.sock", "bench", resolve_blobs=False, keep_frame_bodies=False,
+                                     divergence=DivergenceOptions(),
+                                     recording=RecordingOptions(file=path) if path else None))
+    core.begin(2, t=0.0)
+    core.bootstrap(b'{"protocol":"v2","protocol_version":2,"daemon_version":"bench"}', 0.0)
+    n = 0
+    t0 = time.perf_counter()
+    for i, (direction, payload) in enumerate(frames):
+        if direction != "in":
+            continue  # the core makes its own replies
+        t = i / (3 * RATE)
+        due = core.next_deadline()
+        if due is not None and due <= t:
+            core.tick(t)
+        step = core.receive(payload, t)
+        for ft, body, doc in step.send:
+            core.sent(ft, body, doc, t)
+        n += 1
+    spent = time.perf_counter() - t0
+    if core.recording is not None:
+        core.recording.finish()
+    return spent / n
+
+
+def replay_figures(path: str, seeks: int) -> None:
+    """The replay driver on a core-made recording: replaying it whole (what `check FILE` and the
+    window's first view cost) and `--at` random events (each one a replay from the start)."""
+    from inspector.replay_driver import At, Replay
+
+    t0 = time.perf_counter()
+    rp = Replay(path)
+    core = rp.run()
+    whole = time.perf_counter() - t0
+    last = core.log._seq
+    print(f"(d) replay through the session core: {len(rp)} records ({last} events) in {whole * 1000:.0f} ms")
+    rnd = random.Random(5)
+    lat = []
+    for seq in [rnd.randrange(1, last) for _ in range(seeks)]:
+        t0 = time.perf_counter()
+        Replay(path).run(At(seq=seq))
+        lat.append(time.perf_counter() - t0)
+    print(f"    --at a random event (replayed from the start, twice for the event's record): "
+          f"p50 {pct(lat, 0.5) * 1000:.0f} ms, p95 {pct(lat, 0.95) * 1000:.0f} ms over {len(lat)} points")
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -283,6 +336,20 @@ def main() -> None:
         for name, (c, s) in cands.items():
             print(f"    {name}: {c * 1e6:.1f} us/record, {s / 1e6:.2f} MB per minute "
                   f"-> {s * 60 / 1e9:.2f} GB per hour ({s / own:.2f}x)")
+        core_run(frames, None)  # warm-up: first-use imports and compiled patterns are nobody's cost
+        core_path = os.path.join(d, "core.rtirec")
+        cores, recorded = [], []
+        for i in range(4):  # interleaved, so a load spike on the shared machine hits both sides alike
+            cores.append(core_run(frames, None))
+            recorded.append(core_run(frames, core_path if i == 0 else os.path.join(d, f"core{i}.rtirec")))
+        base_c, rec_c = statistics.median(cores), statistics.median(recorded)
+        print(f"    in the session core (v2 profile, engine, event log): {base_c * 1e6:.0f} us per daemon frame "
+              f"without the recording option, {rec_c * 1e6:.0f} us with it (ring + file) "
+              f"= {100 * (rec_c - base_c) / base_c:.1f} % overhead (medians; best runs "
+              f"{min(cores) * 1e6:.0f} / {min(recorded) * 1e6:.0f} us = "
+              f"{100 * (min(recorded) - min(cores)) / min(cores):.1f} %); "
+              f"{os.path.getsize(core_path) / 1e6:.2f} MB for the minute")
+        replay_figures(core_path, min(args.seeks, 20))
         path = os.path.join(d, "long.rtirec")
         n, gen = synthetic(args.minutes, path)
         print(f"(c) synthetic {args.minutes}-minute storm: {n} frames, {os.path.getsize(path) / 1e6:.1f} MB "

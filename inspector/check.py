@@ -143,14 +143,17 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         # Let what is still pending settle (bounded by the settle windows).
         cfg = sd.engine.config
         limit = time.monotonic() + cfg.clear_s + cfg.quiet_s + 0.5
+        # ticks through the core, not the engine directly: a recording of the check (--record)
+        # then holds every time the engine was run at, and `check FILE` gives this verdict
         while time.monotonic() < limit:
-            sd.run()
+            session.tick(time.monotonic())
             due = sd.engine.next_deadline()
             if due is None:
                 break
             await asyncio.sleep(min(0.05, max(0.0, due - time.monotonic()) + 0.005))  # until the next deadline
-        sd.run()
-        for d in sd.divergences(include_pending=False):
+        end = time.monotonic()
+        session.tick(end)
+        for d in sd.divergences(include_pending=False, now=end):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
         snap = session.snapshot(taken_at=time.time())
@@ -183,45 +186,54 @@ def run(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         session = cli.make_session(args)
-        watched = await watch_room(session, args.duration, args.timeout)
-        found, tap = watched.found, watched.tap
-        failing = [d for d in found.values() if _fails(d, args.strict)]
-        notes = [d for d in found.values() if not _fails(d, args.strict)]
-        failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
-        # integrity and key-history findings are warnings: they fail only --strict (docs/verdicts.md)
-        integrity = watched.integrity.warnings() if watched.integrity is not None else ()
-        failed = bool(failing) or (args.strict and (bool(integrity) or bool(watched.findings)))
-        if args.json:
-            import msgspec
-
-            print(json.dumps({
-                "diverged": [msgspec.to_builtins(d) for d in failing],
-                "info": [msgspec.to_builtins(d) for d in notes],
-                "ok": not failed,
-                "integrity": integrity_json(watched.integrity),
-                "sources": list(watched.sources),
-                "kernel_tap": tap.summary() if tap is not None else None,
-                "findings": list(watched.findings),
-            }, indent=2, default=str))
-        else:
-            for d in failing:
-                print(summary_line(d))
-            for d in notes:
-                print("note: " + summary_line(d))
-            for f in watched.findings:
-                print(finding_line(f))
-            if tap is not None and tap.rejected:
-                print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
-                      f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
-            for line in integrity:
-                print(("integrity: " if args.strict else "warning: integrity: ") + line)
-            srcs = ", ".join(watched.sources)
-            verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
-            if integrity:
-                verdict += f", {len(integrity)} integrity warning(s)"
-            if watched.findings:
-                verdict += f", {len(watched.findings)} history warning(s)"
-            print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
-        return EXIT_DIVERGED if failed else EXIT_OK
+        try:
+            watched = await watch_room(session, args.duration, args.timeout)
+        finally:
+            if session.recording is not None:
+                session.recording.finish()
+        return print_verdict(args, watched, args.duration)
 
     return cli._guarded(go)
+
+
+def print_verdict(args: argparse.Namespace, watched: Watched, duration: float) -> int:
+    """The check's output and exit code (a live watch, or a recording's replay: `check FILE`)."""
+    found, tap = watched.found, watched.tap
+    failing = [d for d in found.values() if _fails(d, args.strict)]
+    notes = [d for d in found.values() if not _fails(d, args.strict)]
+    failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
+    # integrity and key-history findings are warnings: they fail only --strict (docs/verdicts.md)
+    integrity = watched.integrity.warnings() if watched.integrity is not None else ()
+    failed = bool(failing) or (args.strict and (bool(integrity) or bool(watched.findings)))
+    if args.json:
+        import msgspec
+
+        print(json.dumps({
+            "ok": not failed,
+            "diverged": [msgspec.to_builtins(d) for d in failing],
+            "info": [msgspec.to_builtins(d) for d in notes],
+            "integrity": integrity_json(watched.integrity),
+            "sources": list(watched.sources),
+            "kernel_tap": tap.summary() if tap is not None else None,
+            "findings": list(watched.findings),
+        }, indent=2, default=str))
+    else:
+        for d in failing:
+            print(summary_line(d))
+        for d in notes:
+            print("note: " + summary_line(d))
+        for f in watched.findings:
+            print(finding_line(f))
+        if tap is not None and tap.rejected:
+            print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
+                  f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
+        for line in integrity:
+            print(("integrity: " if args.strict else "warning: integrity: ") + line)
+        srcs = ", ".join(watched.sources)
+        verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
+        if integrity:
+            verdict += f", {len(integrity)} integrity warning(s)"
+        if watched.findings:
+            verdict += f", {len(watched.findings)} history warning(s)"
+        print(f"check: {verdict} in {duration:g} s (views: {srcs})", file=sys.stderr)
+    return EXIT_DIVERGED if failed else EXIT_OK

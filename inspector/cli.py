@@ -40,6 +40,8 @@ PLUGINS = (
     ("inspector.ui.app", "add_parser"),
     ("inspector.desktop_entry", "add_parser"),
     ("inspector.history_cli", "add_parser"),
+    ("inspector.recording_cli", "add_parser"),  # after the commands it gives FILE and --record to
+    ("inspector.ui.recording_window", "add_parser"),
 )
 # Which plugin modules a command needs: `check` brings the divergence engine (and the kernel
 # option) to every command that joins a room.
@@ -50,17 +52,27 @@ PLUGIN_HELP = {
     "gui": "open the desktop app (the default with no command)",
     "install-desktop": "add the app to the desktop's application menu (this installation)",
     "history": "one comm key over time: every value each view held, who wrote it, findings, hop latency",
+    "record": "join a room and record the session to a file (replay it with snapshot/watch/check/open FILE)",
+    "open": "open the desktop app on a recording",
+    "diff": "what changed between two events of a recording, per cell, comm and key (JSON)",
+    "report": "a bug-report bundle from a recording (--redact: no source text, outputs or strings)",
+    "export": "export a recording for another tool (--format pcapng: Wireshark)",
 }
 NEEDS = {
     "rooms": (),
-    "snapshot": ("inspector.check",),
-    "watch": ("inspector.check",),
-    "check": ("inspector.check",),
+    "snapshot": ("inspector.check", "inspector.recording_cli"),
+    "watch": ("inspector.check", "inspector.recording_cli"),
+    "check": ("inspector.check", "inspector.recording_cli"),
     "testbed": ("inspector.testbed.command",),
     "demo": ("inspector.check", "inspector.demo"),
-    "gui": ("inspector.check", "inspector.ui.app"),
+    "gui": ("inspector.check", "inspector.ui.app", "inspector.recording_cli"),
     "install-desktop": ("inspector.desktop_entry",),
     "history": ("inspector.check", "inspector.history_cli"),
+    "record": ("inspector.check", "inspector.recording_cli"),
+    "open": ("inspector.ui.recording_window",),
+    "diff": ("inspector.recording_cli",),
+    "report": ("inspector.recording_cli",),
+    "export": ("inspector.recording_cli",),
 }
 COMMANDS = tuple(NEEDS)
 # Options that must not be negative (nor NaN), whichever command defines them.
@@ -182,6 +194,7 @@ def divergence_options(args: argparse.Namespace) -> Any:
 
 def make_session(args: argparse.Namespace) -> Any:
     from .history_feed import HistoryOptions
+    from .recording.session_recording import RecordingOptions
     from .session import PeerSession, SessionConfig
 
     cfg = SessionConfig(
@@ -194,6 +207,8 @@ def make_session(args: argparse.Namespace) -> Any:
         divergence=divergence_options(args),
         integrity=integrity_options(args),
         history=HistoryOptions(),  # every value each view held: `history`, the latency block, findings
+        # the ring is always on; --record FILE (recording_cli) also writes a file from the start
+        recording=RecordingOptions(file=getattr(args, "record", None)),
     )
     return PeerSession(cfg)
 
@@ -374,7 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [*argv[:lead], "gui", *argv[lead:]]
         command = "gui"
     try:
-        if command in ("rooms", "snapshot", "watch") and not any(a in ("-h", "--help") for a in words):
+        if (command in ("rooms", "snapshot", "watch") and not any(a in ("-h", "--help") for a in words)
+                and (command == "rooms" or any(a.split("=")[0] == "--notebook" for a in words))):  # not FILE
             # A missing socket is known without the engine's modules: parse without them first,
             # and without the log file unless more logging was asked for.
             light = build_parser(())

@@ -14,6 +14,7 @@ EXIT_BAD_FRAME = 8
 EXIT_CLOSED = 9
 EXIT_TIMEOUT = 10
 EXIT_WOULD_LAUNCH = 11
+EXIT_BAD_RECORDING = 12
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
@@ -29,6 +30,7 @@ EXIT_CODES = {
     EXIT_CLOSED: "the daemon closed the connection",
     EXIT_TIMEOUT: "timed out",
     EXIT_WOULD_LAUNCH: "joining would make the daemon launch a kernel (pass --allow-kernel-launch)",
+    EXIT_BAD_RECORDING: "the file is not a recording this version reads (or cannot be read)",
     EXIT_INTERRUPTED: "interrupted",
 }
 
@@ -76,6 +78,12 @@ class UnknownNotebook(InspectorError):
 
 class BadFrame(InspectorError):
     exit_code = EXIT_BAD_FRAME
+
+
+class BadRecording(InspectorError):
+    """A recording file that cannot be opened (missing, not a recording, another format version)."""
+
+    exit_code = EXIT_BAD_RECORDING
 
 
 class BadContent(BadFrame):

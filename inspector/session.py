@@ -107,6 +107,8 @@ class PeerSession(SessionCore):
         hs = self.begin(p.protocol_version, probe=p, resolver=resolver, t=time.monotonic())
         self.kernel_state = ({"status": room.kernel_status, "source": "list_rooms"}
                              if room.has_kernel and room.kernel_status else {})
+        if self.recording is not None and self.kernel_state:
+            self.recording.kernel_state(self.kernel_state, time.monotonic())
         reader, writer = await open_channel(cfg.socket_path, p.protocol_version, hs,
                                             allow_other_user=cfg.allow_other_user, timeout=cfg.connect_timeout)
         self.log.frame("out", None, "preamble", 5)

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .history_feed import HistoryOptions, SessionHistory
     from .integrity import IntegrityOptions, SessionIntegrity
     from .pool import DaemonProbe
+    from .recording.session_recording import RecordingOptions, SessionRecording
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class SessionConfig:
     integrity: IntegrityOptions | None = None
     # The key history (bounded by bytes); None: no history. Views need `divergence` too.
     history: HistoryOptions | None = None
+    # The flight recorder (ring bounds, a file); None: nothing recorded.
+    recording: RecordingOptions | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -148,6 +151,14 @@ class SessionCore:
         self._idle_at: float | None = None  # when to index the documents after the join (idle work)
         self._snapshot_cache: Snapshot | None = None
         self._dirty = True
+        # recording: hears every input (with the time given) and every frame written; see
+        # inspector/recording/session_recording.py for what each hook records
+        self.recording: SessionRecording | None = None
+        if config.recording is not None:
+            from . import __version__
+            from .recording.session_recording import SessionRecording
+
+            self.recording = SessionRecording(self, config.recording, __version__)
 
     # -- listeners -----------------------------------------------------------------------------
 
@@ -223,12 +234,20 @@ class SessionCore:
         if self.history is not None:  # key history: this connection's views
             self.history.bind(self.divergence.engine if self.divergence is not None else None)
         self._dirty = True
-        return self.profile.handshake(self.config.notebook_id)
+        hs = self.profile.handshake(self.config.notebook_id)
+        if self.recording is not None:
+            from .protocol.framing import preamble
+
+            self.recording.open(protocol_version, m.encode(hs), preamble(protocol_version), t)
+        return hs
 
     def bootstrap(self, payload: bytes, t: float) -> Step:
         """The daemon's reply to the handshake (the first frame of the connection)."""
         assert self.profile is not None, "begin() first"
-        if payload[:1] == bytes([FrameType.SESSION_CONTROL]) and self.profile.typed_bootstrap:
+        typed = payload[:1] == bytes([FrameType.SESSION_CONTROL]) and self.profile.typed_bootstrap
+        if self.recording is not None:
+            self.recording.bootstrap(payload, typed, t)
+        if typed:
             self.log.frame("in", FrameType.SESSION_CONTROL, "session_control", len(payload), self._body(payload), t=t)
             self.capabilities = self.profile.parse_bootstrap(payload[1:])
         else:
@@ -243,6 +262,8 @@ class SessionCore:
 
     def end(self, state: str, detail: str = "", t: float | None = None) -> None:
         """The connection is over (`disconnected`, `closed` or `error`)."""
+        if self.recording is not None:
+            self.recording.close(state, detail, t)
         self.set_state(state, detail, t)
 
     # -- inputs --------------------------------------------------------------------------------
@@ -250,6 +271,8 @@ class SessionCore:
     def receive(self, payload: bytes, t: float) -> Step:
         """One typed frame from the daemon. Raises BadFrame when the connection cannot go on."""
         assert self.profile is not None, "begin() first"
+        if self.recording is not None:
+            self.recording.frame_in(payload, t)
         self._at(t)
         self.last_frame_in = t
         try:
@@ -285,6 +308,8 @@ class SessionCore:
 
     def tick(self, t: float) -> Step:
         """Time passed (called at `next_deadline()`): pending differences may now be reported."""
+        if self.recording is not None:
+            self.recording.tick(t, self.next_deadline())
         self._at(t)
         step = Step()
         if self._idle_at is not None and t >= self._idle_at:
@@ -306,6 +331,8 @@ class SessionCore:
     def sent(self, frame_type: int, body: bytes, doc: str | None, t: float | None = None) -> None:
         """The driver wrote a frame the core asked for (or a request): recorded in the log."""
         t = self.clock() if t is None else t
+        if self.recording is not None:
+            self.recording.frame_out(frame_type, body, t)
         size = len(body) + 1
         rec = self.log.frame("out", frame_type, FrameType.name_of(frame_type), size,
                              (bytes([frame_type]) + body) if self.config.keep_frame_bodies else b"", doc, t)
@@ -316,6 +343,8 @@ class SessionCore:
     def kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], t: float,
                     msg_id: str | None = None) -> Step:
         """A verified comm message from the kernel's IOPub (the kernel tap); `msg_id` is its header's."""
+        if self.recording is not None:
+            self.recording.kernel_comm(msg_type, content, buffers, t, msg_id)
         self._at(t)
         step = Step()
         if self.history is not None:  # key history: the kernel's word, carried by its message
@@ -327,6 +356,8 @@ class SessionCore:
 
     def kernel_event(self, what: str, payload: Any, t: float) -> Step:
         """Kernel-tap news: `shutdown`, `dead`, `rejected`, `subscribing`, `tap_failed`."""
+        if self.recording is not None:
+            self.recording.kernel_event(what, payload, t)
         self._at(t)
         step = Step()
         if self.divergence is not None:

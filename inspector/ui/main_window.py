@@ -183,6 +183,13 @@ class InspectorWindow(QMainWindow):
         self._build_status()
         self.history_dock = history_dock.install(self)  # the key's story, following the tree
         self.sync_health = sync_health.install(self)  # per-document sync health in the status bar
+        # the flight recorder (ui/recorder_bar.py): Record, Save the last N minutes of the ring
+        from .recorder_bar import RecorderBar
+
+        self.recorder_bar = RecorderBar(self, lambda: self.controller.session,
+                                        lambda text: self.statusBar().showMessage(text, 6000))
+        self.addToolBar(self.recorder_bar)
+        self.controller.state_changed.connect(lambda *_: self.recorder_bar.refresh())
         self._set_state("idle", "not attached")
         # ages count on while the room is idle: the shown snapshot is re-aged once a second
         self._age_timer = QTimer(self)

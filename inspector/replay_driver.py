@@ -1,0 +1,294 @@
+"""The recording driver of the session core: a recording (`inspector.recording`) fed to a
+fresh `SessionCore` with the recorded times, record by record, so the tree, the event log and
+the divergence verdicts are the ones the live session had.
+
+What each record does (the live side is `inspector.recording.session_recording`):
+
+- `Connection("open")`: `set_state(connecting)` and `begin` with the recorded protocol version;
+  `Connection("state")`: the kernel state the live driver took from the pool listing;
+  `Connection("close")`: `end` with the recorded state (and the error event the live driver logs);
+- an IN frame: the connection's first is `bootstrap`, every later one `receive`;
+- an OUT typed frame: `sent` (what the live driver wrote; the replayed core's own replies are
+  computed, as they were live, and not sent anywhere);
+- `Timer("tick")`: `tick` at the recorded time; `Kernel`: `kernel_comm` / `kernel_event`;
+- a checkpoint before any connection (a file started mid-session, a saved ring): the documents
+  are loaded from it and the session continues from there.
+
+Marks and later checkpoints change nothing here (marks are what the live engine said; the
+replayed engine says it again). Nothing here touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import events as ev
+from .document import ALL
+from .errors import BadRecording, InspectorError
+from .history_feed import HistoryOptions
+from .protocol.framing import FrameType
+from .recording.recording_file import RecordingError, RecordingReader
+from .recording.records import IN, OUT, TYPED, Checkpoint, Connection, Frame, Kernel, Meta, Record, Timer
+from .session_core import CONNECTING, ERROR, SYNCING, SessionConfig, SessionCore, Step
+
+__all__ = ["At", "RecordedTap", "Replay", "open_recording", "parse_at"]
+
+
+class RecordedTap:
+    """Stands where the live driver's kernel tap was: its messages are the recording's `Kernel`
+    records (the counters are the replay's, not the live tap's)."""
+
+    state = "live"
+    rejected = 0
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.reject_reasons: dict[str, int] = {}
+
+    def summary(self) -> dict[str, Any]:
+        return {"state": self.state, "received": self.received, "rejected": 0, "source": "recording"}
+
+
+def open_recording(path: str) -> RecordingReader:
+    """The reader of `path`, or a one-line `BadRecording` (exit code 12)."""
+    try:
+        return RecordingReader(path)
+    except RecordingError as exc:
+        raise BadRecording(str(exc)) from None
+    except IsADirectoryError:
+        raise BadRecording(f"{path}: is a directory, not a recording") from None
+    except FileNotFoundError:
+        raise BadRecording(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadRecording(f"{path}: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True)
+class At:
+    """Where a replay stops: after the event with this `seq` (as `watch FILE` prints it), or at
+    a monotonic time of the recording (every record at or before it)."""
+
+    seq: int | None = None
+    mono: float | None = None
+
+
+def parse_at(text: str, meta: Meta) -> At:
+    """`N` (an event seq), `12.5s` (seconds after the recording's start) or an ISO wall time."""
+    t = text.strip()
+    if t.isdigit():
+        return At(seq=int(t))
+    if t.endswith("s"):
+        try:
+            return At(mono=meta.start_mono + float(t[:-1]))
+        except ValueError:
+            pass
+    try:
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise BadRecording(f"--at {text!r}: give an event seq (42), seconds after the start (12.5s) "
+                           "or a wall time (2026-12-02T10:15:00)") from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time, as people read clocks
+    return At(mono=meta.start_mono + (when.timestamp() - meta.start_wall))
+
+
+class Replay:
+    """One recording replayed into one `SessionCore` (see the module docstring)."""
+
+    def __init__(self, path: str, *, divergence: bool = True) -> None:
+        self.path = path
+        self.reader = open_recording(path)
+        meta = self.reader.meta
+        self.meta = meta
+        self.core = SessionCore(SessionConfig(meta.socket or path, meta.notebook_id or "?", resolve_blobs=False,
+                                              keep_frame_bodies=False, divergence=self._divergence(meta, divergence),
+                                              history=HistoryOptions()))
+        self.index = 1  # the next record (0 is the metadata)
+        self._booted: set[int] = set()  # connections whose handshake reply was fed
+        self._conn = 0
+        # before each connection's close: called with the core still connected (check's verdict)
+        self.before_close: Callable[[SessionCore], None] | None = None
+
+    @staticmethod
+    def _divergence(meta: Meta, enabled: bool) -> Any:
+        if not enabled:
+            return None
+        import msgspec
+
+        from .divergence import DivergenceOptions, SettleConfig
+
+        rec = meta.extra.get("divergence") if isinstance(meta.extra, dict) else None
+        if not isinstance(rec, dict):
+            return DivergenceOptions(SettleConfig())
+        try:
+            settle = msgspec.convert(rec.get("settle") or {}, SettleConfig)
+        except (msgspec.ValidationError, TypeError):
+            settle = SettleConfig()
+        # the same option as live (with `auto` the engine follows the room's kernel as it did);
+        # the kernel's messages themselves come from the recording, never from a tap
+        return DivergenceOptions(settle, rec.get("kernel_connection"))
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.reader)
+
+    def wall_of(self, mono: float) -> float:
+        return self.meta.start_wall + (mono - self.meta.start_mono)
+
+    def run(self, at: At | None = None, on_step: Callable[[int, Record], None] | None = None) -> SessionCore:
+        """Replay up to `at` (the end: None) and return the core as of there.
+
+        At an event seq N: the room when event N was logged, before any later event. One frame
+        can log several events (the frame, then the document change it made); when N is not the
+        last of its record's events, the room is the one before that record, so `--at` the frame
+        event of a change shows the room without the change."""
+        if at is not None and at.seq is not None:
+            stop = self._record_of_seq(at.seq)
+            stop = None if stop is None else max(stop, self.index)  # a replay never goes back
+            at = None
+        else:
+            stop = None
+        return self._run(at, stop, on_step)
+
+    def _record_of_seq(self, seq: int) -> int | None:
+        """The index after the last record whose events all have seqs <= `seq` (a dry run)."""
+        probe = Replay(self.path, divergence=self.core.config.divergence is not None)
+        before = probe.index
+        while not probe.done and probe.core.log._seq < seq:
+            before = probe.index
+            probe.apply(probe.reader.record(probe.index))
+            probe.index += 1
+        if probe.core.log._seq < seq:
+            return None  # past the last event: the end
+        return probe.index if probe.core.log._seq == seq else before
+
+    def run_to(self, stop: int) -> SessionCore:
+        """Replay the records before index `stop` (a scrubber's position: with the last event seq
+        after each record, `bisect_right(table, N)` is the index `run(At(seq=N))` stops before)."""
+        return self._run(None, max(stop, self.index), None)
+
+    def _run(self, at: At | None, stop: int | None, on_step: Callable[[int, Record], None] | None) -> SessionCore:
+        core = self.core
+        while not self.done:
+            if stop is not None and self.index >= stop:
+                break
+            if at is not None and at.mono is not None and self.reader.monos[self.index] > at.mono:
+                break
+            i = self.index
+            rec = self.reader.record(i)
+            self.index += 1
+            self.apply(rec)
+            if on_step is not None:
+                on_step(i, rec)
+        return core
+
+    def apply(self, rec: Record) -> None:
+        core = self.core
+        if isinstance(rec, Frame):
+            self._frame(rec)
+        elif isinstance(rec, Timer):
+            if rec.name == "tick" and core.profile is not None:
+                core.tick(rec.mono)
+        elif isinstance(rec, Kernel):
+            if core.profile is None:
+                return
+            msg = rec.msg
+            if core.tap is None:
+                core.tap = RecordedTap()  # the live session had a tap: its views are shown
+            if rec.channel == "event":
+                core.kernel_event(str(msg.get("what")), msg.get("payload"), rec.mono)
+            else:
+                core.tap.received += 1
+                core.kernel_comm(str(msg.get("msg_type")), msg.get("content") or {},
+                                 [bytes(b) for b in msg.get("buffers") or ()], rec.mono,
+                                 msg.get("msg_id") if isinstance(msg.get("msg_id"), str) else None)
+        elif isinstance(rec, Connection):
+            self._connection(rec)
+        elif isinstance(rec, Checkpoint) and self._conn == 0 and any(ds.heads for ds in rec.docs.values()):
+            self._seed(rec)
+
+    # -- records ----------------------------------------------------------------------------------
+
+    def _connection(self, rec: Connection) -> None:
+        core = self.core
+        if rec.event == "open":
+            try:
+                detail = json.loads(rec.detail) if rec.detail else {}
+            except ValueError:
+                detail = {}
+            self._conn = rec.conn
+            core.set_state(CONNECTING, core.config.socket_path, rec.mono)
+            core.begin(int(detail.get("protocol_version") or self.meta.protocol_version or 2), t=rec.mono)
+            core.daemon_version = detail.get("daemon_version") or self.meta.daemon_version
+        elif rec.event == "state":
+            try:
+                state = json.loads(rec.detail)
+            except ValueError:
+                return
+            if isinstance(state, dict):
+                core.kernel_state = state
+        elif rec.event == "close" and core.profile is not None:
+            if self.before_close is not None:
+                self.before_close(core)
+            state, _, detail = rec.detail.partition(": ")
+            core.end(state or "closed", detail, rec.mono)
+            if state == ERROR:
+                core.log.emit(ev.ERROR, detail, {"type": "recorded"}, t=rec.mono)
+
+    def _frame(self, rec: Frame) -> None:
+        core = self.core
+        if core.profile is None or rec.redacted:
+            return
+        if rec.direction == OUT:
+            if rec.kind == TYPED and rec.payload:
+                ft = rec.payload[0]
+                core.sent(ft, rec.payload[1:], core.profile.doc_types.get(ft), rec.mono)
+            return
+        if rec.direction != IN:
+            return
+        try:
+            if rec.conn not in self._booted:
+                self._booted.add(rec.conn)
+                core.bootstrap(rec.payload, rec.mono)
+            else:
+                core.receive(rec.payload, rec.mono)
+        except InspectorError as exc:
+            core.error = exc  # as live: the close record that follows ends the connection
+
+    def _seed(self, cp: Checkpoint) -> None:
+        """A file that starts mid-session: the documents as the checkpoint holds them."""
+        from automerge import core as am
+
+        core = self.core
+        self._conn = cp.conn
+        self._booted.add(cp.conn)
+        core.set_state(CONNECTING, core.config.socket_path, cp.mono)
+        core.begin(int(self.meta.protocol_version or 2), t=cp.mono)
+        core.daemon_version = self.meta.daemon_version
+        core.connected_at = cp.mono
+        core.set_state(SYNCING, "from a checkpoint (the recording starts mid-session)", cp.mono)
+        assert core.profile is not None
+        step = Step()
+        for ft, rep in core.replicas.items():
+            ds = cp.docs.get(rep.name)
+            if ds is None:
+                continue
+            rep.doc = am.Document.load(ds.saved)
+            rep.advertised_heads = tuple(ds.heads)
+            rep.paths.invalidate()
+            changed = core.profile.doc_changed(core, rep, {ALL})
+            core.profile.after_doc_change(core)
+            if core.divergence is not None:
+                core.divergence.on_doc(ft, changed, cp.mono)
+            if ft == FrameType.AUTOMERGE_SYNC or ds.heads:
+                core._synced.add(ft)
+            step.changed |= changed | {f"doc:{rep.name}"}
+        core._maybe_live(cp.mono, step)
+        core._finish(step, cp.mono)
