@@ -136,7 +136,27 @@ def show(store: KeyHistory, comm: str, key: str, as_json: bool, thresholds: Thre
 # Readers of other files that hold a key history, tried before a saved history: each returns the
 # store or None when the file is not its kind. The recorder's reader replays a recording through
 # `SessionCore` with `SessionConfig.history` set and returns `core.history.history`.
-FILE_READERS: list[Callable[[str], KeyHistory | None]] = []
+def _from_recording(path: str) -> KeyHistory | None:
+    """A recording's key history: the file replayed through the session core, which keeps it."""
+    from .recording.recording_file import MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(MAGIC) - 1) != MAGIC[:-1]:
+                return None
+    except OSError:
+        return None  # the saved-history reader says why
+    from .errors import InspectorError
+    from .replay_driver import Replay
+
+    try:
+        core = Replay(path).run()
+    except InspectorError as exc:
+        raise ValueError(str(exc)) from None
+    return core.history.history if core.history is not None else None
+
+
+FILE_READERS: list[Callable[[str], KeyHistory | None]] = [_from_recording]
 
 
 def read_file(path: str) -> KeyHistory:

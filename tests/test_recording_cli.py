@@ -181,3 +181,16 @@ def test_bad_files_are_one_line_and_exit_12(tmp_path: Any, capsys: Any) -> None:
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("runtimed-inspector: "), err
     assert cli.main(["snapshot"]) == 2
+
+
+def test_history_of_a_key_from_a_recording(live_check: dict[str, Any], room: dict[str, Any], capsys: Any) -> None:
+    """`history FILE`: the recording replayed through the core gives the key's story per view."""
+    capsys.readouterr()
+    assert cli.main(["history", live_check["path"], "--comm", room["slider"], "--key", "value", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    by_source: dict[str, list[Any]] = {}
+    for row in out["entries"]:
+        by_source.setdefault(row["source"], []).append(row["value"])
+    assert by_source["feed"][-1] == 7  # the broadcast carried the kernel's move
+    assert 7 not in by_source.get("doc", [])  # the fault kept it out of the document
+    assert out["blame"]["moved_last"] == "feed" and out["blame"]["last"]["doc"]["writer"] == "runtimed"
