@@ -1,7 +1,8 @@
 """`runtimed-inspector check`: watch a room for a while and fail if comm views diverged.
 
 Made for CI jobs of widget libraries: exit 0 when nothing diverged during the watch, 1 with
-one line per divergence (comm id, model, kind, keys) when something did. Also gives `snapshot`
+one line per divergence (comm id, model, kind, keys) when something did, 12 when nothing
+diverged but a view could not know some comms (docs/verdicts.md). Also gives `snapshot`
 and `watch` the `--kernel-connection` and settle options (`cli.divergence_options` turns them
 into the session's declared divergence option).
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .divergence import IN_SYNC, PENDING, SEVERITY_RANK
-from .errors import EXIT_DIVERGED, EXIT_OK, Timeout
+from .errors import EXIT_DIVERGED, EXIT_OK, EXIT_UNKNOWN, Timeout
 from .session import PeerSession, unless_ended
 from .snapshot import Divergence
 
@@ -55,7 +56,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--for", dest="duration", type=float, default=10.0, metavar="S",
                    help="how long to watch, in seconds (default 10)")
     p.add_argument("--strict", action="store_true",
-                   help="information-grade findings (feed gaps, comms kept after a kernel death) fail too")
+                   help="warnings (facts about one view: dangling or forward references, seq anomalies) "
+                        "and information (feed gaps, comms kept after a kernel death) fail too")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S",
                    help="give up if the room cannot be joined within S seconds (default 20)")
@@ -70,9 +72,17 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _fails(d: Divergence, strict: bool) -> bool:
+    """Errors (views disagree) fail; warnings and information (facts about one view) only with --strict."""
     if d.status == "pending" or d.kind in (PENDING, IN_SYNC):
         return False
-    return strict or SEVERITY_RANK.get(d.severity, 0) >= SEVERITY_RANK["warn"]
+    return strict or SEVERITY_RANK.get(d.severity, 0) >= SEVERITY_RANK["error"]
+
+
+def unknown_lines(unknown: dict[str, tuple[str, ...]]) -> list[str]:
+    """One statement per view that cannot speak for some comms."""
+    return [f"{view} view unknown for {len(ids)} comm{'s' if len(ids) != 1 else ''} opened before it attached"
+            + f" ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
+            for view, ids in sorted(unknown.items())]
 
 
 def summary_line(d: Divergence) -> str:
@@ -90,6 +100,8 @@ class Watched:
     found: dict[tuple[str, str], Divergence]
     sources: tuple[str, ...]
     tap: Any
+    unknown: dict[str, tuple[str, ...]]  # view -> comms it never saw opened (status unknown)
+    malformed: str | None = None  # one line about malformed data from the daemon
 
 
 async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
@@ -130,7 +142,7 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         for d in sd.divergences(include_pending=False):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
-        return Watched(seen, sd.sources(), sd.tap)
+        return Watched(seen, sd.sources(), sd.tap, sd.unknown(), session.malformed_line())
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -158,11 +170,17 @@ def run(args: argparse.Namespace) -> int:
         failing = [d for d in found.values() if _fails(d, args.strict)]
         notes = [d for d in found.values() if not _fails(d, args.strict)]
         failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
+        unknown = watched.unknown
+        if watched.malformed is not None:
+            print(watched.malformed, file=sys.stderr)
+        status = "diverged" if failing else ("unknown" if unknown else "settled")
         if args.json:
             import msgspec
 
             print(json.dumps({
-                "ok": not failing,
+                "ok": not failing and not unknown,
+                "status": status,
+                "unknown": {view: list(ids) for view, ids in unknown.items()},
                 "diverged": [msgspec.to_builtins(d) for d in failing],
                 "info": [msgspec.to_builtins(d) for d in notes],
                 "sources": list(watched.sources),
@@ -176,9 +194,16 @@ def run(args: argparse.Namespace) -> int:
             if tap is not None and tap.rejected:
                 print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
                       f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
+            for line in unknown_lines(unknown):
+                print("unknown: " + line)
             srcs = ", ".join(watched.sources)
-            verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
+            if failing:
+                verdict = f"{len(failing)} divergence(s)"
+            elif unknown:
+                verdict = "no divergence seen, but " + "; ".join(unknown_lines(unknown))
+            else:
+                verdict = "no divergence"
             print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
-        return EXIT_DIVERGED if failing else EXIT_OK
+        return EXIT_DIVERGED if failing else (EXIT_UNKNOWN if unknown else EXIT_OK)
 
     return cli._guarded(go)

@@ -14,6 +14,7 @@ EXIT_BAD_FRAME = 8
 EXIT_CLOSED = 9
 EXIT_TIMEOUT = 10
 EXIT_WOULD_LAUNCH = 11
+EXIT_UNKNOWN = 12
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
@@ -29,6 +30,7 @@ EXIT_CODES = {
     EXIT_CLOSED: "the daemon closed the connection",
     EXIT_TIMEOUT: "timed out",
     EXIT_WOULD_LAUNCH: "joining would make the daemon launch a kernel (pass --allow-kernel-launch)",
+    EXIT_UNKNOWN: "check: nothing diverged, but a view could not speak for some comms (unknown)",
     EXIT_INTERRUPTED: "interrupted",
 }
 

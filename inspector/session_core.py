@@ -137,6 +137,17 @@ class SessionCore:
         self._idle_at: float | None = None  # when to index the documents after the join (idle work)
         self._snapshot_cache: Snapshot | None = None
         self._dirty = True
+        # Malformed data from the daemon that was kept and ignored: said in every snapshot's
+        # `warnings` (bounded; `malformed_count` counts them all)
+        self.malformed: list[str] = []
+        self.malformed_count = 0
+
+    def _malformed(self, text: str, data: dict[str, Any] | None, t: float) -> None:
+        self.malformed_count += 1
+        if len(self.malformed) < 20:
+            self.malformed.append(text)
+        self._dirty = True
+        self.log.emit(ev.ERROR, text, data or {}, t=t)
 
     # -- listeners -----------------------------------------------------------------------------
 
@@ -383,8 +394,8 @@ class SessionCore:
         try:
             bc = m.decode_broadcast(body)
         except m.MessageError as exc:
-            self.log.emit(ev.ERROR, f"broadcast with {exc}: kept, ignored",
-                          {"raw": body[:2000].decode("utf-8", "replace")}, t=t)
+            self._malformed(f"broadcast with {exc}: kept, ignored",
+                            {"raw": body[:2000].decode("utf-8", "replace")}, t)
             return
         raw = m.to_builtins(bc) if isinstance(bc, m.Unknown) else m.decode_json(body)  # every field, as sent
         tag = m.tag_of(bc)
@@ -412,7 +423,7 @@ class SessionCore:
         try:
             p = decode_presence(body)
         except PresenceError as exc:
-            self.log.emit(ev.ERROR, f"presence frame: {exc}: kept, ignored", {"hex": body[:256].hex()}, t=t)
+            self._malformed(f"presence frame: {exc}: kept, ignored", {"hex": body[:256].hex()}, t)
             return
         if p.type == "update" and p.peer_id:
             self.presence_peers.setdefault(p.peer_id, {})[p.channel or "?"] = p.raw.get("data")
@@ -449,7 +460,7 @@ class SessionCore:
         try:
             raw = m.decode_json(body)
         except m.MessageError as exc:
-            self.log.emit(ev.ERROR, f"session-control frame: {exc}", t=t)
+            self._malformed(f"session-control frame: {exc}: kept, ignored", None, t)
             return
         kind = raw.get("type") if isinstance(raw, dict) else None
         self.log.emit(ev.CONTROL, f"{kind}: " + ", ".join(f"{k}={v}" for k, v in raw.items() if k != "type")
@@ -466,6 +477,19 @@ class SessionCore:
         if self.resolver is None:
             return raw_output(ref) if not HEX64.match(ref) else OutputView(ref=ref, error="blob resolution disabled")
         return self.resolver.lookup(ref)
+
+    def _malformed_warnings(self) -> list[str]:
+        out = [f"malformed data from the daemon: {text}" for text in self.malformed]
+        if self.malformed_count > len(self.malformed):
+            out.append(f"malformed data from the daemon: {self.malformed_count - len(self.malformed)} more")
+        return out
+
+    def malformed_line(self) -> str | None:
+        """One line for stderr when the daemon sent malformed data (None: it did not)."""
+        if not self.malformed_count:
+            return None
+        more = f" (and {self.malformed_count - 1} more)" if self.malformed_count > 1 else ""
+        return f"warning: malformed data from the daemon, kept and ignored: {self.malformed[0]}{more}"
 
     def snapshot(self, taken_at: float | None = None) -> Snapshot:
         """The room as one immutable value (cached until the next change)."""
@@ -502,7 +526,7 @@ class SessionCore:
                 kernel=prof.kernel(self),
                 sources=prof.sources,
                 documents=prof.documents(self),
-                warnings=tuple(prof.warnings(self)),
+                warnings=tuple(prof.warnings(self)) + tuple(self._malformed_warnings()),
                 connection=self.state,
                 taken_at=taken,
                 extra_root=prof.extra_root(self),
