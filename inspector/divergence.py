@@ -1115,7 +1115,7 @@ class DivergenceEngine:
             since = now - res.first_seen.get(f.kind, now)
             keys = tuple(_key_diff(k, vals, f.key_times.get(k, {}), now) for k, vals in sorted(f.keys.items()))
             detail = f.detail
-            if len(f.sides) > 2 and f.kind in (STATE_MISMATCH, OUTPUTS_MISMATCH):
+            if f.kind in (STATE_MISMATCH, OUTPUTS_MISMATCH) and KERNEL_VIEW in self.sources:
                 detail += _who_is_wrong(self.sources, cid, f)
             out.append(Divergence(
                 comm_id=cid, kind=PENDING if pending else f.kind,
@@ -1188,16 +1188,28 @@ def _who_is_wrong(sources: dict[str, CommSource], cid: str, f: Finding) -> str:
     """Blame from what each view said itself: the views that agree with the kernel's last
     word are right, the others wrong; without a kernel word, only who moved last is said.
     A value one view copied from another is never a word (`ViewComm.known`)."""
-    kernel = sources.get(KERNEL_VIEW)
-    wrong: set[str] = set()
-    right: set[str] = set()
-    for k, vals in f.keys.items():
-        word = kernel.last_word(cid, k) if kernel is not None else None
+    def said(src: CommSource, k: str) -> tuple[Any, float] | None:
+        word = src.last_word(cid, k)
         if word is not None and k == "outputs":
             ids = _output_ids_of(word[0])
             word = (ids, word[1]) if ids is not None else None
+        return word
+
+    kernel = sources.get(KERNEL_VIEW)
+    if kernel is None:
+        return ""
+    wrong: set[str] = set()
+    right: set[str] = set()
+    for k, compared in f.keys.items():
+        word = said(kernel, k)
         if word is None:
             continue
+        vals = dict(compared)
+        for name, src in sources.items():  # a view whose word the pairs no longer compare (it moved on)
+            if name not in vals:
+                w = said(src, k)
+                if w is not None:
+                    vals[name] = w[0]
         for side, v in vals.items():
             if side == KERNEL_VIEW:
                 continue
