@@ -127,8 +127,8 @@ def screenshots(outdir: str) -> None:
     import shutil
     import tempfile
 
-    from inspector.divergence import SessionDivergence, SettleConfig
-    from inspector.history_feed import SessionHistory
+    from inspector.divergence import DivergenceOptions, SettleConfig
+    from inspector.history_feed import HistoryOptions
     from inspector.hop_latency import latency_block
     from inspector.session import PeerSession, SessionConfig
     from inspector.testbed import Testbed
@@ -143,12 +143,14 @@ def screenshots(outdir: str) -> None:
             nid = tb.create_room()
             await tb.launch_kernel(nid)
             await tb.wait_kernel(nid)
-            session = PeerSession(SessionConfig(tb.socket_path, nid, allow_kernel_launch=True))
-            sd = SessionDivergence(session, SettleConfig(), kernel_connection=tb.room(nid).kernel.km.connection_file)
-            hist = SessionHistory().attach(session)
+            session = PeerSession(SessionConfig(
+                tb.socket_path, nid, allow_kernel_launch=True, history=HistoryOptions(),
+                divergence=DivergenceOptions(SettleConfig(), tb.room(nid).kernel.km.connection_file)))
+            hist = session.history
+            assert hist is not None
             task = asyncio.create_task(session.run())
             await session.wait_settled(0.1, 30)
-            while sd.tap.received == 0:
+            while session.tap is None or session.tap.received == 0:
                 await tb.run_cell(nid, "1")
             await tb.run_cell(nid, "import ipywidgets as w, time, math\ns = w.IntSlider(value=0, max=100)")
             (cid,) = [r.comm_id for r in tb.comm_state(nid) if r.model_name == "IntSliderModel"]

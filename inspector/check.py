@@ -15,7 +15,7 @@ import contextlib
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .divergence import IN_SYNC, PENDING, SEVERITY_RANK
@@ -56,8 +56,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--for", dest="duration", type=float, default=10.0, metavar="S",
                    help="how long to watch, in seconds (default 10)")
     p.add_argument("--strict", action="store_true",
-                   help="warnings (facts about one view: dangling or forward references, seq anomalies) "
-                        "and information (feed gaps, comms kept after a kernel death) fail too")
+                   help="warnings (facts about one view: dangling or forward references, seq anomalies, "
+                        "key-history warnings: value regressions, no-op rewrites, flooding, slow hops) and "
+                        "information (feed gaps, comms kept after a kernel death) fail too")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S",
                    help="give up if the room cannot be joined within S seconds (default 20)")
@@ -93,6 +94,11 @@ def summary_line(d: Divergence) -> str:
             + (f"  keys {keys}" if keys else "") + (f"  — {d.detail}" if d.detail else ""))
 
 
+def finding_line(f: dict[str, Any]) -> str:
+    """One key-history finding (docs/history.md) as `check` prints it."""
+    return f"warning: {f['comm_id']}  {f['key']}  {f['kind']}  [{f['source']}]  — {f['detail']}"
+
+
 @dataclass
 class Watched:
     """What a check saw: every divergence reported, the views compared, the kernel tap (if any)."""
@@ -100,8 +106,9 @@ class Watched:
     found: dict[tuple[str, str], Divergence]
     sources: tuple[str, ...]
     tap: Any
-    unknown: dict[str, tuple[str, ...]]  # view -> comms it never saw opened (status unknown)
+    unknown: dict[str, tuple[str, ...]] = field(default_factory=dict)  # view -> comms it never saw opened
     malformed: str | None = None  # one line about malformed data from the daemon
+    findings: tuple[dict[str, Any], ...] = ()  # the key history's (warnings: fail only --strict)
 
 
 async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
@@ -142,7 +149,8 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         for d in sd.divergences(include_pending=False):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
-        return Watched(seen, sd.sources(), sd.tap, sd.unknown(), session.malformed_line())
+        return Watched(seen, sd.sources(), sd.tap, sd.unknown(), session.malformed_line(),
+                       session.snapshot().findings)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -173,24 +181,28 @@ def run(args: argparse.Namespace) -> int:
         unknown = watched.unknown
         if watched.malformed is not None:
             print(watched.malformed, file=sys.stderr)
-        status = "diverged" if failing else ("unknown" if unknown else "settled")
+        history_failing = bool(watched.findings) and args.strict
+        status = "diverged" if failing or history_failing else ("unknown" if unknown else "settled")
         if args.json:
             import msgspec
 
             print(json.dumps({
-                "ok": not failing and not unknown,
+                "ok": not failing and not history_failing and not unknown,
                 "status": status,
                 "unknown": {view: list(ids) for view, ids in unknown.items()},
                 "diverged": [msgspec.to_builtins(d) for d in failing],
                 "info": [msgspec.to_builtins(d) for d in notes],
                 "sources": list(watched.sources),
                 "kernel_tap": tap.summary() if tap is not None else None,
+                "findings": list(watched.findings),
             }, indent=2, default=str))
         else:
             for d in failing:
                 print(summary_line(d))
             for d in notes:
                 print("note: " + summary_line(d))
+            for f in watched.findings:
+                print(finding_line(f))
             if tap is not None and tap.rejected:
                 print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
                       f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
@@ -203,7 +215,11 @@ def run(args: argparse.Namespace) -> int:
                 verdict = "no divergence seen, but " + "; ".join(unknown_lines(unknown))
             else:
                 verdict = "no divergence"
+            if watched.findings:
+                verdict += f", {len(watched.findings)} history warning(s)"
             print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
-        return EXIT_DIVERGED if failing else (EXIT_UNKNOWN if unknown else EXIT_OK)
+        if failing or history_failing:
+            return EXIT_DIVERGED
+        return EXIT_UNKNOWN if unknown else EXIT_OK
 
     return cli._guarded(go)

@@ -39,6 +39,7 @@ PLUGINS = (
     ("inspector.demo", "add_parser"),
     ("inspector.ui.app", "add_parser"),
     ("inspector.desktop_entry", "add_parser"),
+    ("inspector.history_cli", "add_parser"),
 )
 # Which plugin modules a command needs: `check` brings the divergence engine (and the kernel
 # option) to every command that joins a room.
@@ -48,6 +49,7 @@ PLUGIN_HELP = {
     "demo": "start the testbed with a sample widget notebook and open the inspector on it",
     "gui": "open the desktop app (the default with no command)",
     "install-desktop": "add the app to the desktop's application menu (this installation)",
+    "history": "one comm key over time: every value each view held, who wrote it, findings, hop latency",
 }
 NEEDS = {
     "rooms": (),
@@ -58,6 +60,7 @@ NEEDS = {
     "demo": ("inspector.check", "inspector.demo"),
     "gui": ("inspector.check", "inspector.ui.app"),
     "install-desktop": ("inspector.desktop_entry",),
+    "history": ("inspector.check", "inspector.history_cli"),
 }
 COMMANDS = tuple(NEEDS)
 # Options that must not be negative (nor NaN), whichever command defines them.
@@ -178,6 +181,7 @@ def divergence_options(args: argparse.Namespace) -> Any:
 
 
 def make_session(args: argparse.Namespace) -> Any:
+    from .history_feed import HistoryOptions
     from .session import PeerSession, SessionConfig
 
     cfg = SessionConfig(
@@ -188,6 +192,7 @@ def make_session(args: argparse.Namespace) -> Any:
         resolve_blobs=not getattr(args, "no_blobs", False),
         keep_frame_bodies=False,
         divergence=divergence_options(args),
+        history=HistoryOptions(),  # every value each view held: `history`, the latency block, findings
     )
     return PeerSession(cfg)
 

@@ -1440,8 +1440,10 @@ class SessionDivergence:
         from . import events as ev
 
         tr.divergences = tuple(self.views.present(d) for d in tr.divergences)
-        self.core.log.emit(ev.DIVERGENCE, transition_summary(tr), tr.to_json(),
-                           target=f"comms/{tr.comm_id}", t=tr.t)
+        data = tr.to_json()
+        self.core.log.emit(ev.DIVERGENCE, transition_summary(tr), data, target=f"comms/{tr.comm_id}", t=tr.t)
+        if getattr(self.core, "history", None) is not None:  # key history: the intervals the plot shades
+            self.core.history.on_divergence(tr.t, tr.comm_id, data["divergences"])
 
     def sources(self) -> tuple[str, ...]:
         return self.views.shown(self.core_tap() is not None or self.kernel_connection not in (None, "auto"))

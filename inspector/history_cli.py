@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -55,8 +56,6 @@ def add_parser(subparsers: Any) -> None:
                    help=f"more writes per second than N is flooding (default {Thresholds.flood_per_s:g})")
     check.add_kernel_option(p)
     p.set_defaults(func=run, no_blobs=True)
-    if check.setup_session not in cli.SESSION_SETUP:  # the divergence binding the adapter reads
-        cli.SESSION_SETUP.append(check.setup_session)
 
 
 def resolve_comm(store: KeyHistory, comm: str) -> str:
@@ -134,20 +133,35 @@ def show(store: KeyHistory, comm: str, key: str, as_json: bool, thresholds: Thre
     return EXIT_OK
 
 
+# Readers of other files that hold a key history, tried before a saved history: each returns the
+# store or None when the file is not its kind. The recorder's reader replays a recording through
+# `SessionCore` with `SessionConfig.history` set and returns `core.history.history`.
+FILE_READERS: list[Callable[[str], KeyHistory | None]] = []
+
+
+def read_file(path: str) -> KeyHistory:
+    """FILE of `history`: a recording (through `FILE_READERS`) or a saved key history. Raises
+    ValueError with a one-line reason."""
+    for reader in FILE_READERS:
+        store = reader(path)
+        if store is not None:
+            return store
+    return KeyHistory.load(path)
+
+
 async def record_live(session: Any, duration: float, join_timeout: float) -> KeyHistory:
-    """Watch a room for `duration` seconds after the join and return what the views said."""
-    from .history_feed import SessionHistory
+    """Watch a room for `duration` seconds after the join and return what the views said (the
+    session core keeps the history: `SessionConfig.history`)."""
     from .session import unless_ended
 
-    hist = SessionHistory()
+    assert session.history is not None, "cli.make_session always declares the history option"
     async with session.running() as task:
         await unless_ended(session.wait_for(lambda s: s.connection == "live", join_timeout), task,
                            "the connection ended before the room was joined")
-        hist.attach(session)  # after the join: a v4 profile brings its own binding
         print(f"history: watching room {session.config.notebook_id} for {duration:g} s "
-              f"(the history starts now: earlier values are unknown)", file=sys.stderr, flush=True)
+              f"(the history starts at the join: earlier values are unknown)", file=sys.stderr, flush=True)
         await unless_ended(asyncio.sleep(duration), task, "the connection ended during the watch")
-    return hist.history
+    return session.history.history
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return cli.fail(HistoryUsage("history needs either FILE or --notebook ID (not both)"))
     if args.file:
         try:
-            store = KeyHistory.load(args.file)
+            store = read_file(args.file)
             return show(store, args.comm, args.key, args.json, th)
         except ValueError as exc:
             return cli.fail(HistoryUsage(str(exc)))

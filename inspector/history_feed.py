@@ -1,31 +1,59 @@
-"""Feeds a `KeyHistory` from a running session: the input interface of the history store.
+"""Feeds a `KeyHistory` from the session core: the input interface of the history store.
 
-Two ways a source's values come in:
+The core owns one `SessionHistory` when `SessionConfig.history` is set (a `HistoryOptions`),
+and calls it from its own inputs, so a live socket and a replayed recording give the same
+history:
 
 * **messages** (`on_message`): every state a message carried, key by key, rewrites of an
-  unchanged value included. The kernel's IOPub comm messages (carrier: the kernel msg_id) and
-  the daemon's comm broadcasts (`feed` in v2, `echo` for `echo_update` in v4; carrier: the frame
-  seq, and the timeline event) come in this way.
+  unchanged value included. The kernel's IOPub comm messages (`on_kernel_comm`, carrier: the
+  kernel msg_id) and the daemon's comm broadcasts (`on_broadcast`: `feed` in v2, `echo` for
+  `echo_update` in v4; carrier: the frame seq, and the timeline event) come in this way.
 * **views** (`on_view`): a document-backed view (v2 `doc`, v4 `topology` and `state`) as the
-  divergence engine normalised it; a key is recorded when its value differs from the last one
-  recorded for that source, with the entry's latest writer and the frame that carried the change.
+  divergence binding's engine normalised it (`bind` subscribes to its sources); a key is
+  recorded when its value differs from the last one recorded for that source, with the entry's
+  latest writer and the frame that carried the change.
+* **presence** (`on_presence`) names the peer behind an actor (`actor_label` on each peer);
+  **divergence transitions** (`on_divergence`) open and close the intervals the plot shades.
 
-`SessionHistory.attach` wires both onto today's session without changing it: the event log
-(frames, broadcasts, presence), the divergence engine's sources, and the kernel tap's comm
-listener. Presence names the peer behind an actor (`actor_label` on each peer).
+The store outlives connections (a reconnect continues the story); each connection's binding
+is bound afresh.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from . import events as ev
 from .divergence import json_equal
-from .key_history import KERNEL, KeyHistory
+from .key_history import DEFAULT_MAX_BYTES, KERNEL, KeyHistory
 
 MESSAGE_SOURCES = frozenset({KERNEL, "feed", "echo"})  # recorded from messages, not from views
+
+
+@dataclass
+class HistoryOptions:
+    """The key-history option of a session (`SessionConfig.history`)."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES  # the store's bound (oldest entries of the biggest key go first)
+
+
+def _live_wall(t: float) -> float:
+    """Wall time of a monotonic instant (a live driver's clock); a replay sets its own."""
+    return time.time() - (time.monotonic() - t)
+
+
+class _Watch:
+    """The incremental detectors of one key and how many of its entries they have seen."""
+
+    __slots__ = ("watch", "seen")
+
+    def __init__(self, comm_id: str, key: str, thresholds: Any) -> None:
+        from .history_findings import KeyWatch
+
+        self.watch = KeyWatch(comm_id, key, thresholds)
+        self.seen = 0
 
 
 class SessionHistory:
@@ -36,12 +64,15 @@ class SessionHistory:
         self.peers: dict[str, str] = {}  # actor_label -> peer (peer_label, or peer_id)
         self.frame_seq: int | None = None  # the inbound frame being handled
         self.doc_event_seq: int | None = None  # its DOC_CHANGED event
+        self.wall: Callable[[float], float] = _live_wall  # monotonic -> epoch seconds, for display
+        self._engine: Any = None  # the divergence engine whose document views are recorded
         self._watched: set[int] = set()  # ids of the CommSource objects subscribed to
-        self._taps: set[int] = set()
-        self._unsubscribe: list[Callable[[], None]] = []
-        self.session: Any = None
         # (comm, key) -> [start, end or None]: when the divergence engine reported the key diverged
         self.intervals: dict[tuple[str, str], list[list[float | None]]] = {}
+        self.thresholds: Any = None  # history_findings.Thresholds for `analyse` (None: the defaults)
+        self._watches: dict[tuple[str, str], _Watch] = {}
+        self._room: dict[str, Any] = {}  # hop -> HopFigures, every comm
+        self._per_comm: dict[str, dict[str, Any]] = {}
 
     # -- the input interface --------------------------------------------------------------------
 
@@ -49,7 +80,7 @@ class SessionHistory:
                    writer: str | None = None, carrier: str | None = None, event_seq: int | None = None) -> int:
         """Record every key a message carried; returns how many entries were added."""
         t = time.monotonic() if t is None else t
-        wall = time.time()
+        wall = self.wall(t)
         for key, value in state.items():
             self.history.append(source, comm_id, key, value, t, wall=wall, writer=writer,
                                 peer=self.peers.get(writer) if writer else None, carrier=carrier,
@@ -62,7 +93,6 @@ class SessionHistory:
         if not isinstance(state, dict):
             return 0
         now = time.monotonic() if t is None else t
-        wall = time.time()
         writer = getattr(view, "writer", None)
         carrier = f"frame {self.frame_seq}" if self.frame_seq is not None else None
         n = 0
@@ -71,7 +101,7 @@ class SessionHistory:
             if last is not None and json_equal(last.value, value):
                 continue
             kt = getattr(view, "key_times", {}).get(key, now)
-            self.history.append(source, view.comm_id, key, value, kt, wall=wall - (now - kt), writer=writer,
+            self.history.append(source, view.comm_id, key, value, kt, wall=self.wall(kt), writer=writer,
                                 peer=self.peers.get(writer) if writer else None, carrier=carrier,
                                 event_seq=self.doc_event_seq)
             n += 1
@@ -108,6 +138,40 @@ class SessionHistory:
 
     # -- outputs for the snapshot and `check` ----------------------------------------------------
 
+    def analyse(self) -> tuple[dict[str, Any], list[Any]]:
+        """(the `latency` block, every finding) over everything recorded so far, kept
+        incrementally: each call feeds the per-key detectors only the entries they have not seen,
+        so a snapshot in a storm costs what arrived since the last one, not the whole store."""
+        from .hop_latency import HopFigures
+
+        for cid, key in self.history.series_keys():
+            w = self._watches.get((cid, key))
+            if w is None:
+                w = self._watches[(cid, key)] = _Watch(cid, key, self.thresholds)
+            new, w.seen, _gone = self.history.since(cid, key, w.seen)
+            if not new:
+                continue
+            before = [len(m.samples) for m in w.watch.hops]
+            w.watch.feed(new)
+            for m, n in zip(w.watch.hops, before, strict=True):
+                for smp in m.samples[n:]:
+                    self._room.setdefault(smp.hop, HopFigures()).add(smp.latency_s)
+                    self._per_comm.setdefault(cid, {}).setdefault(smp.hop, HopFigures()).add(smp.latency_s)
+        block: dict[str, Any] = {
+            "hops": {h: f.block() for h, f in sorted(self._room.items())},
+            "comms": {cid: {h: f.block() for h, f in sorted(per.items())} for cid, per in sorted(self._per_comm.items())},
+            "dropped_history": self.history.dropped,
+        }
+        found = [f for _ck, w in sorted(self._watches.items()) for f in w.watch.findings()]
+        return block, found
+
+    def apply_to(self, snap: Any) -> Any:
+        """Fill a snapshot's `latency` block and `findings` (warnings: one view's facts)."""
+        import msgspec
+
+        block, found = self.analyse()
+        return msgspec.structs.replace(snap, latency=block, findings=tuple(f.to_json() for f in found))
+
     def latency(self, per_comm: bool = True) -> dict[str, Any]:
         """The snapshot JSON's `latency` block (see docs/history.md)."""
         from .hop_latency import latency_block
@@ -121,6 +185,7 @@ class SessionHistory:
         return [f.to_json() for f in detect(self.history, thresholds)]
 
     def on_kernel_comm(self, msg_type: str, content: dict[str, Any], now: float, msg_id: str | None = None) -> None:
+        """A comm message from the kernel's IOPub: `comm_open` state and `update`/`echo_update`."""
         cid = content.get("comm_id")
         data = content.get("data") if isinstance(content.get("data"), dict) else {}
         state = data.get("state")
@@ -131,78 +196,70 @@ class SessionHistory:
         self.on_message(KERNEL, cid, state, now, writer=KERNEL,
                         carrier=f"msg {msg_id}" if msg_id else None)
 
-    # -- today's session --------------------------------------------------------------------------
+    def on_broadcast(self, message: dict[str, Any], t: float, event_seq: int | None = None) -> None:
+        """A daemon broadcast as sent (JSON): comm opens and updates become `feed` (or `echo`
+        for `echo_update`) entries carried by the frame being handled; a v2 `comm_sync` is the
+        feed's baseline (every comm's state at the join)."""
+        if message.get("event") == "comm_sync":  # v2: the feed's baseline, every comm's state
+            for c in message.get("comms") or ():
+                if isinstance(c, dict) and isinstance(c.get("comm_id"), str) and isinstance(c.get("state"), dict):
+                    self.on_message("feed", c["comm_id"], c["state"], t, event_seq=event_seq,
+                                    carrier=f"frame {self.frame_seq}" if self.frame_seq else None)
+            return
+        if message.get("event") != "comm":
+            return
+        content = message.get("content") if isinstance(message.get("content"), dict) else {}
+        data = content.get("data") if isinstance(content.get("data"), dict) else {}
+        cid, state = content.get("comm_id"), data.get("state")
+        if not isinstance(cid, str) or not isinstance(state, dict):
+            return
+        if message.get("msg_type") == "comm_msg" and data.get("method") not in ("update", "echo_update"):
+            return
+        source = "echo" if data.get("method") == "echo_update" else "feed"
+        self.on_message(source, cid, state, t, carrier=f"frame {self.frame_seq}" if self.frame_seq else None,
+                        event_seq=event_seq)
 
-    def attach(self, session: Any) -> SessionHistory:
-        """Subscribe to a `PeerSession` whose `divergence` binding (v2 or v4) is already made."""
-        self.session = session
-        self._unsubscribe.append(session.log.subscribe(self._on_event))
-        self._unsubscribe.append(session.add_listener(lambda _paths: self._watch()))
-        self._watch()
-        return self
+    def on_frame(self, frame_seq: int) -> None:
+        """An inbound frame is being handled: what it changes is carried by it."""
+        self.frame_seq = frame_seq
+        self.doc_event_seq = None
 
-    def attach_log(self, log: ev.EventLog) -> SessionHistory:
-        """Only the event stream (broadcasts, presence, frames, divergence transitions): what a
-        replayed recording provides. Document views and the kernel tap need `attach`."""
-        self._unsubscribe.append(log.subscribe(self._on_event))
-        return self
+    def on_doc_event(self, event_seq: int) -> None:
+        """The DOC_CHANGED event of the frame being handled (document rows jump to it)."""
+        self.doc_event_seq = event_seq
 
-    def detach(self) -> None:
-        for undo in self._unsubscribe:
-            undo()
-        self._unsubscribe.clear()
+    # -- the divergence binding's views ------------------------------------------------------------
 
-    def _on_event(self, e: ev.Event) -> None:
-        if e.kind == ev.FRAME and e.data.get("direction") == "in":
-            self.frame_seq = e.data.get("frame_seq")
-            self.doc_event_seq = None
-        elif e.kind == ev.DOC_CHANGED:
-            self.doc_event_seq = e.seq
-        elif e.kind == ev.PRESENCE and isinstance(e.data.get("presence"), dict):
-            self.on_presence(e.data["presence"])
-        elif e.kind == ev.BROADCAST and e.data.get("event") == "comm":
-            msg = e.data.get("message") if isinstance(e.data.get("message"), dict) else {}
-            content = msg.get("content") if isinstance(msg.get("content"), dict) else {}
-            data = content.get("data") if isinstance(content.get("data"), dict) else {}
-            cid, state = content.get("comm_id"), data.get("state")
-            if not isinstance(cid, str) or not isinstance(state, dict):
-                return
-            if msg.get("msg_type") == "comm_msg" and data.get("method") not in ("update", "echo_update"):
-                return
-            source = "echo" if data.get("method") == "echo_update" else "feed"
-            self.on_message(source, cid, state, e.t, carrier=f"frame {self.frame_seq}", event_seq=e.seq)
-        elif e.kind == ev.DIVERGENCE and isinstance(e.data.get("comm_id"), str):
-            self.on_divergence(e.t, e.data["comm_id"], list(e.data.get("divergences") or ()))
-        elif e.kind == ev.CONNECTION:
-            self._watch()
+    def bind(self, engine: Any) -> None:
+        """Record the document views of this connection's engine (None: no views)."""
+        self._engine = engine
+        self._watched = set()
+        self.sweep()
 
-    def _watch(self) -> None:
-        """Subscribe to engine sources and a kernel tap as they appear (the v4 tap starts late)."""
-        binding = getattr(self.session, "divergence", None)
-        engine = getattr(binding, "engine", None)
-        for name, src in (getattr(engine, "sources", None) or {}).items():
-            if name not in MESSAGE_SOURCES and id(src) not in self._watched:
+    def sweep(self, t: float | None = None) -> None:
+        """Subscribe to engine sources that appeared since, and record what ready views hold
+        that was not recorded yet (a view loaded at the join notified before it was ready)."""
+        engine = self._engine
+        for name, src in list((getattr(engine, "sources", None) or {}).items()):
+            if name in MESSAGE_SOURCES:
+                continue
+            if id(src) not in self._watched:
                 self._watched.add(id(src))
                 src.subscribe(self._on_source)
+            if getattr(src, "ready", True):
                 for cid in list(src.comms):
-                    self.on_view(src.name, src.comms[cid])
-        tap = getattr(binding, "tap", None)
-        if tap is not None and id(tap) not in self._taps:
-            self._taps.add(id(tap))
-            previous = tap.comm_listener
+                    self.on_view(src.name, src.comms[cid], t)
 
-            def chained(msg_type: str, content: dict[str, Any], *rest: Any) -> None:
-                # (msg_type, content, now), or (msg_type, content, buffers, now): the time is last
-                if previous is not None:
-                    previous(msg_type, content, *rest)
-                self.on_kernel_comm(msg_type, content, rest[-1], getattr(tap, "last_msg_id", None))
-
-            tap.comm_listener = chained
+    def close_intervals(self, t: float) -> None:
+        """The connection ended: no divergence is open any more (a new join re-reports)."""
+        for spans in self.intervals.values():
+            if spans and spans[-1][1] is None:
+                spans[-1][1] = t
 
     def _on_source(self, source: Any, ids: set[str]) -> None:
         if not getattr(source, "ready", True):
-            return  # the join has not converged: values are still arriving as one baseline
-        now = time.monotonic()
+            return  # the join has not converged: `sweep` records the baseline once it has
+        now = getattr(source, "last_change", None) or time.monotonic()
         for cid in ids:
             view = source.comms.get(cid)
             if view is not None:

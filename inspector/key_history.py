@@ -157,6 +157,10 @@ class KeyHistory:
     def comms(self) -> list[str]:
         return sorted({cid for cid, _ in self._series})
 
+    def series_keys(self) -> list[tuple[str, str]]:
+        """Every (comm, key) with a history."""
+        return list(self._series)
+
     def keys(self, comm_id: str) -> list[str]:
         return sorted(k for cid, k in self._series if cid == comm_id)
 

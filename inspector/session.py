@@ -270,7 +270,7 @@ class PeerSession(SessionCore):
             self._arm()
 
     def _on_tap_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], now: float) -> None:
-        self.kernel_comm(msg_type, content, buffers, now)
+        self.kernel_comm(msg_type, content, buffers, now, getattr(self.tap, "last_msg_id", None))
         self._arm()
 
     async def _run_tap(self, tap: Any) -> None:

@@ -15,13 +15,16 @@ Each `Step` lists the frames to write, in order (a driver that writes one report
 `core.sent(frame_type, body, doc, t)`), and the tree paths that changed; listeners
 (`core.add_listener`) hear the same. `core.snapshot()` is the room now; `core.missing()` what
 the join still waits for; `core.divergence.tap_path` the kernel connection file to tap, whose
-messages come back through `kernel_comm` / `kernel_event`. The socket
+messages come back through `kernel_comm` / `kernel_event`; `core.history` the key history (every
+value each view held, who wrote it, what carried it) when `SessionConfig.history` asks. The socket
 loop (`inspector.session.PeerSession`) is one driver; a recording is another: fed the same
 frames with the same times, the core builds the same tree and the same verdicts.
 
 What differs between protocol versions is the profile's (`inspector.profiles`); the
 divergence engine is a declared option (`SessionConfig.divergence`) bound once per connection
-by `inspector.divergence.SessionDivergence`, so a reconnect starts from a fresh engine.
+by `inspector.divergence.SessionDivergence`, so a reconnect starts from a fresh engine. The key
+history is one more declared option (`SessionConfig.history`): one store for the core's lifetime,
+fed from the same inputs (see "key history" below), so a replayed recording gets the same story.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .snapshot import DaemonView, FeedView, KernelView, OutputView, Snapshot
 if TYPE_CHECKING:
     from .blobs import BlobResolver
     from .divergence import DivergenceOptions, SessionDivergence
+    from .history_feed import HistoryOptions, SessionHistory
     from .pool import DaemonProbe
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class SessionConfig:
     keep_frame_bodies: bool = True
     # The divergence engine (settle windows, kernel connection); None: no comparison at all.
     divergence: DivergenceOptions | None = None
+    # The key history (bounded by bytes); None: no history. Views need `divergence` too.
+    history: HistoryOptions | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,6 +131,7 @@ class SessionCore:
         self.presence_peers: dict[str, dict[str, Any]] = {}
         self.resolver: BlobResolver | None = None
         self.divergence: SessionDivergence | None = None
+        self.history: SessionHistory | None = self._make_history()
         self.tap: Any = None  # a driver's kernel tap, for its counters (the core only gets its messages)
         self.last_frame_in: float | None = None
         self.last_doc_change: float | None = None
@@ -186,6 +193,7 @@ class SessionCore:
                       t=t)
         if self.divergence is not None:
             self.divergence.on_connection(state, t)
+        self._history_connection(state, t)
         self.notify({"connection"})
 
     # -- a connection ---------------------------------------------------------------------------
@@ -214,6 +222,8 @@ class SessionCore:
 
             # one engine per connection: a reconnect equals a fresh attach
             self.divergence = SessionDivergence(self, self.profile.comm_views(self), self.config.divergence)
+        if self.history is not None:  # key history: this connection's views
+            self.history.bind(self.divergence.engine if self.divergence is not None else None)
         self._dirty = True
         return self.profile.handshake(self.config.notebook_id)
 
@@ -255,6 +265,8 @@ class SessionCore:
         self.log.emit(ev.FRAME, f"in {FrameType.name_of(ft)}{' ' + doc_name if doc_name else ''} {len(payload)} B",
                       {"direction": "in", "frame_type": ft, "size": len(payload), "doc": doc_name,
                        "frame_seq": rec.seq}, t=t)
+        if self.history is not None:  # key history: what this frame changes, it carried
+            self.history.on_frame(rec.seq)
         if doc_name is not None:
             self._on_sync(ft, body, t, step)
         elif ft == FrameType.BROADCAST:
@@ -300,10 +312,13 @@ class SessionCore:
                       {"direction": "out", "frame_type": frame_type, "size": size, "doc": doc,
                        "frame_seq": rec.seq}, t=t)
 
-    def kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], t: float) -> Step:
-        """A verified comm message from the kernel's IOPub (the kernel tap)."""
+    def kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], t: float,
+                    msg_id: str | None = None) -> Step:
+        """A verified comm message from the kernel's IOPub (the kernel tap); `msg_id` is its header's."""
         self._at(t)
         step = Step()
+        if self.history is not None:  # key history: the kernel's word, carried by its message
+            self.history.on_kernel_comm(msg_type, content, t, msg_id)
         if self.divergence is not None:
             self.divergence.on_kernel_comm(msg_type, content, buffers, t)
         self._finish(step, t)
@@ -359,12 +374,14 @@ class SessionCore:
             self.last_doc_change = t
             changed = self.profile.doc_changed(self, replica, dirty)
             paths = sorted(changed)
-            self.log.emit(ev.DOC_CHANGED, f"{replica.name}: {len(paths)} path(s) changed"
+            doc_event = self.log.emit(ev.DOC_CHANGED, f"{replica.name}: {len(paths)} path(s) changed"
                           + (f" ({', '.join(paths[:4])}{'…' if len(paths) > 4 else ''})" if paths else ""),
                           {"doc": replica.name, "paths": paths[:200], "n_paths": len(paths),
                            "heads": list(replica.heads), "full_read": ALL in dirty},
                           target=_first_target(paths), t=t)
             self.profile.after_doc_change(self)
+            if self.history is not None:  # key history: document rows jump to this event
+                self.history.on_doc_event(doc_event.seq)
             if self.divergence is not None:
                 self.divergence.on_doc(replica.frame_type, changed, t)
             step.changed |= changed | {f"doc:{replica.name}"}
@@ -413,8 +430,10 @@ class SessionCore:
         summary = _broadcast_summary(bc)
         if isinstance(bc, m.Unknown):
             summary = f"unknown broadcast event {bc.tag!r}: kept"
-        self.log.emit(ev.BROADCAST, summary, {"event": tag, "message": raw, "effect": effect,
-                                              "known": not isinstance(bc, m.Unknown)}, target=target, t=t)
+        bc_event = self.log.emit(ev.BROADCAST, summary, {"event": tag, "message": raw, "effect": effect,
+                                                         "known": not isinstance(bc, m.Unknown)}, target=target, t=t)
+        if self.history is not None and isinstance(raw, dict):  # key history: feed / echo values
+            self.history.on_broadcast(raw, t, bc_event.seq)
         if self.divergence is not None:
             self.divergence.on_broadcast(bc, t)
         step.changed |= {"feed", "kernel"} | ({target} if target else set())
@@ -439,6 +458,8 @@ class SessionCore:
                                                 if isinstance(c, dict)}
         elif p.type == "left" and p.peer_id:
             self.presence_peers.pop(p.peer_id, None)
+        if self.history is not None:  # key history: the peer behind each actor label
+            self.history.on_presence(p.raw)
         self.log.emit(ev.PRESENCE, (p.summary() if p.known else f"unknown presence type {p.type!r}: kept"),
                       {"presence": p.raw, "known": p.known}, t=t)
         step.changed.add("presence")
@@ -468,6 +489,25 @@ class SessionCore:
         if isinstance(raw, dict) and self.profile is not None:
             self.profile.control(self, raw)
         step.changed.add("control")
+
+    # -- the key history (SessionConfig.history): the store and its connection hooks --------------
+    # The other feeding calls sit where each input is handled, one marked line each.
+
+    def _make_history(self) -> SessionHistory | None:
+        if self.config.history is None:
+            return None
+        from .history_feed import SessionHistory
+        from .key_history import KeyHistory
+
+        return SessionHistory(KeyHistory(self.config.history.max_bytes))
+
+    def _history_connection(self, state: str, t: float | None) -> None:
+        if self.history is None:
+            return
+        if state == LIVE:
+            self.history.sweep(t)  # the views loaded at the join are ready now: their baseline
+        elif state in (DISCONNECTED, CLOSED, ERROR):
+            self.history.close_intervals(self.clock() if t is None else t)
 
     # -- outputs ----------------------------------------------------------------------------------
 
@@ -533,6 +573,8 @@ class SessionCore:
             )
         if self.divergence is not None:
             snap = self.divergence.apply_to(snap)
+        if self.history is not None:  # key history: the latency block and the findings
+            snap = self.history.apply_to(snap)
         self._snapshot_cache = snap
         self._dirty = False
         return snap

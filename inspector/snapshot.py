@@ -152,6 +152,12 @@ class Snapshot(msgspec.Struct, frozen=True):
     connection: str = "live"
     taken_at: float = 0.0  # wall clock, seconds since the epoch
     extra_root: dict[str, Any] = {}  # unknown root keys of the notebook doc
+    # The key history's figures (see docs/history.md): p50/p95/max and a histogram per hop, for
+    # the room (`hops`) and per comm (`comms`); empty without a history.
+    latency: dict[str, Any] = {}
+    # The key history's findings (value_regression, noop_rewrite, flooding, slow_hop): warnings,
+    # facts about how values travelled in one view or hop; they fail only `check --strict`.
+    findings: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)

@@ -20,8 +20,8 @@ from test_history_ui import add_pane  # noqa: E402
 from waiting import qt_loop, wait_until  # noqa: E402
 
 from inspector import events as ev  # noqa: E402
-from inspector.divergence import SessionDivergence, SettleConfig  # noqa: E402
-from inspector.history_feed import SessionHistory  # noqa: E402
+from inspector.divergence import DivergenceOptions, SettleConfig  # noqa: E402
+from inspector.history_feed import HistoryOptions  # noqa: E402
 from inspector.session import PeerSession, SessionConfig  # noqa: E402
 from inspector.testbed import Testbed  # noqa: E402
 from inspector.ui.history_pane import HistoryPane  # noqa: E402
@@ -46,12 +46,14 @@ def test_pane_follows_a_kernel_loop_and_jumps_to_real_timeline_events(qtbot, loo
             nid = tb.create_room()
             await tb.launch_kernel(nid)
             await tb.wait_kernel(nid)
-            session = PeerSession(SessionConfig(tb.socket_path, nid, allow_kernel_launch=True))
-            sd = SessionDivergence(session, SettleConfig(), kernel_connection=tb.room(nid).kernel.km.connection_file)
-            hist = SessionHistory().attach(session)
+            session = PeerSession(SessionConfig(
+                tb.socket_path, nid, allow_kernel_launch=True, history=HistoryOptions(),
+                divergence=DivergenceOptions(SettleConfig(), tb.room(nid).kernel.km.connection_file)))
+            hist = session.history
+            assert hist is not None
             async with session.running():
                 await session.wait_settled(0.1, 30)
-                while sd.tap.received == 0:  # the SUB socket only sees what is published after it joined
+                while session.tap is None or session.tap.received == 0:  # the SUB socket only sees what is published after it joined
                     await tb.run_cell(nid, "1")
                 await tb.run_cell(nid, "import ipywidgets as w\ns = w.IntSlider(value=1, max=1000)")
                 (cid,) = [c.comm_id for c in tb.comm_state(nid) if c.model_name == "IntSliderModel"]

@@ -1,5 +1,5 @@
 """Key histories fed from real traffic: the testbed daemon with a real ipykernel, the inspector's
-session and divergence binding, the kernel tap on IOPub, and the history adapter on top."""
+session core with its divergence binding and key history, the kernel tap on IOPub."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from waiting import wait_until
 
 from inspector import history_findings as hf
-from inspector.divergence import SessionDivergence, SettleConfig
-from inspector.history_feed import SessionHistory
+from inspector.divergence import DivergenceOptions, SessionDivergence, SettleConfig
+from inspector.history_feed import HistoryOptions, SessionHistory
 from inspector.hop_latency import latency_block
 from inspector.key_history import KeyHistory
 from inspector.session import PeerSession, SessionConfig
@@ -59,12 +59,15 @@ async def live_room(fault: str | None = None) -> AsyncIterator[Live]:
         nid = tb.create_room()
         await tb.launch_kernel(nid)
         await tb.wait_kernel(nid)
-        session = PeerSession(SessionConfig(tb.socket_path, nid, allow_kernel_launch=True))
-        sd = SessionDivergence(session, SettleConfig(), kernel_connection=tb.room(nid).kernel.km.connection_file)
-        hist = SessionHistory().attach(session)
+        # the core keeps the history, fed by its own inputs (as a replayed recording would be)
+        session = PeerSession(SessionConfig(
+            tb.socket_path, nid, allow_kernel_launch=True, history=HistoryOptions(),
+            divergence=DivergenceOptions(SettleConfig(), tb.room(nid).kernel.km.connection_file)))
         task = asyncio.create_task(session.run())
         await session.wait_settled(0.1, 30)
-        while sd.tap.received == 0:  # the SUB socket only sees what is published after it joined
+        assert session.divergence is not None and session.history is not None
+        sd, hist = session.divergence, session.history
+        while session.tap is None or session.tap.received == 0:  # the SUB socket only sees what is published after it joined
             await tb.run_cell(nid, "1")
         yield Live(tb, nid, session, sd, hist)
     finally:
@@ -218,6 +221,42 @@ async def test_history_command_on_a_live_room(tmp_path, capsys) -> None:
             assert moved == sorted(moved) and set(moved) <= set(by["kernel"]) and moved, view
         assert [e.value for e in KeyHistory.load(saved).series(cid, "value")] == [
             e["value"] for e in out["entries"]]
+    finally:
+        await tb.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_check_lists_history_warnings_and_fails_on_them_only_when_strict(capsys) -> None:
+    """A scripted go-back (5, 6, 5) during `check`: a `value_regression` warning line; exit 0, and
+    exit 1 under `--strict` (history findings are warnings, facts about one view)."""
+    from inspector import cli
+
+    d = tempfile.mkdtemp(prefix="rti-khk-", dir="/tmp")
+    tb = Testbed(os.path.join(d, "rt.sock"), auto_launch=False, write_daemon_json=False)
+    await tb.start()
+    try:
+        nid = tb.create_room()
+        await tb.launch_kernel(nid)
+        await tb.wait_kernel(nid)
+        await tb.run_cell(nid, SLIDER)
+        (cid,) = [c.comm_id for c in tb.comm_state(nid) if c.model_name == "IntSliderModel"]
+        gc.collect()  # Qt garbage of earlier tests goes on this thread, not the command's
+        for strict, code in ((False, 0), (True, 1)):
+            argv = ["check", "--socket", tb.socket_path, "--notebook", nid, "--for", "2"] + (
+                ["--strict"] if strict else [])
+            command = asyncio.create_task(asyncio.to_thread(cli.main, argv))
+            err = ""
+            while "check: watching room" not in err:
+                await asyncio.sleep(0.05)
+                err += capsys.readouterr().err
+                assert not command.done(), err
+            low, high = (5, 6) if not strict else (8, 9)  # each run moves the slider away first
+            await tb.run_cell(nid, f"s.value = {low}\ns.value = {high}\ns.value = {low}")
+            assert await command == code
+            got = capsys.readouterr()
+            warn = [ln for ln in got.out.splitlines() if ln.startswith("warning:")]
+            assert any(ln.startswith(f"warning: {cid}  value  value_regression  [feed]") for ln in warn), got.out
+            assert "history warning(s)" in got.err
     finally:
         await tb.stop()
         shutil.rmtree(d, ignore_errors=True)

@@ -232,31 +232,65 @@ def test_saved_history_round_trips(saved) -> None:
     assert json.loads(buf.getvalue())["entries"][0]["carrier"] == "msg m0"
 
 
-def test_real_2_9_0_echo_broadcasts_and_presence_through_the_event_log() -> None:
-    """The v4 path on traffic captured from the real runtimed 2.9.0: its `echo_update`
-    broadcasts become `echo` entries carried by their frames, presence names the peers."""
-    from pathlib import Path
+def test_real_2_9_0_replayed_through_the_core_gives_the_key_story() -> None:
+    """The v4 path on traffic captured from the real runtimed 2.9.0, replayed through the session
+    core with its recorded times (no daemon, no adapter of our own): the core's key history holds
+    the state document's 7 with its writer, the `echo_update` 5 carried by its frame and tied to
+    its timeline event, and presence names the peer behind an actor."""
+    from test_v4_session_replay import ROOM, SLIDER, FileDriver, interactive_status, s2c
 
     from inspector import events as ev
-    from inspector.protocol.presence import decode_presence
+    from inspector.divergence import DivergenceOptions, SettleConfig
+    from inspector.history_feed import HistoryOptions
+    from inspector.session_core import SessionConfig, SessionCore
 
-    frames = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real-runtimed-2.9.0" / "frames.jsonl"
-    if not frames.is_file():
-        pytest.skip(f"real-runtimed fixtures not found at {frames}")
-    log = ev.EventLog()
-    sh = SessionHistory().attach_log(log)
-    for line in frames.read_text().splitlines():
-        fr = json.loads(line)
-        if fr.get("conn") != 5 or fr.get("dir") != "s2c" or fr.get("kind") != "typed":
-            continue
-        rec = log.frame("in", fr["frame_type"], fr["frame_name"], fr["len"], t=fr["t"])
-        log.emit(ev.FRAME, "in", {"direction": "in", "frame_seq": rec.seq}, t=fr["t"])
-        if fr["frame_name"] == "BROADCAST":
-            log.emit(ev.BROADCAST, "comm", {"event": fr["json"].get("event"), "message": fr["json"]}, t=fr["t"])
-        elif fr["frame_name"] == "PRESENCE":
-            log.emit(ev.PRESENCE, "presence", {"presence": decode_presence(bytes.fromhex(fr["hex"])[1:]).raw},
-                     t=fr["t"])
-    (e,) = sh.history.series("ef5b619c16ab471cba317b2a88731725", "value")
-    assert (e.source, e.value, e.t) == ("echo", 5, 9.1274)
-    assert e.carrier.startswith("frame ") and e.event_seq is not None
-    assert sh.peers["local:root/agent:fixture-capture:029d5e2c"] == "fixture-capture"  # actor_label -> peer
+    core = SessionCore(SessionConfig("replay.sock", ROOM, resolve_blobs=False, keep_frame_bodies=False,
+                                     divergence=DivergenceOptions(SettleConfig()), history=HistoryOptions()))
+    frames = list(s2c(5))
+    core.begin(4, t=frames[0][1])
+    core.bootstrap(frames[0][0], frames[0][1])
+    drv = FileDriver(core)
+    for payload, t, _f in frames[1:]:
+        if t >= 7.13 and core.state != "live":
+            drv.feed(interactive_status(), t)  # see test_v4_session_replay: the daemon's status
+        drv.feed(payload, t)
+    drv.until(frames[-1][1] + 3)
+    assert core.history is not None
+    store = core.history.history
+    (echo,) = store.series(SLIDER, "value", "echo")
+    assert (echo.value, echo.t) == (5, 9.1274)
+    assert echo.carrier and echo.carrier.startswith("frame ")
+    (event,) = [e for e in core.log.events() if e.seq == echo.event_seq]
+    assert event.kind == ev.BROADCAST and event.data["event"] == "comm"
+    state = store.series(SLIDER, "value", "state")
+    assert [e.value for e in state] == [7] and state[0].writer  # the kernel's 7, never followed to 5
+    assert core.history.peers["local:root/agent:fixture-capture:029d5e2c"] == "fixture-capture"
+    assert store.blame(SLIDER, "value")["moved_last"] == "echo"
+    # the state document never followed the echo: an open interval the plot shades
+    assert core.history.divergence_intervals(SLIDER, "value")
+    # the snapshot carries the history's findings and latency block (the same for CLI and window)
+    snap = core.snapshot()
+    assert isinstance(snap.latency.get("hops"), dict) and snap.latency["dropped_history"] == 0
+    assert list(snap.findings) == [f.to_json() for f in core.history.analyse()[1]]
+
+
+
+def test_incremental_analysis_equals_the_whole_store_analysis() -> None:
+    """What the snapshot carries (`SessionHistory.analyse`, fed only new entries per call) is what
+    `latency_block` and `detect` say over the whole store, however the calls fall."""
+    from inspector import history_findings as hf
+    from inspector.hop_latency import latency_block
+
+    sh = SessionHistory()
+    sweep(sh.history, "c1", n=6)
+    first, _found = sh.analyse()
+    sweep(sh.history, "c2", n=10, lag=0.7)
+    for v in (3, 4, 3):  # a go-back on c1
+        sh.history.append("kernel", "c1", "value", v, 50.0 + v)
+    block, found = sh.analyse()
+    assert block == latency_block(sh.history)
+    assert first["hops"] != block["hops"]  # the second call saw the new entries
+    assert sorted((f.kind, f.comm_id, f.source, f.count) for f in found) == sorted(
+        (f.kind, f.comm_id, f.source, f.count) for f in hf.detect(sh.history))
+    assert {f.kind for f in found} >= {"value_regression", "slow_hop"}
+    assert sh.analyse() == (block, found)  # nothing new: the same answer
