@@ -734,6 +734,9 @@ class DivergenceEngine:
         self._results: dict[str, _CommResult] = {}
         self._dirty: set[str] = set()
         self._heap: list[tuple[float, str]] = []
+        # The session's key history (`key_history.KeyHistory`): each view's own values with time,
+        # writer and carrier; blame reads it when present (else the views' own last words)
+        self.history: Any = None
         self.evaluations = 0  # comms compared so far (the benchmark reads it)
         self.transitions = 0
 
@@ -1116,7 +1119,7 @@ class DivergenceEngine:
             keys = tuple(_key_diff(k, vals, f.key_times.get(k, {}), now) for k, vals in sorted(f.keys.items()))
             detail = f.detail
             if f.kind in (STATE_MISMATCH, OUTPUTS_MISMATCH) and KERNEL_VIEW in self.sources:
-                detail += _who_is_wrong(self.sources, cid, f)
+                detail += _who_is_wrong(self.sources, cid, f, self.history)
             out.append(Divergence(
                 comm_id=cid, kind=PENDING if pending else f.kind,
                 severity=INFO if pending else f.severity,
@@ -1184,7 +1187,7 @@ def _merge(findings: dict[str, Finding], f: Finding) -> None:
 KERNEL_VIEW = "kernel"  # the view whose last word decides blame (v2 and v4 name it so)
 
 
-def _who_is_wrong(sources: dict[str, CommSource], cid: str, f: Finding) -> str:
+def _who_is_wrong(sources: dict[str, CommSource], cid: str, f: Finding, history: Any = None) -> str:
     """Blame from what each view said itself: the views that agree with the kernel's last
     word are right, the others wrong; without a kernel word, only who moved last is said.
     A value one view copied from another is never a word (`ViewComm.known`)."""
@@ -1200,11 +1203,26 @@ def _who_is_wrong(sources: dict[str, CommSource], cid: str, f: Finding) -> str:
         return ""
     wrong: set[str] = set()
     right: set[str] = set()
+    moved: list[tuple[float, str, str]] = []  # (t, source, how it was carried) per key
     for k, compared in f.keys.items():
-        word = said(kernel, k)
+        lasts = history.last_by_source(cid, k) if history is not None else {}
+        if lasts:
+            e = max(lasts.values(), key=lambda e: e.t)
+            how = ", ".join(x for x in (e.writer, e.carrier) if x)
+            moved.append((e.t, e.source, how))
+        hw = lasts.get(KERNEL_VIEW)
+        if hw is not None:
+            ids = _output_ids_of(hw.value) if k == "outputs" else None
+            word = (ids if ids is not None else hw.value, hw.t)
+        else:
+            word = said(kernel, k)
         if word is None:
             continue
         vals = dict(compared)
+        for name, e in lasts.items():  # what each view said itself, as the history kept it
+            if name != KERNEL_VIEW and (name in vals or name not in sources or name in f.sides):
+                ids = _output_ids_of(e.value) if k == "outputs" else None
+                vals[name] = ids if ids is not None else e.value
         for name, src in sources.items():  # a view whose word the pairs no longer compare (it moved on)
             if name not in vals:
                 w = said(src, k)
@@ -1219,6 +1237,9 @@ def _who_is_wrong(sources: dict[str, CommSource], cid: str, f: Finding) -> str:
                f"{', '.join(sorted(wrong - right))} {'is' if len(wrong - right) == 1 else 'are'} wrong"
     if wrong and not right:
         return f"; the kernel's last word differs from {', '.join(sorted(wrong))}"
+    if moved:
+        _t, who, how = max(moved)
+        return f"; kernel's word unknown; {who} moved last" + (f" ({how})" if how else "")
     newest: dict[str, float] = {}
     for ts in f.key_times.values():
         for side, t in ts.items():

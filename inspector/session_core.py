@@ -224,6 +224,8 @@ class SessionCore:
             self.divergence = SessionDivergence(self, self.profile.comm_views(self), self.config.divergence)
         if self.history is not None:  # key history: this connection's views
             self.history.bind(self.divergence.engine if self.divergence is not None else None)
+            if self.divergence is not None:  # blame is read from the histories
+                self.divergence.engine.history = self.history.history
         self._dirty = True
         return self.profile.handshake(self.config.notebook_id)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from test_divergence import Room, wstate
+from test_divergence import Room, only, wstate
 
 from inspector import check
 from inspector import divergence as dv
@@ -256,3 +256,40 @@ def test_v4_unreported_keys_are_not_shown_as_the_kernels() -> None:
     assert [k.key for k in d.keys] == ["msg_id"]
     assert d.keys[0].values == {STATE: "", KERNEL: "x"}
     assert v.engine.unknown_to(KERNEL) == (OUT,)  # it never saw the open: unknown, said so
+
+
+def test_blame_reads_the_key_history_when_the_session_keeps_one() -> None:
+    """Who is wrong comes from each view's recorded words (time, writer, carrier)."""
+    from inspector.key_history import KeyHistory
+
+    r = Room(kernel=True)
+    h = KeyHistory()
+    r.engine.history = h
+    r.feed_sync([])
+    r.open("s", wstate(value=1))
+    for src in ("doc", "feed", "kernel"):
+        h.append(src, "s", "value", 1, r.t, writer="runtimed" if src == "doc" else None, carrier="open")
+    r.run(1.0)
+    r.feed_update("s", value=2)
+    r.kernel("comm_msg", {"comm_id": "s", "data": {"method": "update", "state": {"value": 2}}})
+    h.append("feed", "s", "value", 2, r.t, carrier="broadcast 7")
+    h.append("kernel", "s", "value", 2, r.t, carrier="iopub msg k-1")
+    d = only(r)
+    assert "the kernel's last word agrees with feed: doc is wrong" in d.detail
+
+
+def test_without_a_kernel_word_blame_says_who_moved_last_and_how() -> None:
+    from inspector.key_history import KeyHistory
+
+    r = Room(kernel=True)
+    h = KeyHistory()
+    r.engine.history = h
+    r.feed_sync([("s", wstate(value=1))])  # opened before the tap: the kernel never spoke of it
+    r.doc_put("s", wstate(value=1))
+    r.run(1.0)
+    r.doc_update("s", value=5)
+    h.append("feed", "s", "value", 1, 1000.0, carrier="comm_sync")
+    h.append("doc", "s", "value", 5, r.t, writer="peer-a", carrier="frame 12")
+    d = only(r)
+    assert d.kind == "state_mismatch"
+    assert d.detail.endswith("kernel's word unknown; doc moved last (peer-a, frame 12)")
