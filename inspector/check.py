@@ -109,6 +109,7 @@ class Watched:
     unknown: dict[str, tuple[str, ...]] = field(default_factory=dict)  # view -> comms it never saw opened
     malformed: str | None = None  # one line about malformed data from the daemon
     findings: tuple[dict[str, Any], ...] = ()  # the key history's (warnings: fail only --strict)
+    pending: int = 0  # findings still pending when the watch ended (the views were still moving)
 
 
 async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
@@ -138,7 +139,8 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         await unless_ended(asyncio.sleep(duration), task, "the connection ended during the check")
         # Let what is still pending settle (bounded by the settle windows).
         cfg = sd.engine.config
-        limit = time.monotonic() + cfg.clear_s + cfg.quiet_s + 0.5
+        # a burst the daemon is still writing settles at its own pace (docs/verdicts.md)
+        limit = time.monotonic() + max(cfg.clear_s + cfg.quiet_s, cfg.burst_quiet_max_s) + 0.5
         while time.monotonic() < limit:
             sd.run()
             due = sd.engine.next_deadline()
@@ -149,8 +151,9 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         for d in sd.divergences(include_pending=False):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
+        pending = sum(1 for d in sd.divergences() if d.status == "pending")
         return Watched(seen, sd.sources(), sd.tap, sd.unknown(), session.malformed_line(),
-                       session.snapshot().findings)
+                       session.snapshot().findings, pending)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -182,14 +185,17 @@ def run(args: argparse.Namespace) -> int:
         if watched.malformed is not None:
             print(watched.malformed, file=sys.stderr)
         history_failing = bool(watched.findings) and args.strict
-        status = "diverged" if failing or history_failing else ("unknown" if unknown else "settled")
+        pending = watched.pending
+        status = ("diverged" if failing or history_failing else
+                  "unknown" if unknown else "pending" if pending else "settled")
         if args.json:
             import msgspec
 
             print(json.dumps({
-                "ok": not failing and not history_failing and not unknown,
+                "ok": status == "settled",
                 "status": status,
                 "unknown": {view: list(ids) for view, ids in unknown.items()},
+                "pending": pending,
                 "diverged": [msgspec.to_builtins(d) for d in failing],
                 "info": [msgspec.to_builtins(d) for d in notes],
                 "sources": list(watched.sources),
@@ -208,11 +214,15 @@ def run(args: argparse.Namespace) -> int:
                       f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
             for line in unknown_lines(unknown):
                 print("unknown: " + line)
+            if pending:
+                print(f"pending: {pending} finding(s) still settling when the watch ended (the views were still moving)")
             srcs = ", ".join(watched.sources)
             if failing:
                 verdict = f"{len(failing)} divergence(s)"
             elif unknown:
                 verdict = "no divergence seen, but " + "; ".join(unknown_lines(unknown))
+            elif pending:
+                verdict = f"no divergence settled; {pending} finding(s) still pending"
             else:
                 verdict = "no divergence"
             if watched.findings:
@@ -220,6 +230,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
         if failing or history_failing:
             return EXIT_DIVERGED
-        return EXIT_UNKNOWN if unknown else EXIT_OK
+        return EXIT_UNKNOWN if unknown or pending else EXIT_OK
 
     return cli._guarded(go)

@@ -88,6 +88,7 @@ class SettleConfig:
     # (tests/fixtures/verdicts/widgets_300.jsonl).
     burst_ceiling_s: float = 120.0
     burst_quiet_max_s: float = 20.0
+    burst_quiet_min_s: float = 2.0  # a pace read from a few gaps is a guess: never shorter than this
     updates_dual_written: bool = True  # False: 68abbd94-era daemon, state differences are info (T14)
     kernel_death_severity: str = INFO  # D4: configurable to warn
     check_refs: bool = True
@@ -884,7 +885,7 @@ class DivergenceEngine:
         lag = self.sources.get(f.lagging) if f.lagging else None
         if lag is not None and lag.grew_at:
             # the lacking side is still catching up (a burst in flight): pending at its own pace
-            quiet = lag.burst_quiet(c.quiet_s, c.burst_quiet_max_s)
+            quiet = lag.burst_quiet(max(c.quiet_s, c.burst_quiet_min_s), c.burst_quiet_max_s)
             due = max(due, min(lag.grew_at + quiet, since + c.burst_ceiling_s))
         if clear is not None:
             due = max(due, clear + c.clear_s)
