@@ -30,7 +30,8 @@ EXIT_CODES = {
     EXIT_CLOSED: "the daemon closed the connection",
     EXIT_TIMEOUT: "timed out",
     EXIT_WOULD_LAUNCH: "joining would make the daemon launch a kernel (pass --allow-kernel-launch)",
-    EXIT_UNKNOWN: "check: nothing diverged, but a view could not speak for some comms (unknown)",
+    EXIT_UNKNOWN: "check: nothing diverged, but a view could not speak for some comms (unknown) "
+                  "or findings were still pending when the watch ended",
     EXIT_INTERRUPTED: "interrupted",
 }
 
