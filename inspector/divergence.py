@@ -89,6 +89,10 @@ class SettleConfig:
     burst_ceiling_s: float = 120.0
     burst_quiet_max_s: float = 20.0
     burst_quiet_min_s: float = 2.0  # a pace read from a few gaps is a guess: never shorter than this
+    # A view that lacks at least this many comms another view holds is behind a burst: all of
+    # them stay pending (up to the ceiling) until the backlog is smaller, whether or not the
+    # view has started catching up (runtimed may write nothing for seconds after a big cell).
+    burst_backlog: int = 10
     updates_dual_written: bool = True  # False: 68abbd94-era daemon, state differences are info (T14)
     kernel_death_severity: str = INFO  # D4: configurable to warn
     check_refs: bool = True
@@ -742,6 +746,7 @@ class DivergenceEngine:
         self._results: dict[str, _CommResult] = {}
         self._dirty: set[str] = set()
         self._heap: list[tuple[float, str]] = []
+        self._lacking: dict[str, set[str]] = {}  # view -> comms it lacks that another view holds
         # The session's key history (`key_history.KeyHistory`): each view's own values with time,
         # writer and carrier; blame reads it when present (else the views' own last words)
         self.history: Any = None
@@ -792,6 +797,11 @@ class DivergenceEngine:
         dirty, self._dirty = self._dirty, set()
         for cid in dirty:
             self._evaluate(cid, now, out)
+        if self._dirty:  # a burst's backlog fell below the threshold: judge its rest now
+            again, self._dirty = self._dirty, set()
+            for cid in again:
+                self._evaluate(cid, now, out)
+            dirty |= again
         while self._heap and self._heap[0][0] <= now:
             due, cid = heapq.heappop(self._heap)
             res = self._results.get(cid)
@@ -842,6 +852,16 @@ class DivergenceEngine:
         sm = findings.get(STATE_MISMATCH)
         if sm is not None and sm.keys:
             self._add_other_views(cid, sm)
+        lacking = {f.lagging for f in findings.values() if f.lagging}
+        for name in lacking - self._lacking.keys():
+            self._lacking[name] = set()
+        for name, ids in self._lacking.items():
+            if name in lacking:
+                ids.add(cid)
+            elif cid in ids:
+                ids.discard(cid)
+                if len(ids) == self.config.burst_backlog - 1:
+                    self._dirty |= ids  # the burst is over: the rest are judged at the view's pace
         res = self._results.get(cid)
         if res is None:
             if not findings:
@@ -883,6 +903,9 @@ class DivergenceEngine:
                 clear = s.clear_at if clear is None else max(clear, s.clear_at)
         due = max(since + c.quiet_s, f.t_comm + c.quiet_s, min(t_src + c.quiet_s, since + c.max_pending_s))
         lag = self.sources.get(f.lagging) if f.lagging else None
+        if lag is not None and len(self._lacking.get(lag.name, ())) >= c.burst_backlog:
+            # behind a burst: re-judged as the backlog shrinks (every arrival re-evaluates it)
+            due = max(due, since + c.burst_ceiling_s)
         if lag is not None and lag.grew_at:
             # the lacking side is still catching up (a burst in flight): pending at its own pace
             quiet = lag.burst_quiet(max(c.quiet_s, c.burst_quiet_min_s), c.burst_quiet_max_s)
