@@ -130,12 +130,16 @@ async def main() -> int:
             false = [d for d in reported.values() if check._fails(d, strict=False)]
             out["false_findings"] = len(false)
             out["false_examples"] = [check.summary_line(d) for d in false[:5]]
+            # still there after the views settled: the daemon's views really disagree (not a
+            # transient the engine reported too early)
+            now = {(d.comm_id, d.kind) for d in s.divergence.divergences(include_pending=False)}
+            out["false_still_present_at_end"] = [check.summary_line(d) for d in false if (d.comm_id, d.kind) in now]
             out["warnings"] = sorted({d.kind for d in reported.values() if not check._fails(d, strict=False)})
 
             # real divergences: the kernel moves, the CommsDoc keeps the old value
             views = s.divergence.views
             sliders = [c.comm_id for c in s.snapshot().comms if c.model_name == "IntSliderModel"
-                       and isinstance(c.state, dict) and c.state.get("value") == 0][: args.divergences]
+                       and isinstance(c.state, dict) and c.state.get("value") not in (None, 42)][: args.divergences]
             lat: list[float] = []
             for cid in sliders:
                 key = (cid, "state_mismatch")

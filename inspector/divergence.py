@@ -93,6 +93,10 @@ class SettleConfig:
     # them stay pending (up to the ceiling) until the backlog is smaller, whether or not the
     # view has started catching up (runtimed may write nothing for seconds after a big cell).
     burst_backlog: int = 10
+    # Membership and outputs are written by the daemon into two documents in separate frames,
+    # and the kernel's IOPub is heard before either: on runtimed 2.9.0 they lagged each other by
+    # more than 250 ms after an anywidget, an Output capture or a close (bench/bench_verdicts.py).
+    membership_quiet_s: float = 2.0
     updates_dual_written: bool = True  # False: 68abbd94-era daemon, state differences are info (T14)
     kernel_death_severity: str = INFO  # D4: configurable to warn
     check_refs: bool = True
@@ -902,6 +906,8 @@ class DivergenceEngine:
             if s.clear_at is not None:
                 clear = s.clear_at if clear is None else max(clear, s.clear_at)
         due = max(since + c.quiet_s, f.t_comm + c.quiet_s, min(t_src + c.quiet_s, since + c.max_pending_s))
+        if f.lagging or f.kind in (OUTPUTS_MISMATCH, ORPHAN_STATE, ORPHAN_TOPOLOGY, CLOSED_BUT_IN_DOC):
+            due = max(due, since + c.membership_quiet_s, f.t_comm + c.membership_quiet_s)
         lag = self.sources.get(f.lagging) if f.lagging else None
         if lag is not None and len(self._lacking.get(lag.name, ())) >= c.burst_backlog:
             # behind a burst: re-judged as the backlog shrinks (every arrival re-evaluates it)
