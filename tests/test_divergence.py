@@ -495,7 +495,7 @@ def test_kernel_shutdown_request_then_stale_doc_is_error() -> None:
 
 
 def test_settle_window_is_configurable_and_transitions_are_timestamped() -> None:
-    r = Room(quiet_s=1.0)
+    r = Room(quiet_s=1.0, membership_quiet_s=0.0)  # membership's own floor off: the quiet window alone
     r.feed_sync([])
     r.feed_open("x", wstate(value=1))
     t0 = r.t
