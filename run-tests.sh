@@ -21,11 +21,15 @@ say "virtualenv $VENV"
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 
-# Desktop-file and AppStream validators for the resource tests (Debian packages).
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-   { ! command -v desktop-file-validate >/dev/null || ! command -v appstreamcli >/dev/null; }; then
-  say "installing desktop-file-utils and appstream"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq desktop-file-utils appstream >/dev/null
+# Debian packages the tests use: desktop-file and AppStream validators (resource tests) and
+# tshark (the Wireshark export is decoded by the real dissector).
+need=()
+command -v desktop-file-validate >/dev/null || need+=(desktop-file-utils)
+command -v appstreamcli >/dev/null || need+=(appstream)
+command -v tshark >/dev/null || need+=(tshark)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing ${need[*]}"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 say "ruff"

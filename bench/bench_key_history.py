@@ -196,6 +196,34 @@ def screenshots(outdir: str) -> None:
     print(json.dumps(latency_block(store, comm_id=cid)["hops"], indent=1))
 
 
+def bench_core(prefill: int, updates: int = 600) -> dict:
+    """What the session core's history adds per input and per snapshot: a kernel update and its
+    broadcast fed through `SessionHistory` (as the core does), and `analyse` (the snapshot's
+    latency block and findings) after every update, on a store already holding `prefill` values."""
+    from inspector.history_feed import SessionHistory
+
+    sh = SessionHistory(filled(prefill))
+    t0 = time.perf_counter()
+    sh.analyse()  # the first snapshot after a long silence covers the whole store
+    first = (time.perf_counter() - t0) * 1000
+    feed, snap = [], []
+    base = 10_000.0
+    for i in range(updates):
+        t = base + i / 60
+        content = {"comm_id": "c1", "data": {"method": "update", "state": {"value": i % 97}}}
+        a = time.perf_counter()
+        sh.on_kernel_comm("comm_msg", content, t, f"m{i}")
+        sh.on_frame(i)
+        sh.on_broadcast({"event": "comm", "msg_type": "comm_msg", "content": content}, t + 0.004, i)
+        b = time.perf_counter()
+        sh.analyse()
+        c = time.perf_counter()
+        feed.append((b - a) * 1e6)
+        snap.append((c - b) * 1000)
+    return {"first_analyse_ms": round(first, 1), "feed_us_median": round(statistics.median(feed), 1),
+            "analyse_ms_median": round(statistics.median(snap), 3), "analyse_ms_max": round(max(snap), 3)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -208,6 +236,7 @@ def main() -> int:
     if args.screenshots:
         screenshots(args.screenshots)
         return 0
+    core = bench_core(args.prefill)
     opens, analysed = bench_open(100_000)
     base = storm(app, filled(args.prefill), args.seconds, args.rate, None)
     store = filled(args.prefill)
@@ -222,7 +251,7 @@ def main() -> int:
     result = {"open_100k_ms": {"median": round(statistics.median(opens), 1), "max": round(max(opens), 1),
                                "runs": [round(x, 1) for x in opens]},
               "analysed_100k_ms": {"median": round(statistics.median(analysed), 1), "max": round(max(analysed), 1)},
-              "storm_baseline": base, "storm_with_pane": with_pane, "added_max_stall_ms": round(added, 2),
+              "core": core, "storm_baseline": base, "storm_with_pane": with_pane, "added_max_stall_ms": round(added, 2),
               "targets": {"open_ms": TARGET_OPEN_MS, "added_stall_ms": TARGET_ADDED_STALL_MS}}
     ok = max(opens) < TARGET_OPEN_MS and added < TARGET_ADDED_STALL_MS
     if args.json:
@@ -231,6 +260,10 @@ def main() -> int:
         print(f"open a 100,000-value key: median {result['open_100k_ms']['median']} ms, "
               f"max {result['open_100k_ms']['max']} ms (target < {TARGET_OPEN_MS:g}); findings and latency "
               f"over all of it after {result['analysed_100k_ms']['median']} ms (in chunks, the window stays live)")
+        print(f"core, store of {args.prefill} values: feeding an update and its broadcast "
+              f"{core['feed_us_median']} µs; the snapshot's analysis after each update median "
+              f"{core['analyse_ms_median']} ms, max {core['analyse_ms_max']} ms; the first over the whole "
+              f"store {core['first_analyse_ms']} ms")
         print(f"storm {args.rate:g}/s for {args.seconds:g} s, key prefilled with {args.prefill} values:")
         print(f"  baseline (no pane): max stall {base['max_stall_ms']} ms, p99 {base['p99_stall_ms']} ms")
         print(f"  with the pane:      max stall {with_pane['max_stall_ms']} ms, p99 {with_pane['p99_stall_ms']} ms, "

@@ -57,19 +57,29 @@ def add_parser(subparsers: Any) -> None:
                    help="how long to watch, in seconds (default 10)")
     p.add_argument("--strict", action="store_true",
                    help="warnings (facts about one view: dangling or forward references, seq anomalies, "
-                        "key-history warnings: value regressions, no-op rewrites, flooding, slow hops) and "
-                        "information (feed gaps, comms kept after a kernel death) fail too")
+                        "integrity warnings: orphaned comms, saved-notebook differences; key-history warnings: "
+                        "value regressions, no-op rewrites, flooding, slow hops) and information (feed gaps, "
+                        "comms kept after a kernel death) fail too")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S",
                    help="give up if the room cannot be joined within S seconds (default 20)")
     add_kernel_option(p)
     add_settle_options(p)
     p.set_defaults(func=run)
+    add_saved_option(p)
     # snapshot and watch get the kernel view and the engine too
     for name in ("snapshot", "watch"):
         other = subparsers.choices.get(name)
         if other is not None and not any("--kernel-connection" in a.option_strings for a in other._actions):
             add_kernel_option(other)
+            if name == "snapshot":
+                add_saved_option(other)
+
+
+def add_saved_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--saved", metavar="FILE", default=None,
+                   help="a saved .ipynb whose widget state is compared with the room (default: the room's "
+                        "own file, when the daemon names it and it is on disk)")
 
 
 def _fails(d: Divergence, strict: bool) -> bool:
@@ -106,6 +116,7 @@ class Watched:
     found: dict[tuple[str, str], Divergence]
     sources: tuple[str, ...]
     tap: Any
+    integrity: Any = None  # the last integrity report (`inspector.integrity.IntegrityReport`)
     unknown: dict[str, tuple[str, ...]] = field(default_factory=dict)  # view -> comms it never saw opened
     malformed: str | None = None  # one line about malformed data from the daemon
     findings: tuple[dict[str, Any], ...] = ()  # the key history's (warnings: fail only --strict)
@@ -136,7 +147,12 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
                                    task)
         print(f"check: watching room {session.config.notebook_id} for {duration:g} s "
               f"(views: {', '.join(sd.sources())})", file=sys.stderr, flush=True)
-        await unless_ended(asyncio.sleep(duration), task, "the connection ended during the check")
+        # snapshots at a steady rate, as the window takes them: the integrity tracker times
+        # forward references by the snapshots it is fed
+        end = time.monotonic() + duration
+        while (left := end - time.monotonic()) > 0:
+            session.snapshot()
+            await unless_ended(asyncio.sleep(min(0.25, left)), task, "the connection ended during the check")
         # Let what is still pending settle (bounded by the settle windows).
         cfg = sd.engine.config
         # a burst the daemon is still writing settles at its own pace (docs/verdicts.md)
@@ -152,8 +168,9 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
         pending = sum(1 for d in sd.divergences() if d.status == "pending")
-        return Watched(seen, sd.sources(), sd.tap, sd.unknown(), session.malformed_line(),
-                       session.snapshot().findings, pending)
+        snap = session.snapshot(taken_at=time.time())
+        return Watched(seen, sd.sources(), sd.tap, snap.integrity, sd.unknown(), session.malformed_line(),
+                       snap.findings, pending)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -163,6 +180,12 @@ async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
         if time.monotonic() > deadline:
             raise Timeout(f"condition not met within {timeout:g} s")
         await asyncio.sleep(poll)
+
+
+def integrity_json(report: Any) -> Any:
+    if report is None:
+        return None
+    return {"warnings": list(report.warnings()), "report": report.to_json()}
 
 
 def _div(raw: dict[str, Any]) -> Divergence:
@@ -184,20 +207,22 @@ def run(args: argparse.Namespace) -> int:
         unknown = watched.unknown
         if watched.malformed is not None:
             print(watched.malformed, file=sys.stderr)
-        history_failing = bool(watched.findings) and args.strict
+        # integrity and key-history findings are warnings: they fail only --strict (docs/verdicts.md)
+        integrity = watched.integrity.warnings() if watched.integrity is not None else ()
+        failed = bool(failing) or (args.strict and (bool(integrity) or bool(watched.findings)))
         pending = watched.pending
-        status = ("diverged" if failing or history_failing else
-                  "unknown" if unknown else "pending" if pending else "settled")
+        status = "diverged" if failed else ("unknown" if unknown else "pending" if pending else "settled")
         if args.json:
             import msgspec
 
             print(json.dumps({
-                "ok": status == "settled",
                 "status": status,
                 "unknown": {view: list(ids) for view, ids in unknown.items()},
                 "pending": pending,
                 "diverged": [msgspec.to_builtins(d) for d in failing],
                 "info": [msgspec.to_builtins(d) for d in notes],
+                "ok": status == "settled",
+                "integrity": integrity_json(watched.integrity),
                 "sources": list(watched.sources),
                 "kernel_tap": tap.summary() if tap is not None else None,
                 "findings": list(watched.findings),
@@ -212,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
             if tap is not None and tap.rejected:
                 print(f"note: the kernel tap rejected {tap.rejected} IOPub message(s) "
                       f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
+            for line in integrity:
+                print(("integrity: " if args.strict else "warning: integrity: ") + line)
             for line in unknown_lines(unknown):
                 print("unknown: " + line)
             if pending:
@@ -225,10 +252,12 @@ def run(args: argparse.Namespace) -> int:
                 verdict = f"no divergence settled; {pending} finding(s) still pending"
             else:
                 verdict = "no divergence"
+            if integrity:
+                verdict += f", {len(integrity)} integrity warning(s)"
             if watched.findings:
                 verdict += f", {len(watched.findings)} history warning(s)"
             print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
-        if failing or history_failing:
+        if failed:
             return EXIT_DIVERGED
         return EXIT_UNKNOWN if unknown or pending else EXIT_OK
 

@@ -192,9 +192,22 @@ def make_session(args: argparse.Namespace) -> Any:
         resolve_blobs=not getattr(args, "no_blobs", False),
         keep_frame_bodies=False,
         divergence=divergence_options(args),
+        integrity=integrity_options(args),
         history=HistoryOptions(),  # every value each view held: `history`, the latency block, findings
     )
     return PeerSession(cfg)
+
+
+def integrity_options(args: argparse.Namespace) -> Any:
+    """The session's integrity option; a `--saved FILE` that cannot be read fails here, before
+    any connection (a one-line error, exit code 2)."""
+    from .integrity import IntegrityOptions
+    from .saved_state import read_saved_state
+
+    saved = getattr(args, "saved", None)
+    if saved:
+        read_saved_state(saved)
+    return IntegrityOptions(saved_path=saved)
 
 
 def run_async(coro: Any) -> int:

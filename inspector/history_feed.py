@@ -47,13 +47,14 @@ def _live_wall(t: float) -> float:
 class _Watch:
     """The incremental detectors of one key and how many of its entries they have seen."""
 
-    __slots__ = ("watch", "seen")
+    __slots__ = ("watch", "seen", "found")
 
     def __init__(self, comm_id: str, key: str, thresholds: Any) -> None:
         from .history_findings import KeyWatch
 
         self.watch = KeyWatch(comm_id, key, thresholds)
         self.seen = 0
+        self.found: list[Any] = []
 
 
 class SessionHistory:
@@ -73,6 +74,8 @@ class SessionHistory:
         self._watches: dict[tuple[str, str], _Watch] = {}
         self._room: dict[str, Any] = {}  # hop -> HopFigures, every comm
         self._per_comm: dict[str, dict[str, Any]] = {}
+        self._comm_blocks: dict[str, dict[str, Any]] = {}  # comm -> its latency figures, as last built
+        self._block: dict[str, Any] | None = None
 
     # -- the input interface --------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ class SessionHistory:
         so a snapshot in a storm costs what arrived since the last one, not the whole store."""
         from .hop_latency import HopFigures
 
+        touched: set[str] = set()
         for cid, key in self.history.series_keys():
             w = self._watches.get((cid, key))
             if w is None:
@@ -153,16 +157,21 @@ class SessionHistory:
                 continue
             before = [len(m.samples) for m in w.watch.hops]
             w.watch.feed(new)
+            w.found = w.watch.findings()  # only keys that moved are looked at again
             for m, n in zip(w.watch.hops, before, strict=True):
                 for smp in m.samples[n:]:
                     self._room.setdefault(smp.hop, HopFigures()).add(smp.latency_s)
                     self._per_comm.setdefault(cid, {}).setdefault(smp.hop, HopFigures()).add(smp.latency_s)
-        block: dict[str, Any] = {
-            "hops": {h: f.block() for h, f in sorted(self._room.items())},
-            "comms": {cid: {h: f.block() for h, f in sorted(per.items())} for cid, per in sorted(self._per_comm.items())},
-            "dropped_history": self.history.dropped,
-        }
-        found = [f for _ck, w in sorted(self._watches.items()) for f in w.watch.findings()]
+                    touched.add(cid)
+        for cid in touched:
+            self._comm_blocks[cid] = {h: f.block() for h, f in sorted(self._per_comm[cid].items())}
+        if touched or self._block is None:
+            self._block = {
+                "hops": {h: f.block() for h, f in sorted(self._room.items())},
+                "comms": dict(sorted(self._comm_blocks.items())),
+            }
+        block = {**self._block, "dropped_history": self.history.dropped}
+        found = [f for _ck, w in sorted(self._watches.items()) for f in w.found]
         return block, found
 
     def apply_to(self, snap: Any) -> Any:

@@ -118,8 +118,9 @@ def model_id(value: Any) -> str | None:
 
 
 def _is_link_pair(value: Any) -> bool:
+    # [model, trait]; a box with two children is [model, model], not a link
     return (isinstance(value, list | tuple) and len(value) == 2 and model_id(value[0]) is not None
-            and isinstance(value[1], str))
+            and isinstance(value[1], str) and model_id(value[1]) is None)
 
 
 def state_references(state: Any, path: str = "") -> list[tuple[str, str, str, str | None]]:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .blobs import BlobResolver
     from .divergence import DivergenceOptions, SessionDivergence
     from .history_feed import HistoryOptions, SessionHistory
+    from .integrity import IntegrityOptions, SessionIntegrity
     from .pool import DaemonProbe
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class SessionConfig:
     keep_frame_bodies: bool = True
     # The divergence engine (settle windows, kernel connection); None: no comparison at all.
     divergence: DivergenceOptions | None = None
+    # The integrity report (references, liveness, buffers, saved notebook); None: not computed.
+    integrity: IntegrityOptions | None = None
     # The key history (bounded by bytes); None: no history. Views need `divergence` too.
     history: HistoryOptions | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +134,7 @@ class SessionCore:
         self.presence_peers: dict[str, dict[str, Any]] = {}
         self.resolver: BlobResolver | None = None
         self.divergence: SessionDivergence | None = None
+        self.integrity: SessionIntegrity | None = None
         self.history: SessionHistory | None = self._make_history()
         self.tap: Any = None  # a driver's kernel tap, for its counters (the core only gets its messages)
         self.last_frame_in: float | None = None
@@ -222,6 +226,11 @@ class SessionCore:
 
             # one engine per connection: a reconnect equals a fresh attach
             self.divergence = SessionDivergence(self, self.profile.comm_views(self), self.config.divergence)
+        self.integrity = None
+        if self.config.integrity is not None:
+            from .integrity import SessionIntegrity
+
+            self.integrity = SessionIntegrity(self, self.config.integrity)  # first-seen times per connection
         if self.history is not None:  # key history: this connection's views
             self.history.bind(self.divergence.engine if self.divergence is not None else None)
             if self.divergence is not None:  # blame is read from the histories
@@ -295,12 +304,15 @@ class SessionCore:
             self._idle_at = None
             for rep in self.replicas.values():
                 rep.paths.warm(rep.doc)  # index for incremental reads once the tree is shown
+        if self.integrity is not None and self.integrity.due(t):
+            step.changed.add("integrity")  # a forward reference may have outstayed the settle window
         self._finish(step, t)
         return step
 
     def next_deadline(self) -> float | None:
         """When `tick` should next be called (the same clock as the inputs' times), or None."""
-        due = [d for d in (self._idle_at, self.divergence.next_deadline() if self.divergence else None)
+        due = [d for d in (self._idle_at, self.divergence.next_deadline() if self.divergence else None,
+                           self.integrity.next_deadline() if self.integrity else None)
                if d is not None]
         return min(due) if due else None
 
@@ -376,11 +388,12 @@ class SessionCore:
             self.last_doc_change = t
             changed = self.profile.doc_changed(self, replica, dirty)
             paths = sorted(changed)
-            doc_event = self.log.emit(ev.DOC_CHANGED, f"{replica.name}: {len(paths)} path(s) changed"
-                          + (f" ({', '.join(paths[:4])}{'…' if len(paths) > 4 else ''})" if paths else ""),
-                          {"doc": replica.name, "paths": paths[:200], "n_paths": len(paths),
-                           "heads": list(replica.heads), "full_read": ALL in dirty},
-                          target=_first_target(paths), t=t)
+            doc_event = self.log.emit(
+                ev.DOC_CHANGED, f"{replica.name}: {len(paths)} path(s) changed"
+                + (f" ({', '.join(paths[:4])}{'…' if len(paths) > 4 else ''})" if paths else ""),
+                {"doc": replica.name, "paths": paths[:200], "n_paths": len(paths),
+                 "heads": list(replica.heads), "full_read": ALL in dirty},
+                target=_first_target(paths), t=t)
             self.profile.after_doc_change(self)
             if self.history is not None:  # key history: document rows jump to this event
                 self.history.on_doc_event(doc_event.seq)
@@ -575,6 +588,8 @@ class SessionCore:
             )
         if self.divergence is not None:
             snap = self.divergence.apply_to(snap)
+        if self.integrity is not None and prof is not None:
+            snap = self.integrity.apply_to(snap)
         if self.history is not None:  # key history: the latency block and the findings
             snap = self.history.apply_to(snap)
         self._snapshot_cache = snap
@@ -605,6 +620,8 @@ def _broadcast_summary(bc: Any) -> str:
         return f"comm {bc.msg_type}{' ' + method if method else ''} {c.get('comm_id', '?')}{extra}"
     if isinstance(bc, m.CommSync):
         return f"comm_sync: {len(bc.comms)} comm(s)"
+    if isinstance(bc, m.BokehSessionPatch):
+        return bc.patch.summary()
     if isinstance(bc, m.KernelStatus):
         return f"kernel_status {bc.status}{' cell ' + bc.cell_id if bc.cell_id else ''}"
     tag = m.tag_of(bc)

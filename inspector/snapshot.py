@@ -152,6 +152,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     connection: str = "live"
     taken_at: float = 0.0  # wall clock, seconds since the epoch
     extra_root: dict[str, Any] = {}  # unknown root keys of the notebook doc
+    # `inspector.integrity.IntegrityReport` when the session declares the integrity option (typed
+    # Any: that module reads snapshots, so this one cannot import it)
+    integrity: Any = None
     # The key history's figures (see docs/history.md): p50/p95/max and a histogram per hop, for
     # the room (`hops`) and per comm (`comms`); empty without a history.
     latency: dict[str, Any] = {}

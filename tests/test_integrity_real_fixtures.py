@@ -13,7 +13,6 @@ import msgspec
 import pytest
 
 from inspector import doc_pointers, liveness, references, saved_state, widget_buffers
-from inspector.bokeh_session import BokehPatchError, decode_bokeh_patch, is_comm_broadcast
 from inspector.errors import EXIT_USAGE
 from inspector.protocol import messages as m
 from inspector.snapshot import DaemonView, Snapshot
@@ -310,20 +309,32 @@ BOKEH = {"event": "bokeh_session_patch", "patch": {
 def test_bokeh_session_patch_is_decoded_and_not_a_comm():
     # the shape of upstream's own round-trip test (protocol.rs, bokeh_patch_broadcast_round_trip_...)
     bc = m.decode_broadcast(json.dumps(BOKEH).encode())
-    assert isinstance(bc, m.Unknown) and bc.tag == "bokeh_session_patch"  # the message model lacks it
-    raw = m.to_builtins(bc)
-    assert not is_comm_broadcast(raw)
-    ev = decode_bokeh_patch(raw)
+    assert isinstance(bc, m.BokehSessionPatch) and not isinstance(bc, m.Comm)
+    ev = bc.patch
     assert (ev.session_id, ev.base_revision, ev.revision) == ("session-1", 4, 5)
     assert ev.client_patch is not None and ev.client_patch.buffers[0].blob == "abc123"
+    assert ev.client_patch.buffers[0].media_type == "application/octet-stream"
     assert ev.summary() == "bokeh session session-1 r4→r5 (client patch, checkpoint, 1 buffer(s))"
-    echo = {"event": "comm", "msg_type": "comm_msg", "content": {"comm_id": SLIDER, "data": {
-        "method": "echo_update", "state": {"value": 5}, "buffer_paths": []}}, "buffers": []}
-    assert is_comm_broadcast(echo)
-    with pytest.raises(BokehPatchError, match="malformed"):
-        decode_bokeh_patch({"event": "bokeh_session_patch", "patch": {"session_id": 1}})
-    with pytest.raises(BokehPatchError, match="not a bokeh_session_patch"):
-        decode_bokeh_patch(echo)
+    assert m.to_builtins(bc)["patch"]["checkpoint"]["document"] == {"version": "3.9.1", "roots": []}
+    with pytest.raises(m.MessageError, match="malformed event='bokeh_session_patch'"):
+        m.decode_broadcast(json.dumps({"event": "bokeh_session_patch", "patch": {"session_id": 1}}).encode())
+
+
+def test_a_bokeh_patch_in_the_session_is_logged_by_its_summary_and_feeds_no_comm_view():
+    from inspector import events as ev
+    from inspector.divergence import DivergenceOptions
+    from inspector.protocol.framing import FrameType
+    from inspector.session_core import SessionConfig, SessionCore
+
+    core = SessionCore(SessionConfig("/nowhere.sock", "nb", divergence=DivergenceOptions()))
+    core.begin(4, t=0.0)
+    core.receive(bytes([FrameType.BROADCAST]) + json.dumps(BOKEH).encode(), 1.0)
+    (logged,) = [e for e in core.log.events() if e.kind == ev.BROADCAST]
+    assert logged.summary == "bokeh session session-1 r4→r5 (client patch, checkpoint, 1 buffer(s))"
+    assert logged.data["known"] is True and logged.target is None
+    assert core.snapshot().comms == ()
+    views = core.divergence.views
+    assert not any(src.comms for src in (views.topology, views.state, views.echo, views.kernel))
 
 
 def test_one_report_per_snapshot_for_the_json_and_check(shut):
@@ -343,7 +354,8 @@ def test_one_report_per_snapshot_for_the_json_and_check(shut):
     full = tracker.update(msgspec.structs.replace(shut, taken_at=1004.5), saved=saved, capabilities=CAPS)
     assert full.warnings() == () and full.liveness.counts()["replay-only"] == 3
     out = json.loads(msgspec.json.encode(full))
-    assert set(out) == {"references", "liveness", "buffers", "pointers", "saved", "saved_views", "taken_at"}
+    assert set(out) == {"references", "liveness", "buffers", "pointers", "saved", "saved_views", "saved_error",
+                        "taken_at"}
     assert out["saved"]["comms"][0]["status"] == "same"
 
 

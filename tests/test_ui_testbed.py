@@ -66,14 +66,14 @@ def window(qtbot, tmp_path, loop):
     win = InspectorWindow(recent=RecentConnections(tmp_path / "recent.json"))
     win.session_options = argparse.Namespace(allow_kernel_launch=True, quiet_ms=250, clear_ms=2000)
     win.resize(1360, 860)
-    qtbot.addWidget(win)
+    # shut down before pytest-qt closes and deletes the window (its teardown runs before ours)
+    qtbot.addWidget(win, before_close_func=lambda w: loop.run_until_complete(w.shutdown()))
     win.show()
     QAbstractItemModelTester(win.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
     QAbstractItemModelTester(win.proxy, QAbstractItemModelTester.FailureReportingMode.Fatal)
     QAbstractItemModelTester(win.timeline.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
     QAbstractItemModelTester(win.timeline.proxy, QAbstractItemModelTester.FailureReportingMode.Fatal)
     yield win
-    loop.run_until_complete(win.shutdown())
 
 
 def tb(loop, bed: TestbedThread, fn: Callable[..., Any], *args: Any) -> Any:

@@ -355,6 +355,55 @@ class FileChanged(_Bc, tag="file_changed", omit_defaults=True):
     metadata: str | None = None
 
 
+class BokehBufferRef(msgspec.Struct, frozen=True):
+    """A blob-backed Bokeh serialization buffer (upstream `BokehSessionBufferRef`)."""
+
+    id: str
+    blob: str
+    size: int
+    media_type: str = "application/octet-stream"
+
+
+class BokehPatchPayload(msgspec.Struct, frozen=True):
+    patch: Any
+    buffers: list[BokehBufferRef] = []
+
+
+class BokehCheckpoint(msgspec.Struct, frozen=True):
+    session_id: str
+    revision: int
+    document: Any
+    buffers: list[BokehBufferRef] = []
+
+
+class BokehPatchEvent(msgspec.Struct, frozen=True):
+    """One canonical, ordered Bokeh document transaction from the kernel (upstream
+    `BokehSessionPatchEvent`, #3994)."""
+
+    session_id: str
+    transaction_id: str
+    base_revision: int
+    revision: int
+    client_patch: BokehPatchPayload | None = None
+    server_patch: BokehPatchPayload | None = None
+    checkpoint: BokehCheckpoint | None = None
+
+    def summary(self) -> str:
+        parts = [p for p, v in (("client patch", self.client_patch), ("server patch", self.server_patch),
+                                ("checkpoint", self.checkpoint)) if v is not None]
+        bufs = sum(len(p.buffers) for p in (self.client_patch, self.server_patch, self.checkpoint) if p is not None)
+        return (f"bokeh session {self.session_id} r{self.base_revision}→r{self.revision} "
+                f"({', '.join(parts) or 'empty'}{f', {bufs} buffer(s)' if bufs else ''})")
+
+
+class BokehSessionPatch(_Bc, tag="bokeh_session_patch"):
+    """Panel/Bokeh documents: a state path of their own, not a comm. Topology and replay
+    pointers live in the RuntimeStateDoc; the broadcast only speeds delivery, so a lost one
+    is not a divergence, and it is never counted as comm traffic."""
+
+    patch: BokehPatchEvent
+
+
 Broadcast = Union[
     KernelStatus,
     ExecutionStarted,
@@ -369,6 +418,7 @@ Broadcast = Union[
     EnvProgress,
     EnvSyncState,
     FileChanged,
+    BokehSessionPatch,
 ]
 
 # --------------------------------------------------------------------------- pool channel

@@ -3,7 +3,10 @@
 * every node: pretty JSON (pygments-highlighted), its raw document path and Automerge object id;
 * a comm or one of its keys: every named view the session compares (doc, feed, kernel on v2;
   topology, state, echo, kernel on v4) side by side, differing keys marked, with their ages;
-* an output: the resolved manifest and its content (text, JSON, images shown as images).
+* an output: the resolved manifest and its content (text, JSON, images shown as images);
+* a comm or a cell: its references both ways (`references_view`), a comm's blob references
+  with a preview and a hex view (`buffer_view`), and the saved notebook as one more view in
+  the compare table when the room's file is known.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from PySide6.QtWidgets import (
 from ..divergence import CompareViews
 from ..snapshot import CommView, Divergence, FeedCommView, KeyDiff, OutputView
 from . import theme as th
+from .buffer_view import BufferView
+from .references_view import ReferencesView, holder_of, rows_for
 from .tree_nodes import Node, content_text, preview
 
 MAX_JSON_CHARS = 400_000
@@ -149,6 +154,13 @@ class DetailPane(QWidget):
         self.tabs.addTab(self.compare, "Compare")
         self.tabs.addTab(self.json, "JSON")
         self.tabs.addTab(self.content_area, "Content")
+        self.references = ReferencesView(self)
+        self.buffers = BufferView(self)
+        self.tabs.addTab(self.references, "References")
+        self.tabs.addTab(self.buffers, "Buffers")
+        self._integrity: Any = None  # the shown snapshot's integrity report
+        self._names: dict[str, str] = {}
+        self._node: Node | None = None
         self._prefer_json = False
         self.tabs.tabBarClicked.connect(self._on_tab_clicked)
 
@@ -168,6 +180,13 @@ class DetailPane(QWidget):
         if not force and self._shown is not None and self._shown[0] == key[0] and self._shown[1] is key[1]:
             return
         self._shown = key
+        self._node = node
+        try:
+            self._show_node(node)
+        finally:
+            self._fill_integrity()
+
+    def _show_node(self, node: Node | None) -> None:
         if node is None:
             self.title.setText("Nothing selected")
             self.meta.setText("")
@@ -203,6 +222,46 @@ class DetailPane(QWidget):
             self._set_tabs(compare=False, content=True)
         else:
             self._set_tabs(compare=False, content=False)
+
+    def set_integrity(self, report: Any, names: dict[str, str] | None = None) -> None:
+        """The integrity report of the snapshot shown (None: the session computes none);
+        `names`: comm id -> model name, for the other ends of references."""
+        if names is not None:
+            self._names = names
+        if report is not self._integrity:
+            self._integrity = report
+            self._fill_integrity()
+
+    def _fill_integrity(self) -> None:
+        node, rep = self._node, self._integrity
+        holder = prefix = None
+        comm_id = None
+        if node is not None and rep is not None:
+            if node.kind in ("comm", "cell"):
+                holder, prefix = holder_of(node.kind, node.key), ""
+                comm_id = node.key if node.kind == "comm" else None
+            elif node.kind == "statekey":
+                comm_id, key, _div = node.ref
+                holder, prefix = comm_id, f"state/{key}"
+        refs_tab = self.tabs.indexOf(self.references)
+        if holder is None:
+            self.tabs.setTabVisible(refs_tab, False)
+        else:
+            assert node is not None and prefix is not None
+            rows = rows_for(rep.references, holder, prefix, self._names)
+            self.references.show_rows(node.path, rows)
+            self.tabs.setTabVisible(refs_tab, True)
+            self.tabs.setTabText(refs_tab, f"References ({len(rows)})" if rows else "References")
+        bufs = [b for b in rep.buffers if b.comm_id == comm_id] if comm_id is not None else []
+        buf_tab = self.tabs.indexOf(self.buffers)
+        self.tabs.setTabVisible(buf_tab, bool(bufs))
+        if bufs:
+            focus = (node.ref[1],) if node is not None and node.kind == "statekey" else None
+            self.buffers.show_buffers(bufs, focus)
+            if focus is not None and any(b.path[:1] == focus for b in bufs) and not self._prefer_json:
+                self.tabs.setCurrentIndex(buf_tab)  # a binary key: its bytes, not `{3 keys}`
+        if not self.tabs.isTabVisible(self.tabs.currentIndex()):
+            self.tabs.setCurrentIndex(1)
 
     def _set_tabs(self, compare: bool, content: bool) -> None:
         self.tabs.setTabVisible(0, compare)
@@ -272,12 +331,14 @@ class DetailPane(QWidget):
                     value, age = _MISSING, None
                 values.append(value)
                 cells.append(_cell(value))
+                if side == SAVED:
+                    continue  # a file on disk: no age, and not a view the engine judges
                 if side not in views.meta:
                     ages.append("—" if value is _MISSING else (_age(age) or "join"))
             cells.append("" if meta_row else " / ".join(ages))
             status = d.status if d is not None else None
-            if status is None and not meta_row and _differ([v for v, s in zip(values, sources, strict=True)
-                                                            if s not in views.meta]):
+            room = [v for v, s in zip(values, sources, strict=True) if s not in views.meta and s != SAVED]
+            if status is None and not meta_row and _differ(room):
                 status = "pending"  # the views disagree and the engine has not judged it (yet)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -288,6 +349,8 @@ class DetailPane(QWidget):
                     item.setForeground(t.muted_fg)
                     item.setToolTip("describes the comm (this view holds no widget state)")
                 _mark_compare_cell(item, col, len(cells), k, status, d)
+                if 1 <= col <= len(sources) and sources[col - 1] == SAVED:
+                    _mark_saved_cell(item, values[col - 1], room)
                 self.compare.setItem(row, col, item)
             if k == focus:
                 focus_row = row
@@ -439,8 +502,9 @@ class DetailPane(QWidget):
         task.add_done_callback(self._tasks.discard)
 
 
+SAVED = "saved"
 SOURCE_LABELS = {"doc": "Document", "feed": "Feed", "kernel": "Kernel", "topology": "Topology",
-                 "state": "State", "echo": "Echo"}
+                 "state": "State", "echo": "Echo", SAVED: "Saved notebook"}
 SOURCE_TIPS = {
     "doc": "the notebook document's comms/{id} entry",
     "feed": "the CommSync feed: the comm_sync snapshot plus every later comm broadcast",
@@ -448,6 +512,7 @@ SOURCE_TIPS = {
     "state": "the comms document (CommsDoc): the widget state the daemon keeps",
     "echo": "echo_update broadcasts: values the kernel reported through the daemon since the join",
     "kernel": "the kernel's IOPub (--kernel-connection): comm_open / update messages since the join",
+    SAVED: "the notebook file's widget state: what a reopened notebook would restore",
 }
 
 
@@ -459,6 +524,15 @@ def _own_views(comm: CommView | None, feed: FeedCommView | None) -> CompareViews
     if feed is not None and isinstance(feed.state, dict):
         values["feed"] = {k: (v, None) for k, v in feed.state.items()}
     return CompareViews(("doc", "feed") if feed is not None else ("doc",), values)
+
+
+def with_saved(views: CompareViews | None, saved: Any, comm_id: str) -> CompareViews | None:
+    """`views` with the saved notebook's widget state of the comm as one more source."""
+    model = saved.models.get(comm_id) if views is not None and saved is not None else None
+    if views is None or model is None:
+        return views
+    return CompareViews((*views.sources, SAVED), {**views.values, SAVED: {k: (v, None) for k, v in model.state.items()}},
+                        views.meta)
 
 
 def _differ(values: list[Any]) -> bool:
@@ -490,6 +564,15 @@ def _alive(widget: QWidget) -> bool:
         return shiboken6.isValid(widget)
     except ImportError:
         return True
+
+
+def _mark_saved_cell(item: QTableWidgetItem, saved: Any, room: list[Any]) -> None:
+    """A saved value unlike the room's: what reopening the file would bring back instead."""
+    present = [v for v in room if v is not _MISSING]
+    if saved is _MISSING or not present or saved == present[0]:
+        return
+    item.setForeground(th.theme().info_fg)
+    item.setToolTip(f"{item.text()}\na reopened notebook restores this, not the room's {_cell(present[0])}")
 
 
 def _mark_compare_cell(item: QTableWidgetItem, col: int, ncols: int, key: str, status: str | None,

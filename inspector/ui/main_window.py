@@ -37,15 +37,17 @@ from PySide6.QtWidgets import (
 from .. import __version__
 from ..errors import InspectorError
 from ..snapshot import Snapshot
+from . import history_dock, sync_health
 from . import theme as th
 from .ages import aged
 from .attach import AttachView
 from .controller import SessionController, make_session
-from .detail import DetailPane
+from .detail import DetailPane, with_saved
+from .liveness_filter import liveness_filter
 from .recent import RecentConnections
 from .timeline import TimelineView
 from .tree_model import DocumentTreeModel, TreeFilterProxy
-from .tree_nodes import WRITER_COL, Node, plural
+from .tree_nodes import LIVENESS_COL, WRITER_COL, Node, plural
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class InspectorWindow(QMainWindow):
         hh.setMinimumSectionSize(40)
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        hh.moveSection(hh.visualIndex(LIVENESS_COL), 3)  # Liveness reads next to Info
         self._user_sized: set[int] = set()
         hh.sectionResized.connect(self._on_section_resized)
         self._header_pressed = False
@@ -126,6 +129,8 @@ class InspectorWindow(QMainWindow):
         self._compare_viewport.installEventFilter(self)
         self.detail.compare.model().columnsInserted.connect(lambda *_: self._fit_compare())
         self.detail.compare.model().modelReset.connect(lambda *_: self._fit_compare())
+        self.detail.references.navigate.connect(self.select_path)  # jump to a reference's other end
+        self.detail.buffers.blob_bytes = self._blob_bytes
         self.timeline = TimelineView(self)
         self.timeline.table.setTabKeyNavigation(False)
         self.timeline.target_selected.connect(self.select_path)
@@ -176,6 +181,8 @@ class InspectorWindow(QMainWindow):
         self._build_actions()
         self._build_menus()
         self._build_status()
+        self.history_dock = history_dock.install(self)  # the key's story, following the tree
+        self.sync_health = sync_health.install(self)  # per-document sync health in the status bar
         self._set_state("idle", "not attached")
         # ages count on while the room is idle: the shown snapshot is re-aged once a second
         self._age_timer = QTimer(self)
@@ -247,6 +254,8 @@ class InspectorWindow(QMainWindow):
         self.search.textChanged.connect(lambda _t: self._search_timer.start())
         tb.addWidget(self.search)
         tb.addAction(self.act_only_div)
+        self.liveness_filter = liveness_filter(self, self._set_liveness_filter)
+        tb.addWidget(self.liveness_filter)
         tb.addSeparator()
         tb.addAction(self.act_prev)
         tb.addAction(self.act_next)
@@ -351,18 +360,21 @@ class InspectorWindow(QMainWindow):
             return
         hh = self.tree.header()
         want = {0: max(190, min(300, int(width * 0.27))), 2: max(110, min(200, int(width * 0.16))),
-                WRITER_COL: 110, 3: 110}
+                WRITER_COL: 110, 3: 110, LIVENESS_COL: 100}
         for col in want:
             if col in self._user_sized:
                 want[col] = hh.sectionSize(col)
         value_min = max(150, int(width * 0.3))
         used = want[0] + want[2]
+        show_liveness = self._has_liveness() and width - used - want[LIVENESS_COL] >= value_min
+        used += want[LIVENESS_COL] if show_liveness else 0
         show_writer = self._has_writers() and width - used - want[WRITER_COL] >= value_min
         used += want[WRITER_COL] if show_writer else 0
         show_id = width - used - want[3] >= value_min
         self._fitting = True
         try:
             self.tree.setColumnHidden(WRITER_COL, not show_writer)
+            self.tree.setColumnHidden(LIVENESS_COL, not show_liveness)
             self.tree.setColumnHidden(3, not show_id)
             for col, w in want.items():
                 hh.resizeSection(col, w)
@@ -390,6 +402,10 @@ class InspectorWindow(QMainWindow):
             cap = int(width * (0.3 if width >= 500 else 0.22))
             hh.resizeSection(last, max(64, min(max(table.sizeHintForColumn(last) + 12, hh.sectionSizeHint(last)),
                                                cap)))
+
+    def _has_liveness(self) -> bool:
+        comms = self.model.node_at("comms")
+        return comms is not None and any(c.liveness for c in comms.children)
 
     def _has_writers(self) -> bool:
         comms = self.model.node_at("comms")
@@ -443,6 +459,7 @@ class InspectorWindow(QMainWindow):
         self.stack.setCurrentWidget(self.main_split)
         session = session or make_session(socket_path, notebook_id, self.session_options)
         self.timeline.attach(session.log)
+        self.history_dock.attach(session)
         self.detail.fetch_blob = self._fetch_blob
         self.detail.key_views = self._key_views
         self.controller.start(session)
@@ -475,7 +492,24 @@ class InspectorWindow(QMainWindow):
         # every named view of the comm (the session's divergence binding); None without an engine
         div = getattr(self.controller.session, "divergence", None)
         views = getattr(div, "key_views", None)
-        return views(comm_id) if views is not None else None
+        integrity = getattr(self.controller.session, "integrity", None)
+        return with_saved(views(comm_id) if views is not None else None,
+                          integrity.saved_state() if integrity is not None else None, comm_id)
+
+    def _blob_bytes(self, digest: str) -> bytes | None:
+        integrity = getattr(self.controller.session, "integrity", None)
+        return integrity.blob_bytes(digest) if integrity is not None else None
+
+    def _set_liveness_filter(self, liveness: str) -> None:
+        if liveness and not self.proxy.active:
+            self._expanded_before_filter = self._expanded_paths()
+        self.proxy.set_liveness(liveness)
+        if liveness:
+            self.tree.expandToDepth(0)
+        else:
+            self._restore_expansion()
+        self._sync_detail()
+        self._update_empty()
 
     def reconnect(self) -> None:
         if self.socket_path and self.notebook_id:
@@ -578,12 +612,13 @@ class InspectorWindow(QMainWindow):
     def apply_snapshot(self, snap: Snapshot) -> None:
         first = self.model.rowCount() == 0
         self.snapshot = snap
-        had_writers = self._has_writers()
+        had_writers, had_liveness = self._has_writers(), self._has_liveness()
         self.model.set_snapshot(snap)
+        self.detail.set_integrity(snap.integrity, {c.comm_id: c.model_name for c in snap.comms if c.model_name})
         if first:
             self.tree.expand(self.proxy.mapFromSource(self.model.index_for_path("cells")))
             self.tree.expand(self.proxy.mapFromSource(self.model.index_for_path("comms")))
-        if self._has_writers() != had_writers:
+        if self._has_writers() != had_writers or self._has_liveness() != had_liveness:
             self._fit_tree_columns()
         if self.proxy.only_divergent:
             self._expand_shown_comms()
@@ -631,6 +666,10 @@ class InspectorWindow(QMainWindow):
             parts.append(f"<span style='color:{t.pending_fg.name()}'>{p} pending</span>")
         if i:
             parts.append(f"<span style='color:{t.info_fg.name()}'>{i} info</span>")
+        warnings = snap.integrity.warnings() if snap.integrity is not None else ()
+        if warnings:  # facts about one view, not divergences: their own colour, their lines in the tooltip
+            parts.append(f"<span style='color:{t.info_fg.name()}'>{plural(len(warnings), 'integrity warning')}</span>")
+        self.status_div.setToolTip("\n".join(warnings))
         if self.state not in ("live", "synthetic"):
             # nothing is compared while not live: "no divergence" would be a verdict we do not have
             parts.append(f"<span style='color:{t.muted_fg.name()}'>no verdict while {STATE_TEXT.get(self.state, self.state).lower()}</span>")

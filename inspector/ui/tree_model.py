@@ -23,7 +23,7 @@ from PySide6.QtGui import QFont, QGuiApplication
 
 from ..snapshot import Snapshot
 from . import theme as th
-from .tree_nodes import HEADERS, NCOLS, WRITER_COL, Node, build_top
+from .tree_nodes import HEADERS, LIVENESS_COL, NCOLS, WRITER_COL, Node, build_top
 
 NodeRole = Qt.ItemDataRole.UserRole + 1
 PathRole = Qt.ItemDataRole.UserRole + 2
@@ -177,12 +177,13 @@ class DocumentTreeModel(QAbstractItemModel):
         display_changed = not old.same_display(new)
         # only what a reader sees change lights a row up: a tooltip whose age moved on does not
         shown_changed = (old.cols != new.cols or old.status != new.status or old.writer != new.writer
+                         or old.liveness != new.liveness
                          or (old.kind in ("statekey", "json") and old.value != new.value))
         old.sig, old.ref, old.value, old.obj_id = new.sig, new.ref, new.value, new.obj_id
         old.kind, old.doc_path, old.search = new.kind, new.doc_path, new.search
         if display_changed:
             old.cols, old.status, old.tooltip, old.badge = new.cols, new.status, new.tooltip, new.badge
-            old.writer = new.writer
+            old.writer, old.liveness = new.writer, new.liveness
         index = self.createIndex(old.row, 0, old)
         sub_changed = self._sync_children(old, index, new.children)
         if display_changed or sub_changed or old.kind in ("statekey", "json"):
@@ -291,6 +292,8 @@ class DocumentTreeModel(QAbstractItemModel):
         node: Node = index.internalPointer()
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
+            if col == LIVENESS_COL:
+                return node.liveness
             return node.writer if col == WRITER_COL else node.cols[col]
         if role == Qt.ItemDataRole.DecorationRole:
             if col == 0:
@@ -309,6 +312,9 @@ class DocumentTreeModel(QAbstractItemModel):
                 return t.pending_fg
             if node.status == "info" and col == 2:
                 return t.info_fg
+            if col == LIVENESS_COL and node.liveness:
+                return t.ok_fg if node.liveness == "live-bound" else (
+                    t.diverged_fg if node.liveness == "orphaned" else t.muted_fg)
             if col in (3, WRITER_COL) or (col == 2 and not node.status):
                 return t.muted_fg
             return None
@@ -372,6 +378,16 @@ class TreeFilterProxy(FilterProxy):
         self.setAutoAcceptChildRows(True)
         self._text = ""
         self._only_divergent = False
+        self._liveness = ""
+
+    def set_liveness(self, liveness: str) -> None:
+        """Only comms of this liveness class ("" shows every row)."""
+        if liveness != self._liveness:
+            self._change(lambda: setattr(self, "_liveness", liveness))
+
+    @property
+    def liveness(self) -> str:
+        return self._liveness
 
     def set_text(self, text: str) -> None:
         text = text.strip().lower()
@@ -393,7 +409,7 @@ class TreeFilterProxy(FilterProxy):
 
     @property
     def active(self) -> bool:
-        return bool(self._text) or self._only_divergent
+        return bool(self._text) or self._only_divergent or bool(self._liveness)
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         if not self.active:
@@ -404,6 +420,8 @@ class TreeFilterProxy(FilterProxy):
         if node is None:
             return False
         if self._only_divergent and (node.kind == "group" or node.status not in ("diverged", "pending")):
+            return False
+        if self._liveness and (node.kind != "comm" or node.liveness != self._liveness):
             return False
         if self._text and self._text not in node.search:
             return False

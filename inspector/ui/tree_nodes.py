@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..snapshot import CellView, CommView, Divergence, FeedCommView, KeyDiff, OutputView, Snapshot
 
-NCOLS = 5
-HEADERS = ("Name", "Value", "Info", "Id", "Writer")
+if TYPE_CHECKING:
+    from ..liveness import CommLiveness
+    from ..widget_buffers import BufferRef
+
+NCOLS = 6
+HEADERS = ("Name", "Value", "Info", "Id", "Writer", "Liveness")
 WRITER_COL = 4
+LIVENESS_COL = 5  # shown after Info (the window moves it there)
 MAX_CHILDREN = 500  # long JSON lists are cut; the detail pane shows the whole value
 
 _SEVERITY = {"diverged": 3, "pending": 2, "info": 1}
@@ -24,7 +29,8 @@ _SEVERITY = {"diverged": 3, "pending": 2, "info": 1}
 
 class Node:
     __slots__ = ("key", "kind", "cols", "status", "tooltip", "sig", "ref", "value", "obj_id", "children",
-                 "parent", "row", "path", "changed_at", "search", "badge", "doc_path", "sub_status", "writer")
+                 "parent", "row", "path", "changed_at", "search", "badge", "doc_path", "sub_status", "writer",
+                 "liveness")
 
     def __init__(self, key: str, kind: str, cols: tuple[str, str, str, str], *, sig: Any = None,
                  ref: Any = None, value: Any = None, status: str | None = None, tooltip: str = "",
@@ -49,10 +55,11 @@ class Node:
         self.search = " ".join(cols).lower()
         self.sub_status: str | None = None  # worst status among descendants (for the filter)
         self.writer = writer  # the Automerge actor that last wrote this entry ("" when unknown)
+        self.liveness = ""  # comms: live-bound | replay-only | orphaned | not-yet-loaded ("" unknown)
 
     def same_display(self, other: Node) -> bool:
         return (self.cols == other.cols and self.status == other.status and self.tooltip == other.tooltip
-                and self.badge == other.badge and self.writer == other.writer)
+                and self.badge == other.badge and self.writer == other.writer and self.liveness == other.liveness)
 
     def __repr__(self) -> str:
         return f"Node({self.path!r}, {self.cols!r})"
@@ -280,11 +287,13 @@ def worst(divs: list[Divergence]) -> Divergence | None:
 
 
 def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, divs: tuple[Divergence, ...],
-              prev: Prev, no_feed: bool = False) -> Node:
+              prev: Prev, no_feed: bool = False, liveness: CommLiveness | None = None,
+              buffers: tuple[BufferRef, ...] = ()) -> Node:
     """`no_feed`: the daemon has no CommSync feed (protocol v4), so "doc only" would mean nothing;
-    the views compared are the runtime state, the comms document, echoes and the kernel."""
+    the views compared are the runtime state, the comms document, echoes and the kernel.
+    `liveness` and `buffers`: the snapshot's integrity report for this comm."""
     path = f"comms/{comm_id}"
-    sig = (comm, feed, divs, no_feed)
+    sig = (comm, feed, divs, no_feed, liveness, buffers)
     old = _reuse(prev, path, sig)
     if old is not None:
         return old
@@ -318,6 +327,13 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
                 obj_id=comm.obj_id if comm else "", doc_path=f"comms/{comm_id}",
                 writer=(comm.writer or "") if comm is not None else "")
     node.search += " " + target.lower()
+    if liveness is not None:
+        node.liveness = liveness.liveness
+        node.search += " " + liveness.liveness
+        node.tooltip = (node.tooltip + "\n\n" if node.tooltip else "") + (
+            f"{liveness.liveness}{' (provisional)' if liveness.provisional else ''}: {liveness.reason}"
+            + (f" [{liveness.evidence}]" if liveness.evidence else ""))
+    top_buffers = {b.path[0]: b for b in buffers if len(b.path) == 1}
     keydiv: dict[str, tuple[Divergence, KeyDiff]] = {}
     for x in sorted(divs, key=lambda x: _SEVERITY.get(x.status, 0)):
         for k in x.keys:
@@ -327,7 +343,7 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
         node.search += " " + " ".join(str(k).lower() for k in state)
         for k, v in state.items():
             children.append(state_key_node(comm_id, str(k), v, keydiv.get(str(k)), comm, f"{path}/state/{k}", prev,
-                                           show_writer=no_feed))
+                                           show_writer=no_feed, buffer=top_buffers.get(str(k))))
     # keys that only exist on the other side still deserve a row
     for k, (x, kd) in keydiv.items():
         if not isinstance(state, dict) or k not in state:
@@ -367,10 +383,28 @@ def comm_summary(state: Any) -> str:
     return " ".join(parts)
 
 
+def buffer_summary(b: BufferRef) -> str:
+    """A blob reference at a glance: size, media type, short hash (what `{3 keys}` hid)."""
+    size = b.size if b.size is not None else b.declared_size
+    mt = b.media_type or b.served_media_type or b.declared_media_type or "?"
+    dims = f" {b.width}×{b.height}" if b.width and b.height else ""
+    digest = (b.sha256 or b.blob or "")[:12]
+    text = f"blob {byte_size(size)} {mt}{dims} {digest}…" if digest else f"blob {byte_size(size)} {mt}{dims}"
+    return text + (f" ⚠ {b.error}" if b.error else "")
+
+
+def byte_size(n: int | None) -> str:
+    if n is None:
+        return "? B"
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / (1024 * 1024):.1f} MiB"
+
+
 def state_key_node(comm_id: str, key: str, value: Any, div: tuple[Divergence, KeyDiff] | None,
                    comm: CommView | None, path: str, prev: Prev, missing: bool = False,
-                   show_writer: bool = False) -> Node:
-    sig = ("key", value, div, missing, comm.key_writers.get(key) if comm else None, show_writer)
+                   show_writer: bool = False, buffer: BufferRef | None = None) -> Node:
+    sig = ("key", value, div, missing, comm.key_writers.get(key) if comm else None, show_writer, buffer)
     old = _reuse(prev, path, sig)
     if old is not None:
         return old
@@ -389,7 +423,8 @@ def state_key_node(comm_id: str, key: str, value: Any, div: tuple[Divergence, Ke
         if show_writer and not info and comm is not None and writer != comm.writer:
             info = writer  # a key someone else wrote than the comm's last writer stands out
     # keyed "state/<key>": an Output widget has a state key literally named "outputs"
-    node = Node(f"state/{key}", "statekey", (key, preview(value), info, ""), sig=sig, ref=(comm_id, key, div), value=value,
+    shown = buffer_summary(buffer) if buffer is not None else preview(value)
+    node = Node(f"state/{key}", "statekey", (key, shown, info, ""), sig=sig, ref=(comm_id, key, div), value=value,
                 status=status, tooltip=tooltip or "", badge=None, doc_path=f"comms/{comm_id}/state → {key}",
                 writer=writer or "")
     node.search += " " + comm_id.lower()
@@ -424,13 +459,19 @@ def _cells_group(snap: Snapshot, prev: Prev) -> Node:
 
 def _comms_group(snap: Snapshot, prev: Prev) -> Node:
     divs = divergences_by_comm(snap)
+    integrity = snap.integrity
+    live = {c.comm_id: c for c in integrity.liveness.comms} if integrity is not None else {}
+    bufs: dict[str, list[Any]] = {}
+    for b in integrity.buffers if integrity is not None else ():
+        bufs.setdefault(b.comm_id, []).append(b)
     feed = {f.comm_id: f for f in snap.feed.comms}
     no_feed = snap.feed.baseline == "none"
     comm_nodes = []
     seen = set()
     for c in snap.comms:
         seen.add(c.comm_id)
-        comm_nodes.append(comm_node(c.comm_id, c, feed.get(c.comm_id), divs.get(c.comm_id, ()), prev, no_feed))
+        comm_nodes.append(comm_node(c.comm_id, c, feed.get(c.comm_id), divs.get(c.comm_id, ()), prev, no_feed,
+                                    live.get(c.comm_id), tuple(bufs.get(c.comm_id, ()))))
     for f in snap.feed.comms:  # in the feed but not in the document: still listed, after the doc's
         if f.comm_id not in seen:
             seen.add(f.comm_id)
@@ -445,7 +486,7 @@ def _comms_group(snap: Snapshot, prev: Prev) -> Node:
     feed_label = {"comm_sync": "feed from comm_sync", "empty": "feed from broadcasts only", "pending": "feed pending",
                   "none": "no feed"}.get(snap.feed.baseline, f"feed {snap.feed.baseline}")
     mg = Node("comms", "group", ("Comms", f"{plural(len(comm_nodes), 'comm')} · {feed_label}", ginfo, ""),
-              badge=("group", "≡"), sig=("comms", snap.comms, snap.feed.comms, snap.feed.baseline, snap.divergence),
+              badge=("group", "≡"), sig=_comms_sig(snap),
               value=[n.key for n in comm_nodes], status="diverged" if nd else ("pending" if np_ else None), doc_path="comms")
     mg.children = _place(comm_nodes, "comms")
 
@@ -458,7 +499,7 @@ def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
     cg = _reuse(prev, "cells", ("cells", snap.cells))
     if cg is None:
         cg = _cells_group(snap, prev)
-    mg = _reuse(prev, "comms", ("comms", snap.comms, snap.feed.comms, snap.feed.baseline, snap.divergence))
+    mg = _reuse(prev, "comms", _comms_sig(snap))
     if mg is None:
         mg = _comms_group(snap, prev)
     meta = _reuse(prev, "metadata", ("meta", snap.metadata))
@@ -500,6 +541,12 @@ def build_top(snap: Snapshot, prev: Prev = _no_prev) -> list[Node]:
     for n in top:
         n.path = n.key  # top-level paths are bare keys: "cells", "comms", ...
     return top
+
+
+def _comms_sig(snap: Snapshot) -> tuple[Any, ...]:
+    integrity = snap.integrity
+    extra = (integrity.liveness.comms, integrity.buffers) if integrity is not None else None
+    return ("comms", snap.comms, snap.feed.comms, snap.feed.baseline, snap.divergence, extra)
 
 
 def _cell_counts(cells: tuple[CellView, ...]) -> str:

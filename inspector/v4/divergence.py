@@ -43,6 +43,7 @@ from ..divergence import (
     ViewComm,
     json_equal,
 )
+from ..liveness import RESERVED_PREFIX
 from ..protocol.framing import FrameType
 from ..snapshot import Divergence
 
@@ -294,6 +295,9 @@ class V4CommViews(CommViews):
         self._tap_agent: str | None = None  # runtime agent the auto tap belongs to
         self._tap_file: str | None = None
         self._tap_note: str | None = None
+        # kernel comms in the reserved nteract.dx.* namespace: the runtime agent keeps them out of
+        # topology, state and broadcasts by design, so the kernel view must not report them missing
+        self._reserved: set[str] = set()
 
     def engine(self, config: SettleConfig, on_transition: Any) -> DivergenceEngine:
         eng = DivergenceEngine(config, pairs=V4_PAIRS, seq_checks=(), ref_check=(STATE, TOPOLOGY),
@@ -359,6 +363,14 @@ class V4CommViews(CommViews):
     def on_kernel_comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], now: float) -> None:
         cid = content.get("comm_id")
         if not isinstance(cid, str):
+            return
+        target = content.get("target_name")
+        if msg_type == "comm_open" and isinstance(target, str) and target.startswith(RESERVED_PREFIX):
+            self._reserved.add(cid)
+            return
+        if cid in self._reserved:
+            if msg_type == "comm_close":
+                self._reserved.discard(cid)
             return
         data = content.get("data") if isinstance(content.get("data"), dict) else {}
         if msg_type == "comm_open" and isinstance(data.get("state"), dict):

@@ -8,6 +8,8 @@ Reads JSON commands on stdin, one per line, and answers each with one JSON line 
     {"op": "run", "cell_id": "..."}                 -> runs an existing cell (e.g. one of an opened file)
     {"op": "cells", "n": 1000}                      -> {"ok": true}   (adds n markdown cells)
     {"op": "send_comm", "comm_id": ..., "state": {}} -> {"ok": true, "response": {...}}
+    {"op": "save", "path": "/abs/x.ipynb"}          -> {"ok": true, "path": ...}   (save_notebook, as a client)
+    {"op": "stop_runtime"}                          -> {"ok": true}   (shuts the kernel down, stays joined)
     {"op": "quit"}                                  -> shuts the kernel down, disconnects
 
 While it runs, the room has a peer, so the daemon keeps it and its kernel alive.
@@ -106,6 +108,11 @@ async def main() -> None:
             elif op == "send_comm":
                 resp = await asyncio.to_thread(_raw_send_comm, sock, nb.notebook_id, cmd["comm_id"], cmd["state"])
                 answer({"ok": True, "response": resp})
+            elif op == "save":
+                answer({"ok": True, "path": await nb.save_as(cmd["path"])})
+            elif op == "stop_runtime":
+                await nb.stop_runtime()
+                answer({"ok": True})
             elif op == "quit":
                 if nb is not None:
                     try:

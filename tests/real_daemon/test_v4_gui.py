@@ -42,12 +42,12 @@ def window(qtbot, tmp_path, loop):
     win = InspectorWindow(recent=RecentConnections(tmp_path / "recent.json"))
     win.session_options = argparse.Namespace(kernel_connection="auto", quiet_ms=250, clear_ms=2000)
     win.resize(1360, 860)
-    qtbot.addWidget(win)
+    # shut down before pytest-qt closes and deletes the window (its teardown runs before ours)
+    qtbot.addWidget(win, before_close_func=lambda w: loop.run_until_complete(w.shutdown()))
     win.show()
     for model in (win.model, win.proxy, win.timeline.model, win.timeline.proxy):
         QAbstractItemModelTester(model, QAbstractItemModelTester.FailureReportingMode.Fatal)
     yield win
-    loop.run_until_complete(win.shutdown())
 
 
 async def wait(pred: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:

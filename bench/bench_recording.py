@@ -1,0 +1,343 @@
+"""Flight-recorder benchmark, every figure next to a baseline measured in the same run.
+
+A slider storm: the testbed's notebook document (4 cells, one IntSlider comm) changed 60 times
+a second, each update producing the frames a v2 session sees: the daemon's sync message, the
+inspector's sync reply and the `comm` broadcast. All traffic is real Automerge, in-process (no
+socket: the socket costs the same with or without the recorder).
+
+  (a) recording cost per frame (Recorder -> file + ring, fsync at most once a second) against
+      the bare per-frame handling cost (decode, apply to the replica, reply; the broadcast parsed);
+  (b) the storm's size per hour, extrapolated from a measured minute, for this format and for the
+      candidates it was chosen over (JSON Lines + base64 bodies, sqlite in WAL mode), with their
+      per-record write cost;
+  (c) a synthetic 30-minute recording of the storm: time to open it (index and check every
+      record) against reading its bytes, and seek latency to random points (nearest checkpoint +
+      replay to the point) against replaying from the start.
+
+    python bench/bench_recording.py [--minutes 30] [--seeks 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+
+from automerge import core as am
+
+from inspector import __version__
+from inspector.document import DocReplica, NotebookReader
+from inspector.protocol import messages as m
+from inspector.recording import (
+    Frame,
+    Meta,
+    Recorder,
+    RecordingReader,
+    RecordingRing,
+    RecordingWriter,
+    Replicas,
+    Seeker,
+)
+from inspector.recording.records import encode_record
+from inspector.testbed.notebook_doc import NotebookDoc
+
+RATE = 60  # updates per second
+COMM = "0" * 31 + "1"
+
+
+class Storm:
+    """The daemon side: a notebook document with a slider, and the frames each update makes."""
+
+    def __init__(self) -> None:
+        self.doc = NotebookDoc.new("bench-notebook")
+        for i in range(4):
+            self.doc.append_cell("code", f"import ipywidgets as w\ns{i} = w.IntSlider()")
+        self.state = {"_model_module": "@jupyter-widgets/controls", "_model_name": "IntSliderModel",
+                      "value": 0, "description": "n", "max": 10**9}
+        self.doc.put_comm(COMM, "jupyter.widget", "@jupyter-widgets/controls", "IntSliderModel",
+                          json.dumps(self.state), 1)
+        self.sync = am.SyncState()
+        # the inspector's side of the storm: a plain Automerge peer (what it receives and
+        # replies is the same; the inspector's own cost is measured in `bare_handling`)
+        self.peer = am.Document()
+        self.peer_sync = am.SyncState()
+        self.n = 0
+        self.initial = self._converge()  # the join: part of every recording of the storm
+
+    def _converge(self) -> list[tuple[str, bytes]]:
+        frames = []
+        for _ in range(20):
+            msg = self.doc.doc.generate_sync_message(self.sync)
+            if msg is not None:
+                frames.append(("in", b"\x00" + msg.encode()))
+                self.peer.receive_sync_message(self.peer_sync, msg)
+            reply = self.peer.generate_sync_message(self.peer_sync)
+            if reply is not None:
+                frames.append(("out", b"\x00" + reply.encode()))
+                self.doc.doc.receive_sync_message(self.sync, reply)
+            if msg is None and reply is None:
+                break
+        return frames
+
+    def update(self) -> list[tuple[str, bytes]]:
+        """One slider move: (direction, typed payload) of each frame, in order."""
+        self.n += 1
+        self.state["value"] = self.n
+        self.doc.update_comm_state(COMM, json.dumps(self.state))
+        frames = []
+        msg = self.doc.doc.generate_sync_message(self.sync)
+        frames.append(("in", b"\x00" + msg.encode()))
+        self.peer.receive_sync_message(self.peer_sync, msg)
+        reply = self.peer.generate_sync_message(self.peer_sync)
+        if reply is not None:
+            frames.append(("out", b"\x00" + reply.encode()))
+            self.doc.doc.receive_sync_message(self.sync, reply)
+        bc = {"event": "comm", "msg_type": "comm_msg", "content": {"comm_id": COMM, "data": {
+            "method": "update", "state": {"value": self.n}, "buffer_paths": []}}, "buffers": []}
+        frames.append(("in", b"\x03" + m.encode_json(bc)))
+        return frames
+
+
+def _uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def sync_message(heads: list[bytes], changes: list[bytes]) -> bytes:
+    """An Automerge sync message (type 0x42): heads, no need, one empty have, the changes."""
+    return b"".join([b"\x42", _uleb(len(heads)), *heads, _uleb(0), _uleb(1), _uleb(0), _uleb(0),
+                     _uleb(len(changes)), *(_uleb(len(c)) + c for c in changes)])
+
+
+class LongStorm(Storm):
+    """The same storm for a long recording. Automerge's sync protocol costs more per message as
+    the history grows (120 us per update at first, 900 us after 12,000 here), which would make a
+    30-minute storm take hours to generate; so after the join each update is sent as the sync
+    message the daemon would send (the new change, the heads) built directly, with the peer's
+    acknowledgement (its heads, no changes)."""
+
+    def update(self) -> list[tuple[str, bytes]]:
+        self.n += 1
+        self.state["value"] = self.n
+        before = self.doc.doc.get_heads()
+        self.doc.update_comm_state(COMM, json.dumps(self.state))
+        changes = [bytes(c.raw_bytes) for c in self.doc.doc.get_changes(before)]
+        heads = [bytes(h) for h in self.doc.doc.get_heads()]
+        bc = {"event": "comm", "msg_type": "comm_msg", "content": {"comm_id": COMM, "data": {
+            "method": "update", "state": {"value": self.n}, "buffer_paths": []}}, "buffers": []}
+        return [("in", b"\x00" + sync_message(heads, changes)), ("out", b"\x00" + sync_message(heads, [])),
+                ("in", b"\x03" + m.encode_json(bc))]
+
+
+def gen_minute(seconds: float = 60.0) -> list[tuple[str, bytes]]:
+    storm = Storm()
+    out = list(storm.initial)
+    for _ in range(int(seconds * RATE)):
+        out.extend(storm.update())
+    return out
+
+
+def bare_handling(frames: list[tuple[str, bytes]]) -> float:
+    """Seconds per frame of what the v2 session does with the storm's frames, without a
+    recorder: a sync message is applied to the replica (which makes the reply), the incremental
+    reader re-reads what it touched and the ordered views are built; a broadcast is decoded.
+    (The divergence engine and the event log come on top in a real session: this is a floor.)"""
+    rep = DocReplica("notebook", 0, depth=3)  # as the v2 profile reads it
+    reader = NotebookReader()
+    t0 = time.perf_counter()
+    for direction, payload in frames:
+        if payload[0] == 0:
+            if direction == "in":
+                _, dirty = rep.receive(payload[1:])
+                reader.refresh(rep.doc, dirty)
+                reader.ordered_cells()
+                reader.ordered_comms()
+            # an "out" frame is the reply `receive` already made
+        else:
+            m.decode_broadcast(payload[1:])
+    return (time.perf_counter() - t0) / len(frames)
+
+
+def recording_cost(frames: list[tuple[str, bytes]], path: str) -> tuple[float, int]:
+    """Seconds per frame spent in the recorder (file with fsync at most once a second, ring,
+    checkpoints by the defaults); the file's size."""
+    replicas = Replicas()
+    rec = Recorder(Meta(__version__, time.time(), 0.0), ring=RecordingRing(), checkpoint=replicas.checkpoint)
+    rec.start_file(path, fsync_interval=1.0)
+    spent = 0.0
+    for i, (direction, payload) in enumerate(frames):
+        t = i / (3 * RATE)
+        t0 = time.perf_counter()
+        f = rec.frame(1, direction, "typed", payload, mono=t, wall=1.7e9 + t)
+        spent += time.perf_counter() - t0
+        replicas.apply(f)  # stands for the core's replicas, which it keeps anyway: not counted
+    t0 = time.perf_counter()
+    rec.close()
+    spent += time.perf_counter() - t0
+    return spent / len(frames), os.path.getsize(path)
+
+
+def candidates(frames: list[tuple[str, bytes]], d: str) -> dict[str, tuple[float, int]]:
+    """Write cost per record and size of the same frames in the formats that were considered."""
+    out: dict[str, tuple[float, int]] = {}
+    recs = [Frame(1, dr, "typed", i / 180, 1.7e9 + i / 180, p, len(p)) for i, (dr, p) in enumerate(frames)]
+    p = os.path.join(d, "c.rtirec")
+    t0 = time.perf_counter()
+    with RecordingWriter(p, Meta(__version__, 1.7e9, 0.0), fsync_interval=1.0) as w:
+        for r in recs:
+            w.append(r)
+    out["this format (frames only)"] = ((time.perf_counter() - t0) / len(recs), os.path.getsize(p))
+    p = os.path.join(d, "c.jsonl")
+    t0 = time.perf_counter()
+    with open(p, "w") as fh:
+        for r in recs:
+            fh.write(json.dumps({"k": "frame", "conn": r.conn, "dir": r.direction, "kind": r.kind, "mono": r.mono,
+                                 "wall": r.wall, "b64": base64.b64encode(r.payload).decode()}) + "\n")
+            fh.flush()
+    out["JSON Lines + base64"] = ((time.perf_counter() - t0) / len(recs), os.path.getsize(p))
+    p = os.path.join(d, "c.sqlite")
+    db = sqlite3.connect(p)
+    db.execute("pragma journal_mode=wal")
+    db.execute("pragma synchronous=normal")
+    db.execute("create table r (seq integer primary key, kind int, mono real, body blob)")
+    t0 = time.perf_counter()
+    for i, r in enumerate(recs):
+        db.execute("insert into r values (?, 2, ?, ?)", (i, r.mono, encode_record(r)))
+        db.commit()  # a record is durable against a kill once committed
+    out["sqlite WAL (commit per record)"] = ((time.perf_counter() - t0) / len(recs),
+                                              os.path.getsize(p) + os.path.getsize(p + "-wal"))
+    db.close()
+    return out
+
+
+def synthetic(minutes: int, path: str) -> tuple[int, float]:
+    """A `minutes`-long storm recorded as the recorder would (checkpoints by its defaults)."""
+    storm = LongStorm()
+    replicas = Replicas()
+    rec = Recorder(Meta(__version__, time.time(), 0.0), checkpoint=replicas.checkpoint)
+    rec.start_file(path, fsync_interval=None)
+    t0 = time.perf_counter()
+    n = 0
+    for direction, payload in storm.initial:
+        replicas.apply(rec.frame(1, direction, "typed", payload, mono=0.0, wall=1.7e9))
+        n += 1
+    for u in range(minutes * 60 * RATE):
+        t = u / RATE
+        for direction, payload in storm.update():
+            replicas.apply(rec.frame(1, direction, "typed", payload, mono=t, wall=1.7e9 + t))
+            n += 1
+    rec.close()
+    return n, time.perf_counter() - t0
+
+
+def seek_to(reader: RecordingReader, index: int) -> Replicas:
+    cp, rest = reader.seek(index)
+    reps = Replicas()
+    if cp is not None:
+        for name, ds in cp.docs.items():
+            reps.conn(cp.conn).load(name, ds.saved)
+    for _, rec in rest:
+        if isinstance(rec, Frame):
+            reps.apply(rec)
+    return reps
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=int, default=30)
+    ap.add_argument("--seeks", type=int, default=200)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rti-bench-rec-") as d:
+        frames = gen_minute()
+        print(f"storm: {RATE} updates/s, {len(frames)} frames in a measured minute")
+        bare = statistics.median(bare_handling(frames) for _ in range(3))
+        costs = []
+        for i in range(3):
+            c, size = recording_cost(frames, os.path.join(d, f"minute{i}.rtirec"))
+            costs.append(c)
+        cost = statistics.median(costs)
+        print(f"(a) frame handling (replica, reader, views; broadcast decode): {bare * 1e6:.1f} us/frame; "
+              f"recorder: {cost * 1e6:.1f} us/frame "
+              f"= {100 * cost / bare:.1f} % overhead (target <= 10 %)")
+        print(f"(b) this format: {size / 1e6:.2f} MB per measured minute -> {size * 60 / 1e9:.2f} GB per hour "
+              f"(extrapolated x60)")
+        print("    (that includes the checkpoints: the document's saved bytes every 30 s or 5000 records)")
+        cands = candidates(frames, d)
+        own = cands["this format (frames only)"][1]
+        for name, (c, s) in cands.items():
+            print(f"    {name}: {c * 1e6:.1f} us/record, {s / 1e6:.2f} MB per minute "
+                  f"-> {s * 60 / 1e9:.2f} GB per hour ({s / own:.2f}x)")
+        path = os.path.join(d, "long.rtirec")
+        n, gen = synthetic(args.minutes, path)
+        print(f"(c) synthetic {args.minutes}-minute storm: {n} frames, {os.path.getsize(path) / 1e6:.1f} MB "
+              f"(generated in {gen:.0f} s)")
+        t0 = time.perf_counter()
+        with open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+        read = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reader = RecordingReader(path)
+        opened = time.perf_counter() - t0
+        print(f"    open (index + CRC of {len(reader)} records, {len(reader.checkpoints)} checkpoints): "
+              f"{opened * 1000:.0f} ms; reading the bytes alone: {read * 1000:.0f} ms ({opened / read:.1f}x)")
+        rnd = random.Random(3)
+        targets = [rnd.randrange(1, len(reader)) for _ in range(args.seeks)]
+        lat = []
+        for i in targets:
+            t0 = time.perf_counter()
+            seek_to(reader, i)
+            lat.append(time.perf_counter() - t0)
+        print(f"    seek, cold (load the nearest checkpoint + replay): p50 {pct(lat, 0.5) * 1000:.0f} ms, "
+              f"p95 {pct(lat, 0.95) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms over {len(lat)} points "
+              f"(target p95 < 200 ms)")
+        seeker = Seeker(reader, cache=len(reader.checkpoints) + 1)
+        for cp in reader.checkpoints:  # what a window can do in the background after it opened
+            seeker.seek(cp)
+        warm = []
+        for i in [rnd.randrange(1, len(reader)) for _ in range(args.seeks)]:
+            t0 = time.perf_counter()
+            seeker.seek(i)
+            warm.append(time.perf_counter() - t0)
+        print(f"    seek, warm (checkpoints loaded once, forked per seek): p50 {pct(warm, 0.5) * 1000:.0f} ms, "
+              f"p95 {pct(warm, 0.95) * 1000:.0f} ms, max {max(warm) * 1000:.0f} ms")
+        start = rnd.randrange(1, len(reader) - 5000)
+        seeker.seek(start)
+        steps = []
+        for k in range(1, 101):  # scrubbing forward, 30 records a step
+            t0 = time.perf_counter()
+            seeker.seek(start + 30 * k)
+            steps.append(time.perf_counter() - t0)
+        print(f"    scrubbing forward 30 records a step: p95 {pct(steps, 0.95) * 1000:.1f} ms")
+        # the baseline: replay from the start to a few of the same points (it grows with the point)
+        base = []
+        for i in sorted(targets)[:: max(1, len(targets) // 3)][:3]:
+            t0 = time.perf_counter()
+            reps = Replicas()
+            for _, rec in reader.records(1, i + 1):
+                if isinstance(rec, Frame):
+                    reps.apply(rec)
+            base.append((i, time.perf_counter() - t0))
+        for i, s in base:
+            print(f"    baseline, replay from the start to record {i}: {s * 1000:.0f} ms")
+        reader.close()
+
+
+if __name__ == "__main__":
+    main()
