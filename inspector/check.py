@@ -1,7 +1,8 @@
 """`runtimed-inspector check`: watch a room for a while and fail if comm views diverged.
 
 Made for CI jobs of widget libraries: exit 0 when nothing diverged during the watch, 1 with
-one line per divergence (comm id, model, kind, keys) when something did. Also gives `snapshot`
+one line per divergence (comm id, model, kind, keys) when something did, 12 when nothing
+diverged but a view could not know some comms (docs/verdicts.md). Also gives `snapshot`
 and `watch` the `--kernel-connection` and settle options (`cli.divergence_options` turns them
 into the session's declared divergence option).
 """
@@ -14,11 +15,11 @@ import contextlib
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .divergence import IN_SYNC, PENDING, SEVERITY_RANK
-from .errors import EXIT_DIVERGED, EXIT_OK, Timeout
+from .errors import EXIT_DIVERGED, EXIT_OK, EXIT_UNKNOWN, Timeout
 from .session import PeerSession, unless_ended
 from .snapshot import Divergence
 
@@ -55,9 +56,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--for", dest="duration", type=float, default=10.0, metavar="S",
                    help="how long to watch, in seconds (default 10)")
     p.add_argument("--strict", action="store_true",
-                   help="information-grade findings (feed gaps, comms kept after a kernel death), integrity "
-                        "warnings (dangling references, orphaned comms, saved-notebook differences) and key-history "
-                        "warnings (value regressions, no-op rewrites, flooding, slow hops) fail too")
+                   help="warnings (facts about one view: dangling or forward references, seq anomalies, "
+                        "integrity warnings: orphaned comms, saved-notebook differences; key-history warnings: "
+                        "value regressions, no-op rewrites, flooding, slow hops) and information (feed gaps, "
+                        "comms kept after a kernel death) fail too")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S",
                    help="give up if the room cannot be joined within S seconds (default 20)")
@@ -81,9 +83,17 @@ def add_saved_option(p: argparse.ArgumentParser) -> None:
 
 
 def _fails(d: Divergence, strict: bool) -> bool:
+    """Errors (views disagree) fail; warnings and information (facts about one view) only with --strict."""
     if d.status == "pending" or d.kind in (PENDING, IN_SYNC):
         return False
-    return strict or SEVERITY_RANK.get(d.severity, 0) >= SEVERITY_RANK["warn"]
+    return strict or SEVERITY_RANK.get(d.severity, 0) >= SEVERITY_RANK["error"]
+
+
+def unknown_lines(unknown: dict[str, tuple[str, ...]]) -> list[str]:
+    """One statement per view that cannot speak for some comms."""
+    return [f"{view} view unknown for {len(ids)} comm{'s' if len(ids) != 1 else ''} opened before it attached"
+            + f" ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
+            for view, ids in sorted(unknown.items())]
 
 
 def summary_line(d: Divergence) -> str:
@@ -107,7 +117,10 @@ class Watched:
     sources: tuple[str, ...]
     tap: Any
     integrity: Any = None  # the last integrity report (`inspector.integrity.IntegrityReport`)
+    unknown: dict[str, tuple[str, ...]] = field(default_factory=dict)  # view -> comms it never saw opened
+    malformed: str | None = None  # one line about malformed data from the daemon
     findings: tuple[dict[str, Any], ...] = ()  # the key history's (warnings: fail only --strict)
+    pending: int = 0  # findings still pending when the watch ended (the views were still moving)
 
 
 async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
@@ -142,7 +155,8 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
             await unless_ended(asyncio.sleep(min(0.25, left)), task, "the connection ended during the check")
         # Let what is still pending settle (bounded by the settle windows).
         cfg = sd.engine.config
-        limit = time.monotonic() + cfg.clear_s + cfg.quiet_s + 0.5
+        # a burst the daemon is still writing settles at its own pace (docs/verdicts.md)
+        limit = time.monotonic() + max(cfg.clear_s + cfg.quiet_s, cfg.burst_quiet_max_s) + 0.5
         # ticks through the core, not the engine directly: a recording of the check (--record)
         # then holds every time the engine was run at, and `check FILE` gives this verdict
         while time.monotonic() < limit:
@@ -156,8 +170,10 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         for d in sd.divergences(include_pending=False, now=end):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
+        pending = sum(1 for d in sd.divergences() if d.status == "pending")
         snap = session.snapshot(taken_at=time.time())
-        return Watched(seen, sd.sources(), sd.tap, snap.integrity, snap.findings)
+        return Watched(seen, sd.sources(), sd.tap, snap.integrity, sd.unknown(), session.malformed_line(),
+                       snap.findings, pending)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -202,16 +218,24 @@ def print_verdict(args: argparse.Namespace, watched: Watched, duration: float) -
     failing = [d for d in found.values() if _fails(d, args.strict)]
     notes = [d for d in found.values() if not _fails(d, args.strict)]
     failing.sort(key=lambda d: (-SEVERITY_RANK.get(d.severity, 0), d.comm_id, d.kind))
+    unknown = watched.unknown
+    if watched.malformed is not None:
+        print(watched.malformed, file=sys.stderr)
     # integrity and key-history findings are warnings: they fail only --strict (docs/verdicts.md)
     integrity = watched.integrity.warnings() if watched.integrity is not None else ()
     failed = bool(failing) or (args.strict and (bool(integrity) or bool(watched.findings)))
+    pending = watched.pending
+    status = "diverged" if failed else ("unknown" if unknown else "pending" if pending else "settled")
     if args.json:
         import msgspec
 
         print(json.dumps({
-            "ok": not failed,
+            "status": status,
+            "unknown": {view: list(ids) for view, ids in unknown.items()},
+            "pending": pending,
             "diverged": [msgspec.to_builtins(d) for d in failing],
             "info": [msgspec.to_builtins(d) for d in notes],
+            "ok": status == "settled",
             "integrity": integrity_json(watched.integrity),
             "sources": list(watched.sources),
             "kernel_tap": tap.summary() if tap is not None else None,
@@ -229,11 +253,24 @@ def print_verdict(args: argparse.Namespace, watched: Watched, duration: float) -
                   f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
         for line in integrity:
             print(("integrity: " if args.strict else "warning: integrity: ") + line)
+        for line in unknown_lines(unknown):
+            print("unknown: " + line)
+        if pending:
+            print(f"pending: {pending} finding(s) still settling when the watch ended (the views were still moving)")
         srcs = ", ".join(watched.sources)
-        verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
+        if failing:
+            verdict = f"{len(failing)} divergence(s)"
+        elif unknown:
+            verdict = "no divergence seen, but " + "; ".join(unknown_lines(unknown))
+        elif pending:
+            verdict = f"no divergence settled; {pending} finding(s) still pending"
+        else:
+            verdict = "no divergence"
         if integrity:
             verdict += f", {len(integrity)} integrity warning(s)"
         if watched.findings:
             verdict += f", {len(watched.findings)} history warning(s)"
         print(f"check: {verdict} in {duration:g} s (views: {srcs})", file=sys.stderr)
-    return EXIT_DIVERGED if failed else EXIT_OK
+    if failed:
+        return EXIT_DIVERGED
+    return EXIT_UNKNOWN if unknown or pending else EXIT_OK

@@ -301,6 +301,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             await unless_ended(session.wait_settled(args.settle_ms / 1000, args.timeout), task,
                                "the connection ended before the snapshot was taken")
             out = session.snapshot().to_json()
+            if (bad := session.malformed_line()) is not None:
+                print(bad, file=sys.stderr)
             if args.events:
                 out["events"] = [e.to_json() for e in session.log.events()]
             print_json(out, indent=args.indent or None)

@@ -15,6 +15,7 @@ EXIT_CLOSED = 9
 EXIT_TIMEOUT = 10
 EXIT_WOULD_LAUNCH = 11
 EXIT_BAD_RECORDING = 12
+EXIT_UNKNOWN = 13
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
@@ -31,6 +32,8 @@ EXIT_CODES = {
     EXIT_TIMEOUT: "timed out",
     EXIT_WOULD_LAUNCH: "joining would make the daemon launch a kernel (pass --allow-kernel-launch)",
     EXIT_BAD_RECORDING: "the file is not a recording this version reads (or cannot be read)",
+    EXIT_UNKNOWN: "check: nothing diverged, but a view could not speak for some comms (unknown) "
+                  "or findings were still pending when the watch ended",
     EXIT_INTERRUPTED: "interrupted",
 }
 

@@ -244,7 +244,9 @@ class V2CommViews(CommViews):
         ready = bool(reader is not None and reader.has_comms_map) and self.joined
         if ready != self.doc.ready:
             self.doc.ready = ready
-            self.doc.notify(set(self.doc.comms))
+            # every view's comms: one only the feed (or the kernel) holds is compared from now on too
+            others = [s for s in (self.feed, self.kernel_src) if s is not None]
+            self.doc.notify(set(self.doc.comms).union(*(s.comms for s in others)))
 
     def on_join(self, now: float) -> None:
         self._update_ready()

@@ -167,6 +167,8 @@ def offline_check(args: argparse.Namespace) -> int:
                     seen[(raw["comm_id"], raw["kind"])] = _div(raw)
 
     sources: list[str] = []
+    unknown: dict[str, tuple[str, ...]] = {}
+    pending = [0]
 
     def verdict_now(c: Any) -> None:
         # what the live check took at its end, while still connected (the views end with it)
@@ -174,6 +176,9 @@ def offline_check(args: argparse.Namespace) -> int:
             for d in c.divergence.divergences(include_pending=False, now=c.now):
                 seen[(d.comm_id, d.kind)] = d
             sources[:] = c.divergence.sources()
+            unknown.clear()
+            unknown.update(c.divergence.unknown())
+            pending[0] = sum(1 for d in c.divergence.divergences() if d.status == "pending")
 
     core.log.subscribe(on_event)
     rp.before_close = verdict_now
@@ -183,7 +188,9 @@ def offline_check(args: argparse.Namespace) -> int:
     print(f"check: replaying {args.recording} ({len(rp)} records, {duration:.1f} s of room {rp.meta.notebook_id})",
           file=sys.stderr)
     snap = core.snapshot()  # the key history's findings, as the live check printed them
-    return print_verdict(args, Watched(seen, tuple(sources), None, snap.integrity, snap.findings), duration)
+    return print_verdict(args, Watched(seen, tuple(sources), None, integrity=snap.integrity,
+                                       unknown=dict(unknown), findings=snap.findings, pending=pending[0]),
+                         duration)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

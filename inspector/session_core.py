@@ -159,6 +159,17 @@ class SessionCore:
             from .recording.session_recording import SessionRecording
 
             self.recording = SessionRecording(self, config.recording, __version__)
+        # Malformed data from the daemon that was kept and ignored: said in every snapshot's
+        # `warnings` (bounded; `malformed_count` counts them all)
+        self.malformed: list[str] = []
+        self.malformed_count = 0
+
+    def _malformed(self, text: str, data: dict[str, Any] | None, t: float) -> None:
+        self.malformed_count += 1
+        if len(self.malformed) < 20:
+            self.malformed.append(text)
+        self._dirty = True
+        self.log.emit(ev.ERROR, text, data or {}, t=t)
 
     # -- listeners -----------------------------------------------------------------------------
 
@@ -233,6 +244,8 @@ class SessionCore:
             self.integrity = SessionIntegrity(self, self.config.integrity)  # first-seen times per connection
         if self.history is not None:  # key history: this connection's views
             self.history.bind(self.divergence.engine if self.divergence is not None else None)
+            if self.divergence is not None:  # blame is read from the histories
+                self.divergence.engine.history = self.history.history
         self._dirty = True
         hs = self.profile.handshake(self.config.notebook_id)
         if self.recording is not None:
@@ -444,8 +457,8 @@ class SessionCore:
         try:
             bc = m.decode_broadcast(body)
         except m.MessageError as exc:
-            self.log.emit(ev.ERROR, f"broadcast with {exc}: kept, ignored",
-                          {"raw": body[:2000].decode("utf-8", "replace")}, t=t)
+            self._malformed(f"broadcast with {exc}: kept, ignored",
+                            {"raw": body[:2000].decode("utf-8", "replace")}, t)
             return
         raw = m.to_builtins(bc) if isinstance(bc, m.Unknown) else m.decode_json(body)  # every field, as sent
         tag = m.tag_of(bc)
@@ -475,7 +488,7 @@ class SessionCore:
         try:
             p = decode_presence(body)
         except PresenceError as exc:
-            self.log.emit(ev.ERROR, f"presence frame: {exc}: kept, ignored", {"hex": body[:256].hex()}, t=t)
+            self._malformed(f"presence frame: {exc}: kept, ignored", {"hex": body[:256].hex()}, t)
             return
         if p.type == "update" and p.peer_id:
             self.presence_peers.setdefault(p.peer_id, {})[p.channel or "?"] = p.raw.get("data")
@@ -514,7 +527,7 @@ class SessionCore:
         try:
             raw = m.decode_json(body)
         except m.MessageError as exc:
-            self.log.emit(ev.ERROR, f"session-control frame: {exc}", t=t)
+            self._malformed(f"session-control frame: {exc}: kept, ignored", None, t)
             return
         kind = raw.get("type") if isinstance(raw, dict) else None
         self.log.emit(ev.CONTROL, f"{kind}: " + ", ".join(f"{k}={v}" for k, v in raw.items() if k != "type")
@@ -551,6 +564,19 @@ class SessionCore:
             return raw_output(ref) if not HEX64.match(ref) else OutputView(ref=ref, error="blob resolution disabled")
         return self.resolver.lookup(ref)
 
+    def _malformed_warnings(self) -> list[str]:
+        out = [f"malformed data from the daemon: {text}" for text in self.malformed]
+        if self.malformed_count > len(self.malformed):
+            out.append(f"malformed data from the daemon: {self.malformed_count - len(self.malformed)} more")
+        return out
+
+    def malformed_line(self) -> str | None:
+        """One line for stderr when the daemon sent malformed data (None: it did not)."""
+        if not self.malformed_count:
+            return None
+        more = f" (and {self.malformed_count - 1} more)" if self.malformed_count > 1 else ""
+        return f"warning: malformed data from the daemon, kept and ignored: {self.malformed[0]}{more}"
+
     def snapshot(self, taken_at: float | None = None) -> Snapshot:
         """The room as one immutable value (cached until the next change)."""
         import time
@@ -586,7 +612,7 @@ class SessionCore:
                 kernel=prof.kernel(self),
                 sources=prof.sources,
                 documents=prof.documents(self),
-                warnings=tuple(prof.warnings(self)),
+                warnings=tuple(prof.warnings(self)) + tuple(self._malformed_warnings()),
                 connection=self.state,
                 taken_at=taken,
                 extra_root=prof.extra_root(self),

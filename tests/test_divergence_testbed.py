@@ -131,14 +131,18 @@ async def test_each_fault_yields_exactly_its_kind(fault: str, setup: str, action
             await r.settled()
             assert r.reported() == {}
             await r.tb.run_cell(r.nid, action)
-        took = await r.until(lambda: (target, kind) in r.reported(), SETTLE.quiet_s + MARGIN)
-        assert took <= SETTLE.quiet_s + MARGIN
+        # membership, outputs and close findings wait their own longer quiet (docs/verdicts.md)
+        slow = kind in ("missing_in_doc", "missing_in_feed", "closed_but_in_doc", "outputs_mismatch")
+        limit = (max(SETTLE.quiet_s, SETTLE.membership_quiet_s) if slow else SETTLE.quiet_s) + MARGIN
+        took = await r.until(lambda: (target, kind) in r.reported(), limit)
+        assert took <= limit
         await r.settled()
         assert set(r.reported()) == {(target, kind)}
         assert r.ever_reported() == {(target, kind)}
         d = r.reported()[(target, kind)]
         assert {k.key for k in d.keys} == keys
-        assert d.severity == "error" and d.model_name == model
+        # a seq anomaly is a fact about one view's numbering: a warning (docs/verdicts.md)
+        assert d.severity == ("warn" if kind == "seq_anomaly" else "error") and d.model_name == model
         if fault.startswith("doc-drop-update"):
             (k,) = d.keys
             assert (k.doc, k.feed) == (1, 7) and k.doc_age_ms > k.feed_age_ms
@@ -160,7 +164,7 @@ async def test_kernel_view_names_the_wrong_side() -> None:
         d = r.reported()[(target, "state_mismatch")]
         (k,) = d.keys
         assert (k.key, k.doc, k.feed, k.kernel) == ("value", 9, 1, 9)
-        assert "kernel agrees with doc: feed is wrong" in d.detail
+        assert "the kernel's last word agrees with doc: feed is wrong" in d.detail
         snap = r.session.snapshot()
         assert set(snap.sources) == {"doc", "feed", "kernel"}
         assert [(x.comm_id, x.kind) for x in snap.divergence] == [(target, "state_mismatch")]

@@ -53,22 +53,22 @@ def test_the_kernels_own_view_is_compared_with_the_state(tmp_path: Path) -> None
     t += 1.5
     core.kernel_comm("comm_open", {"comm_id": "k" * 32, "target_name": "jupyter.widget",
                                    "data": {"state": {"_model_name": "IntSliderModel", "value": 1}}}, [], t)
-    drv.until(t + 1.0)
+    drv.until(t + 2.5)  # membership waits 2 s of quiet
     assert ("k" * 32, "missing_in_doc") in verdicts(core)
     # the kernel closed it again: nothing left to compare
-    core.kernel_comm("comm_close", {"comm_id": "k" * 32}, [], t + 1.1)
-    core.kernel_comm("comm_msg", {"data": {}}, [], t + 1.1)  # no comm id: ignored
-    drv.until(t + 3.0)
+    core.kernel_comm("comm_close", {"comm_id": "k" * 32}, [], t + 2.6)
+    core.kernel_comm("comm_msg", {"data": {}}, [], t + 2.6)  # no comm id: ignored
+    drv.until(t + 4.5)
     assert ("k" * 32, "missing_in_doc") not in verdicts(core)
     # the kernel answered a shutdown request, yet the CommsDoc still holds the slider (D3)
-    core.kernel_event("shutdown", {}, t + 3.1)
-    drv.until(t + 6.0)
+    core.kernel_event("shutdown", {}, t + 4.6)
+    drv.until(t + 9.0)
     assert verdicts(core) == {(SLIDER, "stale_after_kernel_exit")}
     events = [e.summary for e in core.log.events() if "kernel tap" in e.summary]
     assert events == ["kernel tap: the kernel answered a shutdown request"]
-    core.kernel_event("dead", "IOPub endpoint gone", t + 6.1)
+    core.kernel_event("dead", "IOPub endpoint gone", t + 9.1)
     assert core.log.events()[-1].summary == "kernel tap: kernel dead (IOPub endpoint gone)"
-    core.kernel_event("rejected", "bad signature", t + 6.2)
+    core.kernel_event("rejected", "bad signature", t + 9.2)
     assert "rejected an IOPub message (bad signature)" in core.log.events()[-1].summary
 
 

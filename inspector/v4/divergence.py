@@ -56,11 +56,13 @@ TOPOLOGY, STATE, ECHO, KERNEL = "topology", "state", "echo", "kernel"
 
 V4_PAIRS = (
     Pair(TOPOLOGY, STATE, only_a=ORPHAN_TOPOLOGY, only_b=ORPHAN_STATE, closed_in_b=ORPHAN_TOPOLOGY,
-         closed_in_a=ORPHAN_STATE, compare_state=False, compare_outputs=False),
-    Pair(STATE, ECHO, only_a=MISSING_IN_FEED, only_b=MISSING_IN_DOC, compare_model=False, compare_outputs=False),
+         closed_in_a=ORPHAN_STATE, compare_state=False),
+    Pair(STATE, ECHO, only_a=MISSING_IN_FEED, only_b=MISSING_IN_DOC, compare_model=False),
     Pair(STATE, KERNEL, only_a=MISSING_IN_FEED, only_b=MISSING_IN_DOC, closed_in_b=CLOSED_BUT_IN_DOC,
-         compare_model=False, compare_outputs=False),
+         compare_model=False),
 )
+# Output widgets' `outputs` are compared as output ids, in order, on every pair: the topology and
+# the CommsDoc hold manifests, echoes and the kernel nbformat dicts, all carrying `output_id`.
 
 
 def _is_blob_ref(value: Any) -> bool:
@@ -71,6 +73,14 @@ def _output_ids(value: Any) -> list[Any] | None:
     if not isinstance(value, list):
         return None
     return [o.get("output_id") if isinstance(o, dict) else o for o in value]
+
+
+def _outputs_of(state: Any, model_name: str | None) -> tuple[Any, ...] | None:
+    """An Output widget's outputs as output ids (None: not an Output widget, or not a list)."""
+    if model_name != "OutputModel" or not isinstance(state, dict):
+        return None
+    ids = _output_ids(state.get("outputs"))
+    return None if ids is None else tuple(ids)
 
 
 # --------------------------------------------------------------------------- sources
@@ -104,7 +114,8 @@ class TopologySource(CommSource):
             self.put(ViewComm(comm_id=cid, order=t.seq, target_name=t.target_name or None,
                               model_module=t.model_module or None, model_name=t.model_name or None,
                               state=None, changed_at=now, opened_at=now if reopened else prev.opened_at,
-                              outputs=None, writer=t.writer), now)
+                              outputs=tuple(t.output_ids) if t.model_name == "OutputModel" else None,
+                              writer=t.writer), now)
         return changed
 
 
@@ -153,7 +164,8 @@ class StateSource(CommSource):
                 model_module=mm if isinstance(mm, str) and mm else None,
                 model_name=mn if isinstance(mn, str) and mn else None,
                 state=s.state, key_times=key_times, changed_at=now,
-                opened_at=prev.opened_at if prev is not None else now, outputs=None, writer=s.writer,
+                opened_at=prev.opened_at if prev is not None else now,
+                outputs=_outputs_of(s.state, mn if isinstance(mn, str) else None), writer=s.writer,
                 updates=(prev.updates + 1) if prev is not None else 0), now)
         return changed
 
@@ -163,6 +175,8 @@ class _Reported:
     keys: dict[str, tuple[Any, float]] = field(default_factory=dict)  # key -> (value, when reported)
     opened: dict[str, Any] | None = None  # full state when the view saw the comm opened
     target_name: str | None = None
+    # key -> (value, when): the view's last word, kept when the CommsDoc moves later (blame reads it)
+    last: dict[str, tuple[Any, float]] = field(default_factory=dict)
 
 
 class OverlaySource(CommSource):
@@ -176,15 +190,24 @@ class OverlaySource(CommSource):
     def note(self, cid: str, delta: dict[str, Any], now: float) -> None:
         rep = self.reported.setdefault(cid, _Reported())
         for k, v in delta.items():
-            rep.keys[k] = (v, now)
+            rep.keys[k] = rep.last[k] = (v, now)
 
     def report(self, cid: str, delta: dict[str, Any], now: float) -> None:
         self.note(cid, delta, now)
         self.rebuild(cid, now)
 
     def opened(self, cid: str, state: dict[str, Any], target: str | None, now: float) -> None:
-        self.reported[cid] = _Reported({k: (v, now) for k, v in state.items()}, dict(state), target)
+        said = {k: (v, now) for k, v in state.items()}
+        self.reported[cid] = _Reported(said, dict(state), target, dict(said))
         self.rebuild(cid, now)
+
+    def saw_open(self, comm_id: str) -> bool:
+        rep = self.reported.get(comm_id)
+        return rep is not None and rep.opened is not None
+
+    def last_word(self, comm_id: str, key: str) -> tuple[Any, float] | None:
+        rep = self.reported.get(comm_id)
+        return rep.last.get(key) if rep is not None else None
 
     def closed(self, cid: str, now: float) -> None:
         self.reported.pop(cid, None)
@@ -214,12 +237,17 @@ class OverlaySource(CommSource):
             mm, mn = state.get("_model_module"), state.get("_model_name")
             self.put(ViewComm(comm_id=cid, order=None, target_name=rep.target_name, model_module=mm or None,
                               model_name=mn or None, state=state, key_times={k: t for k, (_v, t) in rep.keys.items()},
-                              changed_at=now, opened_at=now), now)
+                              changed_at=now, opened_at=now, outputs=_outputs_of(state, mn or None),
+                              known=frozenset(state)), now)
             return
         sstate = base.state if isinstance(base.state, dict) else {}
         s_times = self.state_src.changed_keys.get(cid, {})
         state = dict(sstate)
         key_times = dict(base.key_times)
+        # Keys the view heard itself; the others are the CommsDoc's values, filled in so that the
+        # comparison has a whole state, never shown or used as this view's word.
+        known: set[str] = set()
+        outputs: tuple[Any, ...] | None = None
         for k, (v, t) in list(rep.keys.items()):
             if s_times.get(k, 0.0) > t:
                 del rep.keys[k]  # the CommsDoc moved after the kernel did: its next message decides
@@ -227,16 +255,23 @@ class OverlaySource(CommSource):
             sval = sstate.get(k)
             if _is_blob_ref(sval):
                 continue  # binary buffers: the CommsDoc holds a blob ref, the kernel the bytes
-            if k == "outputs" and _output_ids(v) == _output_ids(sval):
-                continue  # Output widgets: manifests in the CommsDoc, nbformat dicts from the kernel
-            state[k] = v
+            known.add(k)
             key_times[k] = t
+            if k == "outputs" and base.model_name == "OutputModel" and _output_ids(v) is not None:
+                # Output widgets: manifests in the CommsDoc, nbformat dicts from the kernel; both
+                # carry output ids, compared in order as the comm's outputs
+                outputs = tuple(_output_ids(v) or ())
+                continue
+            state[k] = v
         prev = self.comms.get(cid)
-        if prev is not None and json_equal(prev.state, state) and prev.model_name == base.model_name:
+        frozen = frozenset(known)
+        if prev is not None and json_equal(prev.state, state) and prev.model_name == base.model_name \
+                and prev.outputs == outputs and prev.known == frozen:
             return
         self.put(ViewComm(comm_id=cid, order=None, target_name=base.target_name, model_module=base.model_module,
                           model_name=base.model_name, state=state, key_times=key_times, changed_at=now,
-                          opened_at=prev.opened_at if prev is not None else now), now)
+                          opened_at=prev.opened_at if prev is not None else now, outputs=outputs,
+                          known=frozen), now)
 
 
 # --------------------------------------------------------------------------- the views
