@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from .document import ALL, DocError, DocReplica
-from .errors import BadFrame, InspectorError
+from .document import _NOT_OURS, ALL, DocReplica
+from .errors import BadContent, BadFrame, InspectorError
 from .feed import CommFeed
 from .profiles import Profile, profile_for
 from .protocol import messages as m
@@ -69,6 +69,10 @@ class SessionConfig:
     connect_timeout: float = 5.0
     handshake_timeout: float = 10.0
     keep_frame_bodies: bool = True
+    # Seconds between keep-alive frames on a daemon that drops quiet peers (v4: 300 s); None: off.
+    keepalive_s: float | None = 60.0
+    # The event log's bound in bytes (events and kept frame bodies), beside its count bound.
+    log_max_bytes: int = 64 * 1024 * 1024
     # The divergence engine (settle windows, kernel connection); None: no comparison at all.
     divergence: DivergenceOptions | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -82,36 +86,13 @@ class Step:
     changed: set[str] = field(default_factory=set)
 
 
-def advertised_heads(body: bytes) -> tuple[bytes, ...] | None:
-    """The sender's heads from an Automerge sync message (`0x42`/`0x43`, then a LEB128 count of
-    32-byte hashes); None if the message does not start that way."""
-    if len(body) < 2 or body[0] not in (0x42, 0x43):
-        return None
-    count, shift, i = 0, 0, 1
-    while i < len(body):
-        b = body[i]
-        i += 1
-        count |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift > 28:
-            return None
-    else:
-        return None
-    end = i + 32 * count
-    if end > len(body):
-        return None
-    return tuple(body[j:j + 32] for j in range(i, end, 32))
-
-
 class SessionCore:
     """The replicas, the feed, the kernel status, presence and the divergence binding of one room,
     advanced only by the inputs a driver gives it (see the module docstring)."""
 
     def __init__(self, config: SessionConfig, log_: ev.EventLog | None = None) -> None:
         self.config = config
-        self.log = log_ or ev.EventLog()
+        self.log = log_ or ev.EventLog(max_bytes=config.log_max_bytes)
         self.state = CONNECTING
         self.error: InspectorError | None = None
         self.probe: DaemonProbe | None = None
@@ -135,6 +116,9 @@ class SessionCore:
         self._listeners: list[Listener] = []
         self._synced: set[int] = set()  # documents whose first sync reached the daemon's heads
         self._idle_at: float | None = None  # when to index the documents after the join (idle work)
+        self._keepalive_at: float | None = None  # when the next keep-alive frame is due
+        self.keepalives_sent = 0
+        self.input_errors = 0  # inputs the boundary caught (content and protocol errors)
         self._snapshot_cache: Snapshot | None = None
         self._dirty = True
 
@@ -194,6 +178,7 @@ class SessionCore:
         self.presence_peers = {}
         self._synced = set()
         self._idle_at = None
+        self._keepalive_at = None
         self.resolver = resolver
         if self.divergence is not None:
             self.divergence.close()
@@ -219,11 +204,14 @@ class SessionCore:
         self.connections += 1
         self.connected_at = t
         self.last_frame_in = None
+        if self.config.keepalive_s and self.profile.keepalive() is not None:
+            self._keepalive_at = t + self.config.keepalive_s
         self.set_state(SYNCING, f"{self.profile.name} daemon {self.daemon_version or '?'}", t)
         return Step(changed={"connection"})
 
     def end(self, state: str, detail: str = "", t: float | None = None) -> None:
         """The connection is over (`disconnected`, `closed` or `error`)."""
+        self._keepalive_at = None
         self.set_state(state, detail, t)
 
     # -- inputs --------------------------------------------------------------------------------
@@ -244,28 +232,66 @@ class SessionCore:
         self.log.emit(ev.FRAME, f"in {FrameType.name_of(ft)}{' ' + doc_name if doc_name else ''} {len(payload)} B",
                       {"direction": "in", "frame_type": ft, "size": len(payload), "doc": doc_name,
                        "frame_seq": rec.seq}, t=t)
-        if doc_name is not None:
-            self._on_sync(ft, body, t, step)
-        elif ft == FrameType.BROADCAST:
-            self._on_broadcast(body, t, step)
-        elif ft == FrameType.PRESENCE:
-            self._on_presence(body, t, step)
-        elif ft == FrameType.RESPONSE:
-            self._on_response(body, t, step)
-        elif ft == FrameType.SESSION_CONTROL and self.profile.typed_bootstrap:
-            self._on_control(body, t, step)
-        else:
-            self.profile.unknown_frame(self, ft, body)  # may raise: a later protocol
-            self.log.emit(ev.ERROR, f"unknown frame type 0x{ft:02x} ({len(payload)} B): kept, ignored",
-                          {"frame_type": ft, "size": len(payload), "frame_seq": rec.seq}, t=t)
+        # The input boundary: whatever a handler raises on the daemon's bytes ends here, as the
+        # project's own error, recorded with the bytes. Content errors skip the frame; protocol
+        # errors (and anything unexpected in a document's sync) end the connection (docs/lifecycle.md).
+        try:
+            if doc_name is not None:
+                self._on_sync(ft, body, t, step)
+            elif ft == FrameType.BROADCAST:
+                self._on_broadcast(body, t, step)
+            elif ft == FrameType.PRESENCE:
+                self._on_presence(body, t, step)
+            elif ft == FrameType.RESPONSE:
+                self._on_response(body, t, step)
+            elif ft == FrameType.SESSION_CONTROL and self.profile.typed_bootstrap:
+                self._on_control(body, t, step)
+            else:
+                self.profile.unknown_frame(self, ft, body)  # may raise: a later protocol
+                self.log.emit(ev.ERROR, f"unknown frame type 0x{ft:02x} ({len(payload)} B): kept, ignored",
+                              {"frame_type": ft, "size": len(payload), "frame_seq": rec.seq}, t=t)
+        except _NOT_OURS:
+            raise
+        except BadContent as exc:
+            self.input_error(exc, FrameType.name_of(ft), payload, t, reconnect=False, frame_seq=rec.seq)
+        except InspectorError as exc:
+            raise self.input_error(exc, FrameType.name_of(ft), payload, t, reconnect=True,
+                                   frame_seq=rec.seq) from None
+        except BaseException as exc:  # noqa: B036 - a Rust panic is a BaseException
+            err = _unexpected(exc, f"handling a {FrameType.name_of(ft)} frame")
+            raise self.input_error(err, FrameType.name_of(ft), payload, t, reconnect=doc_name is not None,
+                                   frame_seq=rec.seq) from None
         self._maybe_live(t, step)
         self._finish(step, t)
         return step
 
+    def input_error(self, exc: InspectorError, what: str, data: bytes, t: float, *, reconnect: bool,
+                    frame_seq: int | None = None) -> InspectorError:
+        """Record an input the boundary caught: one event naming the bytes (size, sha256 and the
+        first `INPUT_BYTES_KEPT` of them). Returns the error to raise when the connection must end."""
+        import hashlib
+
+        self.input_errors += 1
+        decision = "reconnecting" if reconnect else "frame skipped, session goes on"
+        self.log.emit(ev.ERROR, f"{what}: {exc} ({len(data)} B, {decision})",
+                      {"input": what, "error": type(exc).__name__, "message": str(exc),
+                       "exit_code": exc.exit_code, "decision": "reconnect" if reconnect else "continue",
+                       "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                       "hex": data[:INPUT_BYTES_KEPT].hex(), "frame_seq": frame_seq}, t=t)
+        self.notify({"errors"})
+        return exc
+
     def tick(self, t: float) -> Step:
-        """Time passed (called at `next_deadline()`): pending differences may now be reported."""
+        """Time passed (called at `next_deadline()`): the keep-alive, idle work, and pending
+        differences that may now be reported."""
         self._at(t)
         step = Step()
+        ka = self.profile.keepalive() if self.profile is not None else None
+        if self._keepalive_at is not None and t >= self._keepalive_at and ka is not None:
+            if self.state in (SYNCING, LIVE):
+                step.send.append((ka[0], ka[1], None))
+                self.keepalives_sent += 1
+            self._keepalive_at = t + (self.config.keepalive_s or 60.0)
         if self._idle_at is not None and t >= self._idle_at:
             self._idle_at = None
             for rep in self.replicas.values():
@@ -275,7 +301,8 @@ class SessionCore:
 
     def next_deadline(self) -> float | None:
         """When `tick` should next be called (the same clock as the inputs' times), or None."""
-        due = [d for d in (self._idle_at, self.divergence.next_deadline() if self.divergence else None)
+        due = [d for d in (self._idle_at, self._keepalive_at,
+                           self.divergence.next_deadline() if self.divergence else None)
                if d is not None]
         return min(due) if due else None
 
@@ -294,7 +321,14 @@ class SessionCore:
         self._at(t)
         step = Step()
         if self.divergence is not None:
-            self.divergence.on_kernel_comm(msg_type, content, buffers, t)
+            try:
+                self.divergence.on_kernel_comm(msg_type, content, buffers, t)
+            except _NOT_OURS:
+                raise
+            except BaseException as exc:  # noqa: B036 - a kernel's message never ends the session
+                err = exc if isinstance(exc, InspectorError) else _unexpected(exc, f"a kernel {msg_type}")
+                data = _kernel_bytes(content, buffers)
+                self.input_error(err, f"kernel {msg_type}", data, t, reconnect=False)
         self._finish(step, t)
         return step
 
@@ -335,15 +369,17 @@ class SessionCore:
         replica = self.replicas[ft]
         try:
             reply, dirty = replica.receive(body)
-        except DocError as exc:
-            raise BadFrame(str(exc)) from None
+        finally:
+            for problem in replica.take_problems():  # a change held back is never silent
+                self.log.emit(ev.ERROR, f"{replica.name}: {problem.kind} change {problem.change_hash or '?'} "
+                              f"({problem.size} B): {problem.detail}",
+                              {"input": FrameType.name_of(ft), "problem": problem.to_json(),
+                               "size": problem.size, "sha256": problem.sha256, "decision": "continue"}, t=t)
         if reply is not None:
             step.send.append((ft, reply, replica.name))
-        if ft not in self._synced:
-            heads = advertised_heads(body)
-            # complete once we hold every head the daemon advertised (we never write, so equal)
-            if heads is not None and set(heads) == set(replica.doc.get_heads()):
-                self._synced.add(ft)
+        # complete once we hold every head the daemon advertised (we never write, so equal)
+        if ft not in self._synced and replica.converged:
+            self._synced.add(ft)
         if dirty:
             self.last_doc_change = t
             changed = self.profile.doc_changed(self, replica, dirty)
@@ -512,6 +548,25 @@ class SessionCore:
         self._snapshot_cache = snap
         self._dirty = False
         return snap
+
+
+INPUT_BYTES_KEPT = 4096  # of an offending input, in its error event (its size and sha256 name it whole)
+
+
+def _unexpected(exc: BaseException, what: str) -> InspectorError:
+    """Anything a handler raised that is not the project's own error (a bug, or a Rust panic
+    from automerge) as a BadFrame naming it in one line."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return BadFrame(f"unexpected {type(exc).__name__} {what}{': ' + first[:200] if first else ''}")
+
+
+def _kernel_bytes(content: Any, buffers: list[bytes]) -> bytes:
+    try:
+        import msgspec
+
+        return msgspec.json.encode(content) + b"".join(bytes(b) for b in buffers)
+    except Exception:  # content the encoder refuses: its repr names it
+        return repr(content).encode("utf-8", "replace")
 
 
 def _first_target(paths: list[str]) -> str | None:
