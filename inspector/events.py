@@ -22,7 +22,8 @@ DIVERGENCE = "divergence"
 RESPONSE = "response"
 CONTROL = "control"  # v4 session-control frames
 ERROR = "error"
-KINDS = (FRAME, DOC_CHANGED, BROADCAST, PRESENCE, CONNECTION, DIVERGENCE, RESPONSE, CONTROL, ERROR)
+LIFECYCLE = "lifecycle"  # room evicted/closed, reconnected after a gap, kernel status and restarts
+KINDS = (FRAME, DOC_CHANGED, BROADCAST, PRESENCE, CONNECTION, DIVERGENCE, RESPONSE, CONTROL, ERROR, LIFECYCLE)
 
 
 class FrameRecord(msgspec.Struct, frozen=True):

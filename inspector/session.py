@@ -2,8 +2,10 @@
 feed every frame to `inspector.session_core.SessionCore` with its arrival time, write what the
 core returns, run its timers on the asyncio loop, and run the kernel tap it asks for.
 
-It never makes a local document change, never sends presence and never sends a request that
-changes anything (only the read-only requests of `messages.READ_ONLY_REQUESTS`).
+It never makes a local document change, never publishes presence and never sends a request that
+changes anything (only the read-only requests of `messages.READ_ONLY_REQUESTS`); on v4 its only
+other frame is the profile's keep-alive, a presence heartbeat the daemon neither stores nor
+relays for a peer that never published presence (docs/lifecycle.md).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ from .session_core import (
 )
 from .snapshot import Snapshot
 
+# Errors a later attempt may not meet again: the daemon restarting, a connection lost, a
+# garbled frame, a slow answer. Anything else before the first live connection is the user's input.
+RETRYABLE = (Closed, BadFrame, Timeout)
+
 __all__ = ["CLOSED", "CONNECTING", "DISCONNECTED", "ERROR", "LIVE", "SYNCING", "PeerSession", "SessionConfig",
            "unless_ended"]
 
@@ -74,6 +80,8 @@ class PeerSession(SessionCore):
         self._timer_due: float | None = None
         self._tap_path: str | None = None
         self._tap_task: asyncio.Task[Any] | None = None
+        self._retrying = False  # inside run_forever: failures are its rows, not run()'s
+        self.attempts = 0  # reconnect attempts since the last live connection
 
     def clock(self) -> float:
         return time.monotonic()
@@ -88,7 +96,11 @@ class PeerSession(SessionCore):
     async def connect(self) -> None:
         """Probe the daemon, check the room exists (never create one), handshake."""
         cfg = self.config
-        self.set_state(CONNECTING, cfg.socket_path)
+        if self.attempts and self.state == DISCONNECTED:
+            self.state = CONNECTING  # a retry: its timeline row is the one that says how it ended
+            self.notify({"connection"})
+        else:
+            self.set_state(CONNECTING, cfg.socket_path)
         p = await probe(cfg.socket_path, allow_other_user=cfg.allow_other_user, timeout=cfg.connect_timeout)
         self.probe = p
         self.daemon_version = p.daemon_version
@@ -136,32 +148,63 @@ class PeerSession(SessionCore):
             await self._read_loop()
         except InspectorError as exc:
             self.error = exc
-            self.end(ERROR, str(exc))
-            self.log.emit(ev.ERROR, str(exc), {"exit_code": exc.exit_code, "type": type(exc).__name__})
+            if not self._retrying:
+                self.end(ERROR, str(exc))
+                self.log.emit(ev.ERROR, str(exc), {"exit_code": exc.exit_code, "type": type(exc).__name__})
             raise
         finally:
             await self._disconnect()
 
-    async def run_forever(self, retry_initial: float = 1.0, retry_max: float = 15.0) -> None:
-        """Keep the session up: reconnect with backoff after any failure, until `stop()`."""
+    async def run_forever(self, retry_initial: float = 1.0, retry_max: float = 15.0, *,
+                          give_up_before_live: bool = False) -> None:
+        """Keep the session up: reconnect with backoff after any failure, until `stop()`.
+
+        One timeline row per attempt (the `disconnected` one, naming the error and the next
+        attempt); an error repeated attempt after attempt is logged once. A room the daemon no
+        longer lists after we were in it is marked gone (evicted or closed). With
+        `give_up_before_live` (the CLI), an error before the first live connection that no retry
+        can cure (no socket, not runtimed, no such room, another protocol...) is raised."""
         delay = retry_initial
-        while not self._stopping:
-            started = time.monotonic()
-            try:
-                await self.run()
-            except InspectorError:
-                pass
-            if self._stopping:
-                break
-            if time.monotonic() - started > 10:
-                delay = retry_initial
-            self.retry_at = time.monotonic() + delay
-            self.end(DISCONNECTED, f"reconnecting in {delay:.0f} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_stop(), delay)
-            self.retry_at = None
-            delay = min(retry_max, delay * 2)
-            self._writer = None
+        last_error = ""
+        self._retrying = True
+        try:
+            while not self._stopping:
+                started = time.monotonic()
+                err: InspectorError | None = None
+                try:
+                    await self.run()
+                except InspectorError as exc:
+                    err = exc
+                if self._stopping:
+                    break
+                if err is not None and give_up_before_live and not self._was_live and not isinstance(
+                        err, RETRYABLE):
+                    self.end(ERROR, str(err))
+                    self.log.emit(ev.ERROR, str(err), {"exit_code": err.exit_code, "type": type(err).__name__})
+                    raise err
+                if self.state == LIVE or time.monotonic() - started > 10:
+                    delay = retry_initial
+                    self.attempts = 0
+                if isinstance(err, UnknownNotebook) and self._was_live:
+                    self.room_gone(str(err))
+                self.attempts += 1
+                why = str(err) if err is not None else "the connection ended"
+                if why != last_error:
+                    last_error = why
+                    self.log.emit(ev.ERROR, why, {"exit_code": err.exit_code if err else None,
+                                                  "type": type(err).__name__ if err else None,
+                                                  "attempt": self.attempts})
+                self.retry_at = time.monotonic() + delay
+                self.reconnecting(self.retry_at)
+                self.end(DISCONNECTED, f"{why}; reconnecting in {delay:.0f} s (attempt {self.attempts})")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_stop(), delay)
+                self.retry_at = None
+                self.reconnecting(None)
+                delay = min(retry_max, delay * 2)
+                self._writer = None
+        finally:
+            self._retrying = False
 
     async def _wait_stop(self) -> None:
         while not self._stopping:
@@ -236,7 +279,11 @@ class PeerSession(SessionCore):
 
     def _on_timer(self) -> None:
         self._timer, self._timer_due = None, None
-        self.tick(time.monotonic())
+        step = self.tick(time.monotonic())
+        for ft, body, doc in step.send:  # the keep-alive: small, written without waiting on drain
+            if self._writer is not None and not self._writer.is_closing():
+                self._writer.write(encode_typed(ft, body))
+                self.sent(ft, body, doc)
         self._arm()
         self._follow_tap()
 
@@ -354,9 +401,11 @@ class PeerSession(SessionCore):
                 await asyncio.wait_for(self._activity.wait(), wait)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[asyncio.Task[None]]:
-        """`run()` as a task for the body of the block; stopped and awaited on the way out."""
-        task = asyncio.create_task(self.run())
+    async def running(self, forever: bool = False) -> AsyncIterator[asyncio.Task[None]]:
+        """`run()` as a task for the body of the block (`forever`: `run_forever`, reconnecting,
+        giving up only on an error before the first live connection); stopped and awaited on the
+        way out."""
+        task = asyncio.create_task(self.run_forever(give_up_before_live=True) if forever else self.run())
         try:
             yield task
         finally:

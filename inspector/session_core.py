@@ -39,7 +39,7 @@ from .profiles import Profile, profile_for
 from .protocol import messages as m
 from .protocol.framing import FrameError, FrameType, split_typed
 from .protocol.presence import PresenceError, decode_presence
-from .snapshot import DaemonView, FeedView, KernelView, OutputView, Snapshot
+from .snapshot import DaemonView, FeedView, KernelView, LifecycleView, OutputView, Snapshot
 
 if TYPE_CHECKING:
     from .blobs import BlobResolver
@@ -119,6 +119,16 @@ class SessionCore:
         self._keepalive_at: float | None = None  # when the next keep-alive frame is due
         self.keepalives_sent = 0
         self.input_errors = 0  # inputs the boundary caught (content and protocol errors)
+        # lifecycle (docs/lifecycle.md): the room, the connection's gaps, the kernel's status
+        self.room_state = "open"
+        self.reconnect_at: float | None = None  # the driver's next attempt (same clock as inputs)
+        self.gaps: list[float] = []  # seconds not live, after having been live
+        self._gap_from: float | None = None
+        self._was_live = False
+        self.kernel_status: str | None = None
+        self.kernel_restarts = 0
+        self._kernel_was_alive = False
+        self._kernel_went = False  # it stopped after being alive: the next alive status is a restart
         self._snapshot_cache: Snapshot | None = None
         self._dirty = True
 
@@ -157,6 +167,17 @@ class SessionCore:
         self.state = state
         self.log.emit(ev.CONNECTION, f"{state}{': ' + detail if detail else ''}", {"state": state, "detail": detail},
                       t=t)
+        if state == LIVE:
+            self._was_live = True
+            self.room_state = "open"
+            if self._gap_from is not None:
+                gap = t - self._gap_from
+                self.gaps.append(gap)
+                self._gap_from = None
+                self.log.emit(ev.LIFECYCLE, f"live again after {gap:.1f} s disconnected",
+                              {"what": "reconnected", "gap_s": round(gap, 3), "gaps": len(self.gaps)}, t=t)
+        elif state in (DISCONNECTED, ERROR) and self._was_live and self._gap_from is None:
+            self._gap_from = t
         if self.divergence is not None:
             self.divergence.on_connection(state, t)
         self.notify({"connection"})
@@ -213,6 +234,53 @@ class SessionCore:
         """The connection is over (`disconnected`, `closed` or `error`)."""
         self._keepalive_at = None
         self.set_state(state, detail, t)
+
+    def room_gone(self, detail: str, t: float | None = None) -> None:
+        """The daemon no longer lists the room we were in: evicted (`shutdown_notebook`, the
+        reaper) or closed. Its kernel went with it."""
+        if self.room_state == "gone":
+            return
+        self.room_state = "gone"
+        t = self.clock() if t is None else t
+        self.log.emit(ev.LIFECYCLE, f"room {self.config.notebook_id} evicted or closed: {detail}",
+                      {"what": "room_gone", "detail": detail}, t=t)
+        self._kernel_changed("shutdown" if self.kernel_status not in (None, "shutdown", "dead") else self.kernel_status,
+                             t)
+        self.notify({"connection", "kernel"})
+
+    def reconnecting(self, at: float | None, t: float | None = None) -> None:
+        """The driver waits until `at` before its next attempt (None: it attempts now)."""
+        self.reconnect_at = at
+        self._dirty = True
+
+    def lifecycle(self, now: float | None = None) -> LifecycleView:
+        now = self.clock() if now is None else now
+        current = (now - self._gap_from) if self._gap_from is not None else 0.0
+        daemon = {LIVE: "connected", SYNCING: "connected", CONNECTING: "connecting", CLOSED: "stopped"}.get(
+            self.state, "reconnecting")
+        return LifecycleView(
+            room=self.room_state, daemon=daemon,
+            reconnect_in_s=(round(max(0.0, self.reconnect_at - now), 1) if self.reconnect_at is not None else None),
+            kernel=self.kernel_status, kernel_restarts=self.kernel_restarts,
+            gaps_s=tuple(round(g, 3) for g in self.gaps) + ((round(current, 3),) if current else ()),
+            disconnected_s=round(sum(self.gaps) + current, 3), connections=self.connections)
+
+    def _kernel_changed(self, status: str | None, t: float) -> None:
+        if status == self.kernel_status:
+            return
+        was, self.kernel_status = self.kernel_status, status
+        alive = status in ALIVE
+        what = "kernel"
+        if alive and self._kernel_went:
+            self.kernel_restarts += 1
+            self._kernel_went = False
+            what = "kernel_restarted"
+        elif status is not None and not alive and self._kernel_was_alive:
+            self._kernel_went = True
+        self._kernel_was_alive = self._kernel_was_alive or alive
+        label = "kernel restarted: " + str(status) if what == "kernel_restarted" else f"kernel {was or '?'} -> {status}"
+        self.log.emit(ev.LIFECYCLE, label, {"what": what, "from": was, "to": status,
+                                            "restarts": self.kernel_restarts}, target="kernel", t=t)
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -360,6 +428,13 @@ class SessionCore:
         return payload if self.config.keep_frame_bodies else b""
 
     def _finish(self, step: Step, t: float | None) -> None:
+        if self.profile is not None and self.state in (SYNCING, LIVE) and step.changed & KERNEL_PATHS:
+            try:
+                status = self.profile.kernel(self).status
+            except Exception:  # noqa: BLE001 - a reader bug must not end the session; the tree shows it
+                log.exception("reading the kernel status")
+                status = self.kernel_status
+            self._kernel_changed(status, self.clock() if t is None else t)
         if self.divergence is not None and self.divergence.run(self.clock() if t is None else t):
             step.changed.add("divergence")
         self.notify(step.changed)
@@ -523,7 +598,8 @@ class SessionCore:
         if prof is None:
             snap = Snapshot(daemon=daemon, notebook_id=self.config.notebook_id, schema_version=None, heads=(),
                             cells=(), metadata={}, comms=(), feed=FeedView(False, (), "pending"),
-                            kernel=KernelView(), connection=self.state, taken_at=taken)
+                            kernel=KernelView(), connection=self.state, taken_at=taken,
+                            lifecycle=self.lifecycle())
         else:
             main = self.replicas.get(FrameType.AUTOMERGE_SYNC)
             snap = Snapshot(
@@ -542,6 +618,7 @@ class SessionCore:
                 connection=self.state,
                 taken_at=taken,
                 extra_root=prof.extra_root(self),
+                lifecycle=self.lifecycle(),
             )
         if self.divergence is not None:
             snap = self.divergence.apply_to(snap)
@@ -549,6 +626,11 @@ class SessionCore:
         self._dirty = False
         return snap
 
+
+# Kernel statuses of a kernel that runs (anything else: going, gone or not there yet).
+ALIVE = frozenset({"idle", "busy"})
+# Tree paths after which the kernel's status may have changed.
+KERNEL_PATHS = frozenset({"kernel", "presence", "doc:runtime_state", "connection"})
 
 INPUT_BYTES_KEPT = 4096  # of an offending input, in its error event (its size and sha256 name it whole)
 
