@@ -90,13 +90,18 @@ class Watched:
     found: dict[tuple[str, str], Divergence]
     sources: tuple[str, ...]
     tap: Any
+    lifecycle: Any = None  # the session's LifecycleView at the end (gaps, kernel restarts, room gone)
+    lifecycle_counts: dict[str, int] | None = None  # lifecycle events seen during the check, by what
 
 
 async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
     """Run the session for `duration` seconds after the join; every divergence reported meanwhile."""
     seen: dict[tuple[str, str], Divergence] = {}
+    counts: dict[str, int] = {}
 
     def on_event(e: Any) -> None:
+        if e.kind == "lifecycle":
+            counts[e.data.get("what", "?")] = counts.get(e.data.get("what", "?"), 0) + 1
         if e.kind != "divergence":
             return
         for raw in e.data.get("divergences", ()):
@@ -104,7 +109,8 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
                 seen[(raw["comm_id"], raw["kind"])] = _div(raw)
 
     session.log.subscribe(on_event)
-    async with session.running() as task:
+    # reconnects like the window (same backoff); the gaps are reported with the verdict
+    async with session.running(forever=True) as task:
         await unless_ended(session.wait_for(lambda s: s.connection == "live", join_timeout), task,
                            "the connection ended before the room was joined")
         sd = session.divergence  # this connection's binding
@@ -126,11 +132,12 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
             if due is None:
                 break
             await asyncio.sleep(min(0.05, max(0.0, due - time.monotonic()) + 0.005))  # until the next deadline
+        sd = session.divergence or sd  # a reconnect bound a fresh engine
         sd.run()
         for d in sd.divergences(include_pending=False):
             seen[(d.comm_id, d.kind)] = d
         # taken while still connected: the views and the tap end with the connection
-        return Watched(seen, sd.sources(), sd.tap)
+        return Watched(seen, sd.sources(), sd.tap, session.lifecycle(), counts)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -142,6 +149,18 @@ async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
         await asyncio.sleep(poll)
 
 
+def _gap_line(lc: Any) -> str:
+    """`; disconnected for 4.2 s (1 gap)`, the kernel's restarts and a room gone, for the verdict."""
+    parts = []
+    if lc.gaps_s:
+        parts.append(f"disconnected for {lc.disconnected_s:.1f} s ({len(lc.gaps_s)} gap{'s' if len(lc.gaps_s) > 1 else ''})")
+    if lc.kernel_restarts:
+        parts.append(f"kernel restarted {lc.kernel_restarts}x")
+    if lc.room == "gone":
+        parts.append("the room was evicted or closed")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def _div(raw: dict[str, Any]) -> Divergence:
     import msgspec
 
@@ -151,9 +170,13 @@ def _div(raw: dict[str, Any]) -> Divergence:
 def run(args: argparse.Namespace) -> int:
     from . import cli
 
+    cli.preflight(args)
+
     async def go() -> int:
         session = cli.make_session(args)
         watched = await watch_room(session, args.duration, args.timeout)
+        lc = watched.lifecycle
+        gap_line = _gap_line(lc) if lc is not None else ""
         found, tap = watched.found, watched.tap
         failing = [d for d in found.values() if _fails(d, args.strict)]
         notes = [d for d in found.values() if not _fails(d, args.strict)]
@@ -167,6 +190,12 @@ def run(args: argparse.Namespace) -> int:
                 "info": [msgspec.to_builtins(d) for d in notes],
                 "sources": list(watched.sources),
                 "kernel_tap": tap.summary() if tap is not None else None,
+                "gaps_s": list(lc.gaps_s) if lc is not None else [],
+                "disconnected_s": lc.disconnected_s if lc is not None else 0.0,
+                "lifecycle": {**(watched.lifecycle_counts or {}),
+                              "room": lc.room if lc is not None else None,
+                              "kernel": lc.kernel if lc is not None else None,
+                              "kernel_restarts": lc.kernel_restarts if lc is not None else 0},
             }, indent=2, default=str))
         else:
             for d in failing:
@@ -178,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
                       f"({', '.join(f'{k}: {v}' for k, v in tap.reject_reasons.items())})")
             srcs = ", ".join(watched.sources)
             verdict = (f"{len(failing)} divergence(s)" if failing else "no divergence")
-            print(f"check: {verdict} in {args.duration:g} s (views: {srcs})", file=sys.stderr)
+            print(f"check: {verdict} in {args.duration:g} s (views: {srcs}){gap_line}", file=sys.stderr)
         return EXIT_DIVERGED if failing else EXIT_OK
 
     return cli._guarded(go)
