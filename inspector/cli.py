@@ -285,8 +285,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         session = make_session(args)
-        # every step of the join within --timeout (the probe and the handshake have their own)
-        session.config.connect_timeout = min(session.config.connect_timeout, args.timeout)
+        # every step of the join within --timeout: the probe tries two protocol versions, so each
+        # gets under half (a socket that never answers is then named as such, just before it)
+        session.config.connect_timeout = min(session.config.connect_timeout, max(0.2, args.timeout / 2 - 0.1))
         session.config.handshake_timeout = min(session.config.handshake_timeout, args.timeout)
         async with session.running() as task:
             await unless_ended(session.wait_settled(args.settle_ms / 1000, args.timeout), task,
