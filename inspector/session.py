@@ -196,7 +196,7 @@ class PeerSession(SessionCore):
                                                   "attempt": self.attempts})
                 self.retry_at = time.monotonic() + delay
                 self.reconnecting(self.retry_at)
-                self.end(DISCONNECTED, f"{why}; reconnecting in {delay:.0f} s (attempt {self.attempts})")
+                self.end(DISCONNECTED, f"{why}; reconnecting in {delay:g} s (attempt {self.attempts})")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait_stop(), delay)
                 self.retry_at = None

@@ -327,8 +327,11 @@ class SessionCore:
                                    frame_seq=rec.seq) from None
         except BaseException as exc:  # noqa: B036 - a Rust panic is a BaseException
             err = _unexpected(exc, f"handling a {FrameType.name_of(ft)} frame")
-            raise self.input_error(err, FrameType.name_of(ft), payload, t, reconnect=doc_name is not None,
-                                   frame_seq=rec.seq) from None
+            # a document's sync state is unknown after it: start over; anything else: skip the frame
+            self.input_error(err, FrameType.name_of(ft), payload, t, reconnect=doc_name is not None,
+                             frame_seq=rec.seq)
+            if doc_name is not None:
+                raise err from None
         self._maybe_live(t, step)
         self._finish(step, t)
         return step

@@ -307,7 +307,7 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
         badge_text = "feed only" if comm is None else ("doc only" if feed is None else "in sync")
         status = None
         tooltip = ""
-    if gone and badge_text.startswith("in sync"):
+    if gone and d is None:
         # views that agree on a dead kernel's comm agree on a replay: nothing answers it
         badge_text = f"replay-only · {gone}"
         tooltip = f"the views agree, but the {gone}: this comm is state only, nothing answers it"
