@@ -106,6 +106,12 @@ async def main() -> None:
             elif op == "send_comm":
                 resp = await asyncio.to_thread(_raw_send_comm, sock, nb.notebook_id, cmd["comm_id"], cmd["state"])
                 answer({"ok": True, "response": resp})
+            elif op == "restart":
+                await nb.restart()
+                answer({"ok": True})
+            elif op == "stop_runtime":
+                await nb.stop_runtime()
+                answer({"ok": True})
             elif op == "quit":
                 if nb is not None:
                     try:
