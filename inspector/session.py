@@ -80,6 +80,7 @@ class PeerSession(SessionCore):
         self._timer_due: float | None = None
         self._tap_path: str | None = None
         self._tap_task: asyncio.Task[Any] | None = None
+        self._gone = False  # this connection's room was found evicted (the read loop's reason)
         self._retrying = False  # inside run_forever: failures are its rows, not run()'s
         self.attempts = 0  # reconnect attempts since the last live connection
 
@@ -115,6 +116,7 @@ class PeerSession(SessionCore):
                 f"room {cfg.notebook_id} is inactive: joining it makes the daemon launch a kernel. "
                 "Pass --allow-kernel-launch to join anyway")
         self._stop_tap()
+        self._gone = False
         resolver = BlobResolver(p.blob_port if cfg.resolve_blobs else None, self._on_blob_resolved)
         hs = self.begin(p.protocol_version, probe=p, resolver=resolver, t=time.monotonic())
         self.kernel_state = ({"status": room.kernel_status, "source": "list_rooms"}
@@ -142,9 +144,12 @@ class PeerSession(SessionCore):
 
     async def run(self) -> None:
         """Connect and serve the connection until it closes or `stop()`; raises InspectorError."""
+        watcher: asyncio.Task[None] | None = None
         try:
             if self._writer is None:
                 await self.connect()
+            if self.config.room_check_s:
+                watcher = asyncio.get_running_loop().create_task(self._watch_room(self.config.room_check_s))
             await self._read_loop()
         except InspectorError as exc:
             self.error = exc
@@ -153,7 +158,36 @@ class PeerSession(SessionCore):
                 self.log.emit(ev.ERROR, str(exc), {"exit_code": exc.exit_code, "type": type(exc).__name__})
             raise
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
             await self._disconnect()
+
+    async def _watch_room(self, every: float) -> None:
+        """runtimed evicts a room (`shutdown_notebook`, its reaper) without closing the peers'
+        connections: they stay on a room the daemon no longer has. Ask the pool channel (read-only
+        `list_rooms`) whether it still lists ours; if not, mark the room gone and end the
+        connection (the reconnect then says whether it came back)."""
+        from .pool import PoolClient
+
+        while not self._stopping:
+            await asyncio.sleep(every)
+            if self.state != LIVE or self.probe is None:
+                continue
+            try:
+                async with PoolClient(self.config.socket_path, self.probe.protocol_version,
+                                      allow_other_user=self.config.allow_other_user,
+                                      timeout=self.config.connect_timeout) as pool:
+                    rooms = await pool.list_rooms()
+            except (InspectorError, OSError):
+                continue  # the daemon going away shows on the notebook connection itself
+            if not any(r.notebook_id == self.config.notebook_id for r in rooms):
+                self.room_gone("the daemon no longer lists it")
+                self._gone = True
+                w = self._writer
+                if w is not None:
+                    w.close()  # the read loop ends with the reason below
+                return
 
     async def run_forever(self, retry_initial: float = 1.0, retry_max: float = 15.0, *,
                           give_up_before_live: bool = False) -> None:
@@ -240,12 +274,16 @@ class PeerSession(SessionCore):
             except ConnectionClosed as exc:
                 if self._stopping:
                     return
+                if self._gone:
+                    raise Closed("the room was evicted or closed: the daemon no longer lists it") from None
                 raise Closed(f"the daemon closed the connection{'' if exc.clean else ' inside a frame'}") from None
             except FrameTooLarge as exc:
                 raise BadFrame(f"the daemon sent an oversized frame: {exc}") from None
             except (ConnectionError, OSError) as exc:
                 if self._stopping:
                     return
+                if self._gone:
+                    raise Closed("the room was evicted or closed: the daemon no longer lists it") from None
                 raise Closed(f"connection lost: {exc}") from None
             await self._carry_out(self.receive(payload, time.monotonic()))
             self._activity.set()

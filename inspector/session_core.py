@@ -71,6 +71,9 @@ class SessionConfig:
     keep_frame_bodies: bool = True
     # Seconds between keep-alive frames on a daemon that drops quiet peers (v4: 300 s); None: off.
     keepalive_s: float | None = 60.0
+    # Seconds between checks that the daemon still lists the room (runtimed's `shutdown_notebook`
+    # evicts a room without closing its peers' connections); None: never.
+    room_check_s: float | None = 5.0
     # The event log's bound in bytes (events and kept frame bodies), beside its count bound.
     log_max_bytes: int = 64 * 1024 * 1024
     # The divergence engine (settle windows, kernel connection); None: no comparison at all.

@@ -300,3 +300,22 @@ def test_a_wrong_kernel_connection_path_is_one_line_and_exit_2(command: str, sil
     assert res.returncode == EXIT_USAGE, res
     assert res.stderr.strip() == ("runtimed-inspector: --kernel-connection: no kernel connection file at "
                                   "/nonexistent/kernel-1.json")
+
+
+async def test_check_reconnects_and_reports_the_gap(sock_path: str) -> None:
+    from inspector.check import _gap_line, watch_room
+
+    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
+    s = PeerSession(SessionConfig(sock_path, "nb-1", divergence=DivergenceOptions()))
+    d1 = ScriptedDaemon(sock_path, doc)
+    await d1.__aenter__()
+    check = asyncio.create_task(watch_room(s, 4.0, 10))
+    await wait_until(lambda: s.state == LIVE, "live", 10)
+    await d1.__aexit__(None, None, None)  # the daemon goes away during the check...
+    await wait_until(lambda: s.attempts >= 1, "a reconnect attempt", 10)
+    async with ScriptedDaemon(sock_path, doc):  # ...and comes back
+        watched = await asyncio.wait_for(check, 30)
+    lc = watched.lifecycle
+    assert len(lc.gaps_s) == 1 and lc.gaps_s[0] > 0 and s.connections == 2
+    assert _gap_line(lc) == f"; disconnected for {lc.disconnected_s:.1f} s (1 gap)"
+    assert watched.lifecycle_counts.get("reconnected") == 1
