@@ -105,8 +105,9 @@ async def test_a_room_evicted_by_shutdown_notebook_is_shown_gone_not_live(real_s
         assert s.snapshot().lifecycle.room == "open"
         resp = await shutdown_notebook(real_socket, room.notebook_id)
         assert resp.get("found") is True, resp
-        snap = await s.wait_for(lambda sn: sn.lifecycle.room == "gone", 30)
-        assert snap.connection != LIVE and snap.lifecycle.daemon == "reconnecting"
+        # runtimed keeps the evicted room's peers connected: the session's room check finds it gone
+        snap = await s.wait_for(lambda sn: sn.lifecycle.room == "gone" and sn.connection != LIVE, 30)
+        assert snap.lifecycle.daemon == "reconnecting" and snap.lifecycle.kernel == "shutdown"
         assert snap.lifecycle.reconnect_in_s is not None or s.attempts >= 1
         assert any(e.kind == ev.LIFECYCLE and e.data.get("what") == "room_gone" for e in s.log.events())
     finally:
