@@ -249,7 +249,10 @@ class PeerSession(SessionCore):
         self._stopping = True
         self._activity.set()
         await self._disconnect()
+        tap = self.tap
         self._stop_tap()
+        if tap is not None:  # torn down, its socket closed, before the window attaches elsewhere
+            await tap.close()
         if self.state not in (ERROR,):
             self.end(CLOSED)
 
