@@ -366,7 +366,7 @@ def _watch_verdict(session: Any, duration: float) -> int:
     if lc.room == "gone":
         print(f"runtimed-inspector: the room was evicted or closed during the watch ({why})", file=sys.stderr)
         return EXIT_CLOSED
-    if not session._was_live:
+    if not session.was_live:
         missing = "; ".join(session.missing()) if session.profile is not None else "the daemon's answer"
         print(f"runtimed-inspector: the room was never live in {duration:g} s: {why} "
               f"(still waiting for {missing})", file=sys.stderr)

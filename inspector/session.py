@@ -211,7 +211,7 @@ class PeerSession(SessionCore):
                     err = exc
                 if self._stopping:
                     break
-                if err is not None and give_up_before_live and not self._was_live and not isinstance(
+                if err is not None and give_up_before_live and not self.was_live and not isinstance(
                         err, RETRYABLE):
                     self.end(ERROR, str(err))
                     self.log.emit(ev.ERROR, str(err), {"exit_code": err.exit_code, "type": type(err).__name__})
@@ -219,7 +219,7 @@ class PeerSession(SessionCore):
                 if self.state == LIVE or time.monotonic() - started > 10:
                     delay = retry_initial
                     self.attempts = 0
-                if isinstance(err, UnknownNotebook) and self._was_live:
+                if isinstance(err, UnknownNotebook) and self.was_live:
                     self.room_gone(str(err))
                 self.attempts += 1
                 why = str(err) if err is not None else "the connection ended"
@@ -424,9 +424,10 @@ class PeerSession(SessionCore):
         names what is still missing."""
         deadline = time.monotonic() + timeout
         while not self.settled(settle_s):
-            if self.error is not None:
+            # a session that reconnects (run_forever) may fail and come back within the timeout
+            if self.error is not None and not self._retrying:
                 raise self.error
-            if self.state in (CLOSED, DISCONNECTED):
+            if self.state in (CLOSED, DISCONNECTED) and not self._retrying:
                 raise Closed("the connection closed before the document settled")
             now = time.monotonic()
             if now >= deadline:
@@ -462,7 +463,7 @@ class PeerSession(SessionCore):
             snap = self.snapshot()
             if predicate(snap):
                 return snap
-            if self.error is not None:
+            if self.error is not None and not self._retrying:
                 raise self.error
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -251,6 +251,11 @@ class SessionCore:
                              t)
         self.notify({"connection", "kernel"})
 
+    @property
+    def was_live(self) -> bool:
+        """Whether any connection of this session reached live."""
+        return self._was_live
+
     def reconnecting(self, at: float | None, t: float | None = None) -> None:
         """The driver waits until `at` before its next attempt (None: it attempts now)."""
         self.reconnect_at = at
