@@ -560,7 +560,9 @@ class InspectorWindow(QMainWindow):
         secs = max(0, int(remaining + 0.999))
         self.status_conn.setText(f"Disconnected: {why}retrying in {secs} s")
         self.status_conn.setToolTip(self.status_conn.text())
-        self.banner.setText(f"<b>Disconnected.</b> {_esc(str(err)) + ' — ' if err is not None else ''}"
+        gone = self.snapshot is not None and self.snapshot.lifecycle.room == "gone"
+        head = "<b>The room was evicted or closed</b> (the daemon no longer lists it)." if gone else "<b>Disconnected.</b>"
+        self.banner.setText(f"{head} {_esc(str(err)) + ' — ' if err is not None else ''}"
                             f"retrying in {secs} s (Ctrl+R to retry now)")
         self.banner.show()
         colour = STATE_COLOURS["disconnected"]
