@@ -123,11 +123,17 @@ async def join(cells: int, sliders: int, runs: int) -> dict:
                     snap = s.snapshot()
                     ready = next((e.t for e in s.log.events() if e.kind == ev.CONTROL
                                   and e.data.get("message", {}).get("runtime_state") == "ready"), None)
+                live = next((e.t for e in s.log.events() if e.kind == ev.CONNECTION
+                             and e.data.get("state") == LIVE), None)
+                last_doc = max((e.t for e in s.log.events() if e.kind == ev.DOC_CHANGED and live is not None
+                                and e.t <= live), default=None)
                 complete = (ok and len(snap.comms) >= want and all(c.state for c in snap.comms)
                             and snap.kernel.status is not None and len(snap.cells) == cells)
                 results.append({"complete": complete, "comms": len(snap.comms), "kernel": snap.kernel.status,
                                 "complete_s": round(t_done - t0, 3),
-                                "daemon_ready_s": round(ready - t0, 3) if ready else None, "error": err})
+                                "daemon_ready_s": round(ready - t0, 3) if ready else None,
+                                "live_s": round(live - t0, 3) if live else None,
+                                "last_doc_change_s": round(last_doc - t0, 3) if last_doc else None, "error": err})
             ratios = [r["complete_s"] / r["daemon_ready_s"] for r in results if r["daemon_ready_s"]]
             return {"bench": "join", "cells": cells, "comms_expected": want, "runs": runs,
                     "complete_runs": sum(r["complete"] for r in results),
