@@ -135,6 +135,7 @@ async def test_kernel_stop_and_restart_are_lifecycle_and_the_auto_tap_follows(re
         await finish(s, task)
 
 
+@pytest.mark.timeout(480)  # past the daemon's 300 s deadline, beyond the suite's per-test limit
 @pytest.mark.skipif(not os.environ.get("RUNTIMED_SLOW_TESTS"), reason="opt-in slow test (RUNTIMED_SLOW_TESTS=1): "
                     "waits past runtimed's 300 s idle-peer deadline")
 async def test_past_the_idle_deadline_the_keepalive_keeps_the_session_and_without_it_the_daemon_drops_it(
