@@ -121,13 +121,18 @@ class Watched:
     malformed: str | None = None  # one line about malformed data from the daemon
     findings: tuple[dict[str, Any], ...] = ()  # the key history's (warnings: fail only --strict)
     pending: int = 0  # findings still pending when the watch ended (the views were still moving)
+    lifecycle: Any = None  # the session's LifecycleView at the end (gaps, kernel restarts, room gone)
+    lifecycle_counts: dict[str, int] | None = None  # lifecycle events seen during the check, by what
 
 
 async def watch_room(session: PeerSession, duration: float, join_timeout: float) -> Watched:
     """Run the session for `duration` seconds after the join; every divergence reported meanwhile."""
     seen: dict[tuple[str, str], Divergence] = {}
+    counts: dict[str, int] = {}
 
     def on_event(e: Any) -> None:
+        if e.kind == "lifecycle":
+            counts[e.data.get("what", "?")] = counts.get(e.data.get("what", "?"), 0) + 1
         if e.kind != "divergence":
             return
         for raw in e.data.get("divergences", ()):
@@ -135,7 +140,8 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
                 seen[(raw["comm_id"], raw["kind"])] = _div(raw)
 
     session.log.subscribe(on_event)
-    async with session.running() as task:
+    # reconnects like the window (same backoff); the gaps are reported with the verdict
+    async with session.running(forever=True) as task:
         await unless_ended(session.wait_for(lambda s: s.connection == "live", join_timeout), task,
                            "the connection ended before the room was joined")
         sd = session.divergence  # this connection's binding
@@ -165,6 +171,7 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
             if due is None:
                 break
             await asyncio.sleep(min(0.05, max(0.0, due - time.monotonic()) + 0.005))  # until the next deadline
+        sd = session.divergence or sd  # a reconnect bound a fresh engine
         end = time.monotonic()
         session.tick(end)
         for d in sd.divergences(include_pending=False, now=end):
@@ -172,8 +179,9 @@ async def watch_room(session: PeerSession, duration: float, join_timeout: float)
         # taken while still connected: the views and the tap end with the connection
         pending = sum(1 for d in sd.divergences() if d.status == "pending")
         snap = session.snapshot(taken_at=time.time())
-        return Watched(seen, sd.sources(), sd.tap, snap.integrity, sd.unknown(), session.malformed_line(),
-                       snap.findings, pending)
+        return Watched(seen, sd.sources(), sd.tap, integrity=snap.integrity, unknown=sd.unknown(),
+                       malformed=session.malformed_line(), findings=snap.findings, pending=pending,
+                       lifecycle=session.lifecycle(), lifecycle_counts=counts)
 
 
 async def wait_until(pred: Any, timeout: float, poll: float = 0.02) -> None:
@@ -191,6 +199,18 @@ def integrity_json(report: Any) -> Any:
     return {"warnings": list(report.warnings()), "report": report.to_json()}
 
 
+def _gap_line(lc: Any) -> str:
+    """`; disconnected for 4.2 s (1 gap)`, the kernel's restarts and a room gone, for the verdict."""
+    parts = []
+    if lc.gaps_s:
+        parts.append(f"disconnected for {lc.disconnected_s:.1f} s ({len(lc.gaps_s)} gap{'s' if len(lc.gaps_s) > 1 else ''})")
+    if lc.kernel_restarts:
+        parts.append(f"kernel restarted {lc.kernel_restarts}x")
+    if lc.room == "gone":
+        parts.append("the room was evicted or closed")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def _div(raw: dict[str, Any]) -> Divergence:
     import msgspec
 
@@ -199,6 +219,8 @@ def _div(raw: dict[str, Any]) -> Divergence:
 
 def run(args: argparse.Namespace) -> int:
     from . import cli
+
+    cli.preflight(args)
 
     async def go() -> int:
         session = cli.make_session(args)
@@ -226,6 +248,8 @@ def print_verdict(args: argparse.Namespace, watched: Watched, duration: float) -
     failed = bool(failing) or (args.strict and (bool(integrity) or bool(watched.findings)))
     pending = watched.pending
     status = "diverged" if failed else ("unknown" if unknown else "pending" if pending else "settled")
+    lc = watched.lifecycle
+    gap_line = _gap_line(lc) if lc is not None else ""
     if args.json:
         import msgspec
 
@@ -240,6 +264,12 @@ def print_verdict(args: argparse.Namespace, watched: Watched, duration: float) -
             "sources": list(watched.sources),
             "kernel_tap": tap.summary() if tap is not None else None,
             "findings": list(watched.findings),
+            "gaps_s": list(lc.gaps_s) if lc is not None else [],
+            "disconnected_s": lc.disconnected_s if lc is not None else 0.0,
+            "lifecycle": {**(watched.lifecycle_counts or {}),
+                          "room": lc.room if lc is not None else None,
+                          "kernel": lc.kernel if lc is not None else None,
+                          "kernel_restarts": lc.kernel_restarts if lc is not None else 0},
         }, indent=2, default=str))
     else:
         for d in failing:
@@ -270,7 +300,7 @@ def print_verdict(args: argparse.Namespace, watched: Watched, duration: float) -
             verdict += f", {len(integrity)} integrity warning(s)"
         if watched.findings:
             verdict += f", {len(watched.findings)} history warning(s)"
-        print(f"check: {verdict} in {duration:g} s (views: {srcs})", file=sys.stderr)
+        print(f"check: {verdict} in {duration:g} s (views: {srcs}){gap_line}", file=sys.stderr)
     if failed:
         return EXIT_DIVERGED
     return EXIT_UNKNOWN if unknown or pending else EXIT_OK

@@ -76,7 +76,7 @@ NEEDS = {
 }
 COMMANDS = tuple(NEEDS)
 # Options that must not be negative (nor NaN), whichever command defines them.
-NON_NEGATIVE = ("timeout", "duration", "indent", "settle_ms", "quit_after")
+NON_NEGATIVE = ("log_mb", "keepalive_s", "timeout", "duration", "indent", "settle_ms", "quit_after")
 
 
 def _common(p: argparse.ArgumentParser, notebook: bool = True) -> None:
@@ -89,6 +89,11 @@ def _common(p: argparse.ArgumentParser, notebook: bool = True) -> None:
         p.add_argument("--allow-kernel-launch", action="store_true",
                        help="join an inactive room even though the daemon will launch a kernel for it")
         p.add_argument("--no-blobs", action="store_true", help="do not resolve output manifests over HTTP")
+        p.add_argument("--log-mb", type=float, default=64.0, metavar="N",
+                       help="bound the session's event log (events and kept frame bytes) to N MiB (default 64)")
+        p.add_argument("--keepalive-s", type=float, default=60.0, metavar="S",
+                       help="send the read-only keep-alive every S seconds on a daemon that drops quiet peers "
+                            "(v4: after 300 s; default 60; 0: never)")
 
 
 def _after_command(p: argparse.ArgumentParser) -> None:
@@ -209,6 +214,8 @@ def make_session(args: argparse.Namespace) -> Any:
         history=HistoryOptions(),  # every value each view held: `history`, the latency block, findings
         # the ring is always on; --record FILE (recording_cli) also writes a file from the start
         recording=RecordingOptions(file=getattr(args, "record", None)),
+        keepalive_s=getattr(args, "keepalive_s", 60.0) or None,
+        log_max_bytes=int(getattr(args, "log_mb", 64.0) * 1024 * 1024),
     )
     return PeerSession(cfg)
 
@@ -256,7 +263,21 @@ def preflight(args: argparse.Namespace) -> None:
     session's modules are imported (the connection repeats this check and the peer check)."""
     from .discovery import check_socket
 
+    check_kernel_connection(args)
     check_socket(resolve_socket(args), args.allow_other_user)
+
+
+def check_kernel_connection(args: argparse.Namespace) -> None:
+    """A `--kernel-connection` file that is not there is the command line's fault (exit 2)."""
+    import os
+
+    path = getattr(args, "kernel_connection", None)
+    if path in (None, "auto"):
+        return
+    full = os.path.expanduser(path)
+    if not os.path.isfile(full):
+        raise InspectorError(f"--kernel-connection: no kernel connection file at {path}"
+                             f"{' (a directory)' if os.path.isdir(full) else ''}", exit_code=EXIT_USAGE)
 
 
 # --------------------------------------------------------------------------- commands
@@ -297,6 +318,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         session = make_session(args)
+        # every step of the join within --timeout: the probe tries two protocol versions, so each
+        # gets under half (a socket that never answers is then named as such, just before it)
+        session.config.connect_timeout = min(session.config.connect_timeout, max(0.2, args.timeout / 2 - 0.1))
+        session.config.handshake_timeout = min(session.config.handshake_timeout, args.timeout)
         async with session.running() as task:
             await unless_ended(session.wait_settled(args.settle_ms / 1000, args.timeout), task,
                                "the connection ended before the snapshot was taken")
@@ -341,7 +366,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        async with session.running() as task:
+        # like the window: reconnect with backoff; only an error before the first live
+        # connection that no retry cures ends the command
+        async with session.running(forever=True) as task:
             timer = asyncio.create_task(asyncio.sleep(args.duration)) if args.duration is not None else None
             stopper = asyncio.create_task(stop.wait())
             try:
@@ -351,13 +378,37 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     task.result()
                     return EXIT_OK
                 ending = True
-                return EXIT_INTERRUPTED if stopper in done else EXIT_OK
+                if stopper in done:
+                    return EXIT_INTERRUPTED
+                return _watch_verdict(session, args.duration)
             finally:
                 for t in (stopper, timer):
                     if t:
                         t.cancel()
 
     return _guarded(go)
+
+
+def _watch_verdict(session: Any, duration: float) -> int:
+    """`watch --for S` ended: 0 only if the room was live at the end; else one line saying what
+    happened (never joined: exit 10; lost and not back: exit 9)."""
+    from .errors import EXIT_CLOSED, EXIT_TIMEOUT
+
+    if session.state == "live":
+        return EXIT_OK
+    lc = session.lifecycle()
+    why = str(session.error) if session.error is not None else f"the connection is {session.state}"
+    if lc.room == "gone":
+        print(f"runtimed-inspector: the room was evicted or closed during the watch ({why})", file=sys.stderr)
+        return EXIT_CLOSED
+    if not session.was_live:
+        missing = "; ".join(session.missing()) if session.profile is not None else "the daemon's answer"
+        print(f"runtimed-inspector: the room was never live in {duration:g} s: {why} "
+              f"(still waiting for {missing})", file=sys.stderr)
+        return EXIT_TIMEOUT
+    print(f"runtimed-inspector: not live when the watch ended: {why} "
+          f"(disconnected for {lc.disconnected_s:.1f} s)", file=sys.stderr)
+    return EXIT_CLOSED
 
 
 def _guarded(go: Any) -> int:

@@ -22,7 +22,8 @@ DIVERGENCE = "divergence"
 RESPONSE = "response"
 CONTROL = "control"  # v4 session-control frames
 ERROR = "error"
-KINDS = (FRAME, DOC_CHANGED, BROADCAST, PRESENCE, CONNECTION, DIVERGENCE, RESPONSE, CONTROL, ERROR)
+LIFECYCLE = "lifecycle"  # room evicted/closed, reconnected after a gap, kernel status and restarts
+KINDS = (FRAME, DOC_CHANGED, BROADCAST, PRESENCE, CONNECTION, DIVERGENCE, RESPONSE, CONTROL, ERROR, LIFECYCLE)
 
 
 class FrameRecord(msgspec.Struct, frozen=True):
@@ -53,16 +54,29 @@ class Event(msgspec.Struct, frozen=True):
         return out
 
 
-class EventLog:
-    """Bounded, append-only log with listeners; the session owns one."""
+def _event_size(ev: Event) -> int:
+    """About what an event holds in memory: its summary and its data as JSON."""
+    try:
+        return 64 + len(ev.summary) + len(msgspec.json.encode(ev.data))
+    except (TypeError, msgspec.EncodeError, OverflowError):  # data the encoder refuses: a fair guess
+        return 64 + len(ev.summary) + 1024
 
-    def __init__(self, maxlen: int = 50_000, body_cap: int = 64 * 1024) -> None:
+
+class EventLog:
+    """Append-only log with listeners, bounded by count and by bytes (events' data and kept frame
+    bodies: a few 1 MiB broadcasts must not hold hundreds of MiB); the session owns one."""
+
+    def __init__(self, maxlen: int = 50_000, body_cap: int = 64 * 1024, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._events: collections.deque[Event] = collections.deque(maxlen=maxlen)
         self._frames: collections.deque[FrameRecord] = collections.deque(maxlen=maxlen)
         self._listeners: list[Callable[[Event], None]] = []
         self._seq = 0
         self._fseq = 0
         self.body_cap = body_cap
+        self.max_bytes = max_bytes
+        self.bytes_held = 0  # what the kept events and frame bodies hold, against max_bytes
+        self._sizes: collections.deque[int] = collections.deque()
+        self._fsizes: collections.deque[int] = collections.deque()
         self.dropped = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -78,8 +92,13 @@ class EventLog:
         self._seq += 1
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
+            self.bytes_held -= self._sizes.popleft()
         ev = Event(self._seq, time.monotonic() if t is None else t, time.time(), kind, summary, data or {}, target)
         self._events.append(ev)
+        size = _event_size(ev)
+        self._sizes.append(size)
+        self.bytes_held += size
+        self._trim()
         for fn in list(self._listeners):
             fn(ev)
         return ev
@@ -89,7 +108,12 @@ class EventLog:
         self._fseq += 1
         rec = FrameRecord(self._fseq, time.monotonic() if t is None else t, direction, frame_type, type_name,
                           payload_size, doc, bytes(body[: self.body_cap]))
+        if len(self._frames) == self._frames.maxlen:
+            self.bytes_held -= self._fsizes.popleft()
         self._frames.append(rec)
+        self._fsizes.append(64 + len(rec.body))
+        self.bytes_held += 64 + len(rec.body)
+        self._trim()
         if direction == "in":
             self.bytes_in += payload_size
             self.frames_in += 1
@@ -97,6 +121,18 @@ class EventLog:
             self.bytes_out += payload_size
             self.frames_out += 1
         return rec
+
+    def _trim(self) -> None:
+        # oldest first, frames and events alike; the latest event always stays
+        while self.bytes_held > self.max_bytes and (len(self._events) > 1 or self._frames):
+            f_t = self._frames[0].t if self._frames else None
+            if self._frames and (len(self._events) <= 1 or f_t is not None and f_t <= self._events[0].t):
+                self._frames.popleft()
+                self.bytes_held -= self._fsizes.popleft()
+            else:
+                self._events.popleft()
+                self.bytes_held -= self._sizes.popleft()
+                self.dropped += 1
 
     def frame_by_seq(self, seq: int) -> FrameRecord | None:
         """The recorded frame with this sequence number, while it is still kept (for hex views)."""

@@ -64,6 +64,11 @@ class Profile:
     def control(self, session: SessionCore, message: dict[str, Any]) -> None:
         """A session-control message (typed-bootstrap protocols)."""
 
+    def keepalive(self) -> tuple[int, bytes] | None:
+        """The frame that keeps a quiet peer attached (type, body), or None when the daemon drops
+        no quiet peer. It must change nothing and announce nothing (docs/lifecycle.md)."""
+        return None
+
     def request_body(self, req: m.Request, n: int) -> bytes:
         """How a read-only request is framed (`n`: a number unique on this connection)."""
         return m.encode(req)

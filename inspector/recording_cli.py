@@ -189,7 +189,8 @@ def offline_check(args: argparse.Namespace) -> int:
           file=sys.stderr)
     snap = core.snapshot()  # the key history's findings, as the live check printed them
     return print_verdict(args, Watched(seen, tuple(sources), None, integrity=snap.integrity,
-                                       unknown=dict(unknown), findings=snap.findings, pending=pending[0]),
+                                       unknown=dict(unknown), findings=snap.findings, pending=pending[0],
+                                       lifecycle=core.lifecycle()),
                          duration)
 
 

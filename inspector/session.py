@@ -2,8 +2,10 @@
 feed every frame to `inspector.session_core.SessionCore` with its arrival time, write what the
 core returns, run its timers on the asyncio loop, and run the kernel tap it asks for.
 
-It never makes a local document change, never sends presence and never sends a request that
-changes anything (only the read-only requests of `messages.READ_ONLY_REQUESTS`).
+It never makes a local document change, never publishes presence and never sends a request that
+changes anything (only the read-only requests of `messages.READ_ONLY_REQUESTS`); on v4 its only
+other frame is the profile's keep-alive, a presence heartbeat the daemon neither stores nor
+relays for a peer that never published presence (docs/lifecycle.md).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ from .session_core import (
 )
 from .snapshot import Snapshot
 
+# Errors a later attempt may not meet again: the daemon restarting, a connection lost, a
+# garbled frame, a slow answer. Anything else before the first live connection is the user's input.
+RETRYABLE = (Closed, BadFrame, Timeout)
+
 __all__ = ["CLOSED", "CONNECTING", "DISCONNECTED", "ERROR", "LIVE", "SYNCING", "PeerSession", "SessionConfig",
            "unless_ended"]
 
@@ -74,6 +80,9 @@ class PeerSession(SessionCore):
         self._timer_due: float | None = None
         self._tap_path: str | None = None
         self._tap_task: asyncio.Task[Any] | None = None
+        self._gone = False  # this connection's room was found evicted (the read loop's reason)
+        self._retrying = False  # inside run_forever: failures are its rows, not run()'s
+        self.attempts = 0  # reconnect attempts since the last live connection
 
     def clock(self) -> float:
         return time.monotonic()
@@ -88,7 +97,11 @@ class PeerSession(SessionCore):
     async def connect(self) -> None:
         """Probe the daemon, check the room exists (never create one), handshake."""
         cfg = self.config
-        self.set_state(CONNECTING, cfg.socket_path)
+        if self.attempts and self.state == DISCONNECTED:
+            self.state = CONNECTING  # a retry: its timeline row is the one that says how it ended
+            self.notify({"connection"})
+        else:
+            self.set_state(CONNECTING, cfg.socket_path)
         p = await probe(cfg.socket_path, allow_other_user=cfg.allow_other_user, timeout=cfg.connect_timeout)
         self.probe = p
         self.daemon_version = p.daemon_version
@@ -103,6 +116,7 @@ class PeerSession(SessionCore):
                 f"room {cfg.notebook_id} is inactive: joining it makes the daemon launch a kernel. "
                 "Pass --allow-kernel-launch to join anyway")
         self._stop_tap()
+        self._gone = False
         resolver = BlobResolver(p.blob_port if cfg.resolve_blobs else None, self._on_blob_resolved)
         hs = self.begin(p.protocol_version, probe=p, resolver=resolver, t=time.monotonic())
         self.kernel_state = ({"status": room.kernel_status, "source": "list_rooms"}
@@ -132,38 +146,101 @@ class PeerSession(SessionCore):
 
     async def run(self) -> None:
         """Connect and serve the connection until it closes or `stop()`; raises InspectorError."""
+        watcher: asyncio.Task[None] | None = None
         try:
             if self._writer is None:
                 await self.connect()
+            if self.config.room_check_s:
+                watcher = asyncio.get_running_loop().create_task(self._watch_room(self.config.room_check_s))
             await self._read_loop()
         except InspectorError as exc:
             self.error = exc
-            self.end(ERROR, str(exc))
-            self.log.emit(ev.ERROR, str(exc), {"exit_code": exc.exit_code, "type": type(exc).__name__})
+            if not self._retrying:
+                self.end(ERROR, str(exc))
+                self.log.emit(ev.ERROR, str(exc), {"exit_code": exc.exit_code, "type": type(exc).__name__})
             raise
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
             await self._disconnect()
 
-    async def run_forever(self, retry_initial: float = 1.0, retry_max: float = 15.0) -> None:
-        """Keep the session up: reconnect with backoff after any failure, until `stop()`."""
-        delay = retry_initial
+    async def _watch_room(self, every: float) -> None:
+        """runtimed evicts a room (`shutdown_notebook`, its reaper) without closing the peers'
+        connections: they stay on a room the daemon no longer has. Ask the pool channel (read-only
+        `list_rooms`) whether it still lists ours; if not, mark the room gone and end the
+        connection (the reconnect then says whether it came back)."""
+        from .pool import PoolClient
+
         while not self._stopping:
-            started = time.monotonic()
+            await asyncio.sleep(every)
+            if self.state != LIVE or self.probe is None:
+                continue
             try:
-                await self.run()
-            except InspectorError:
-                pass
-            if self._stopping:
-                break
-            if time.monotonic() - started > 10:
-                delay = retry_initial
-            self.retry_at = time.monotonic() + delay
-            self.end(DISCONNECTED, f"reconnecting in {delay:.0f} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_stop(), delay)
-            self.retry_at = None
-            delay = min(retry_max, delay * 2)
-            self._writer = None
+                async with PoolClient(self.config.socket_path, self.probe.protocol_version,
+                                      allow_other_user=self.config.allow_other_user,
+                                      timeout=self.config.connect_timeout) as pool:
+                    rooms = await pool.list_rooms()
+            except (InspectorError, OSError):
+                continue  # the daemon going away shows on the notebook connection itself
+            if not any(r.notebook_id == self.config.notebook_id for r in rooms):
+                self.room_gone("the daemon no longer lists it")
+                self._gone = True
+                w = self._writer
+                if w is not None:
+                    w.close()  # the read loop ends with the reason below
+                return
+
+    async def run_forever(self, retry_initial: float = 1.0, retry_max: float = 15.0, *,
+                          give_up_before_live: bool = False) -> None:
+        """Keep the session up: reconnect with backoff after any failure, until `stop()`.
+
+        One timeline row per attempt (the `disconnected` one, naming the error and the next
+        attempt); an error repeated attempt after attempt is logged once. A room the daemon no
+        longer lists after we were in it is marked gone (evicted or closed). With
+        `give_up_before_live` (the CLI), an error before the first live connection that no retry
+        can cure (no socket, not runtimed, no such room, another protocol...) is raised."""
+        delay = retry_initial
+        last_error = ""
+        self._retrying = True
+        try:
+            while not self._stopping:
+                started = time.monotonic()
+                err: InspectorError | None = None
+                try:
+                    await self.run()
+                except InspectorError as exc:
+                    err = exc
+                if self._stopping:
+                    break
+                if err is not None and give_up_before_live and not self.was_live and not isinstance(
+                        err, RETRYABLE):
+                    self.end(ERROR, str(err))
+                    self.log.emit(ev.ERROR, str(err), {"exit_code": err.exit_code, "type": type(err).__name__})
+                    raise err
+                if self.state == LIVE or time.monotonic() - started > 10:
+                    delay = retry_initial
+                    self.attempts = 0
+                if isinstance(err, UnknownNotebook) and self.was_live:
+                    self.room_gone(str(err))
+                self.attempts += 1
+                why = str(err) if err is not None else "the connection ended"
+                if why != last_error:
+                    last_error = why
+                    self.log.emit(ev.ERROR, why, {"exit_code": err.exit_code if err else None,
+                                                  "type": type(err).__name__ if err else None,
+                                                  "attempt": self.attempts})
+                self.retry_at = time.monotonic() + delay
+                self.reconnecting(self.retry_at)
+                self.end(DISCONNECTED, f"{why}; reconnecting in {delay:g} s (attempt {self.attempts})")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_stop(), delay)
+                self.retry_at = None
+                self.reconnecting(None)
+                delay = min(retry_max, delay * 2)
+                self._writer = None
+        finally:
+            self._retrying = False
 
     async def _wait_stop(self) -> None:
         while not self._stopping:
@@ -174,7 +251,10 @@ class PeerSession(SessionCore):
         self._stopping = True
         self._activity.set()
         await self._disconnect()
+        tap = self.tap
         self._stop_tap()
+        if tap is not None:  # torn down, its socket closed, before the window attaches elsewhere
+            await tap.close()
         if self.state not in (ERROR,):
             self.end(CLOSED)
 
@@ -199,12 +279,16 @@ class PeerSession(SessionCore):
             except ConnectionClosed as exc:
                 if self._stopping:
                     return
+                if self._gone:
+                    raise Closed("the room was evicted or closed: the daemon no longer lists it") from None
                 raise Closed(f"the daemon closed the connection{'' if exc.clean else ' inside a frame'}") from None
             except FrameTooLarge as exc:
                 raise BadFrame(f"the daemon sent an oversized frame: {exc}") from None
             except (ConnectionError, OSError) as exc:
                 if self._stopping:
                     return
+                if self._gone:
+                    raise Closed("the room was evicted or closed: the daemon no longer lists it") from None
                 raise Closed(f"connection lost: {exc}") from None
             await self._carry_out(self.receive(payload, time.monotonic()))
             self._activity.set()
@@ -238,7 +322,11 @@ class PeerSession(SessionCore):
 
     def _on_timer(self) -> None:
         self._timer, self._timer_due = None, None
-        self.tick(time.monotonic())
+        step = self.tick(time.monotonic())
+        for ft, body, doc in step.send:  # the keep-alive: small, written without waiting on drain
+            if self._writer is not None and not self._writer.is_closing():
+                self._writer.write(encode_typed(ft, body))
+                self.sent(ft, body, doc)
         self._arm()
         self._follow_tap()
 
@@ -338,9 +426,10 @@ class PeerSession(SessionCore):
         names what is still missing."""
         deadline = time.monotonic() + timeout
         while not self.settled(settle_s):
-            if self.error is not None:
+            # a session that reconnects (run_forever) may fail and come back within the timeout
+            if self.error is not None and not self._retrying:
                 raise self.error
-            if self.state in (CLOSED, DISCONNECTED):
+            if self.state in (CLOSED, DISCONNECTED) and not self._retrying:
                 raise Closed("the connection closed before the document settled")
             now = time.monotonic()
             if now >= deadline:
@@ -356,9 +445,11 @@ class PeerSession(SessionCore):
                 await asyncio.wait_for(self._activity.wait(), wait)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[asyncio.Task[None]]:
-        """`run()` as a task for the body of the block; stopped and awaited on the way out."""
-        task = asyncio.create_task(self.run())
+    async def running(self, forever: bool = False) -> AsyncIterator[asyncio.Task[None]]:
+        """`run()` as a task for the body of the block (`forever`: `run_forever`, reconnecting,
+        giving up only on an error before the first live connection); stopped and awaited on the
+        way out."""
+        task = asyncio.create_task(self.run_forever(give_up_before_live=True) if forever else self.run())
         try:
             yield task
         finally:
@@ -374,7 +465,7 @@ class PeerSession(SessionCore):
             snap = self.snapshot()
             if predicate(snap):
                 return snap
-            if self.error is not None:
+            if self.error is not None and not self._retrying:
                 raise self.error
             remaining = deadline - time.monotonic()
             if remaining <= 0:

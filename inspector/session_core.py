@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from .document import ALL, DocError, DocReplica
-from .errors import BadFrame, InspectorError
+from .document import _NOT_OURS, ALL, DocReplica
+from .errors import BadContent, BadFrame, InspectorError
 from .feed import CommFeed
 from .profiles import Profile, profile_for
 from .protocol import messages as m
 from .protocol.framing import FrameError, FrameType, split_typed
 from .protocol.presence import PresenceError, decode_presence
-from .snapshot import DaemonView, FeedView, KernelView, OutputView, Snapshot
+from .snapshot import DaemonView, FeedView, KernelView, LifecycleView, OutputView, Snapshot
 
 if TYPE_CHECKING:
     from .blobs import BlobResolver
@@ -75,6 +75,13 @@ class SessionConfig:
     connect_timeout: float = 5.0
     handshake_timeout: float = 10.0
     keep_frame_bodies: bool = True
+    # Seconds between keep-alive frames on a daemon that drops quiet peers (v4: 300 s); None: off.
+    keepalive_s: float | None = 60.0
+    # Seconds between checks that the daemon still lists the room (runtimed's `shutdown_notebook`
+    # evicts a room without closing its peers' connections); None: never.
+    room_check_s: float | None = 5.0
+    # The event log's bound in bytes (events and kept frame bodies), beside its count bound.
+    log_max_bytes: int = 64 * 1024 * 1024
     # The divergence engine (settle windows, kernel connection); None: no comparison at all.
     divergence: DivergenceOptions | None = None
     # The integrity report (references, liveness, buffers, saved notebook); None: not computed.
@@ -94,36 +101,13 @@ class Step:
     changed: set[str] = field(default_factory=set)
 
 
-def advertised_heads(body: bytes) -> tuple[bytes, ...] | None:
-    """The sender's heads from an Automerge sync message (`0x42`/`0x43`, then a LEB128 count of
-    32-byte hashes); None if the message does not start that way."""
-    if len(body) < 2 or body[0] not in (0x42, 0x43):
-        return None
-    count, shift, i = 0, 0, 1
-    while i < len(body):
-        b = body[i]
-        i += 1
-        count |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift > 28:
-            return None
-    else:
-        return None
-    end = i + 32 * count
-    if end > len(body):
-        return None
-    return tuple(body[j:j + 32] for j in range(i, end, 32))
-
-
 class SessionCore:
     """The replicas, the feed, the kernel status, presence and the divergence binding of one room,
     advanced only by the inputs a driver gives it (see the module docstring)."""
 
     def __init__(self, config: SessionConfig, log_: ev.EventLog | None = None) -> None:
         self.config = config
-        self.log = log_ or ev.EventLog()
+        self.log = log_ or ev.EventLog(max_bytes=config.log_max_bytes)
         self.state = CONNECTING
         self.error: InspectorError | None = None
         self.probe: DaemonProbe | None = None
@@ -149,6 +133,19 @@ class SessionCore:
         self._listeners: list[Listener] = []
         self._synced: set[int] = set()  # documents whose first sync reached the daemon's heads
         self._idle_at: float | None = None  # when to index the documents after the join (idle work)
+        self._keepalive_at: float | None = None  # when the next keep-alive frame is due
+        self.keepalives_sent = 0
+        self.input_errors = 0  # inputs the boundary caught (content and protocol errors)
+        # lifecycle (docs/lifecycle.md): the room, the connection's gaps, the kernel's status
+        self.room_state = "open"
+        self.reconnect_at: float | None = None  # the driver's next attempt (same clock as inputs)
+        self.gaps: list[float] = []  # seconds not live, after having been live
+        self._gap_from: float | None = None
+        self._was_live = False
+        self.kernel_status: str | None = None
+        self.kernel_restarts = 0
+        self._kernel_was_alive = False
+        self._kernel_went = False  # it stopped after being alive: the next alive status is a restart
         self._snapshot_cache: Snapshot | None = None
         self._dirty = True
         # recording: hears every input (with the time given) and every frame written; see
@@ -206,6 +203,17 @@ class SessionCore:
         self.state = state
         self.log.emit(ev.CONNECTION, f"{state}{': ' + detail if detail else ''}", {"state": state, "detail": detail},
                       t=t)
+        if state == LIVE:
+            self._was_live = True
+            self.room_state = "open"
+            if self._gap_from is not None:
+                gap = t - self._gap_from
+                self.gaps.append(gap)
+                self._gap_from = None
+                self.log.emit(ev.LIFECYCLE, f"live again after {gap:.1f} s disconnected",
+                              {"what": "reconnected", "gap_s": round(gap, 3), "gaps": len(self.gaps)}, t=t)
+        elif state in (DISCONNECTED, ERROR) and self._was_live and self._gap_from is None:
+            self._gap_from = t
         if self.divergence is not None:
             self.divergence.on_connection(state, t)
         self._history_connection(state, t)
@@ -228,6 +236,7 @@ class SessionCore:
         self.presence_peers = {}
         self._synced = set()
         self._idle_at = None
+        self._keepalive_at = None
         self.resolver = resolver
         if self.divergence is not None:
             self.divergence.close()
@@ -270,6 +279,8 @@ class SessionCore:
         self.connections += 1
         self.connected_at = t
         self.last_frame_in = None
+        if self.config.keepalive_s and self.profile.keepalive() is not None:
+            self._keepalive_at = t + self.config.keepalive_s
         self.set_state(SYNCING, f"{self.profile.name} daemon {self.daemon_version or '?'}", t)
         return Step(changed={"connection"})
 
@@ -277,7 +288,60 @@ class SessionCore:
         """The connection is over (`disconnected`, `closed` or `error`)."""
         if self.recording is not None:
             self.recording.close(state, detail, t)
+        self._keepalive_at = None
         self.set_state(state, detail, t)
+
+    def room_gone(self, detail: str, t: float | None = None) -> None:
+        """The daemon no longer lists the room we were in: evicted (`shutdown_notebook`, the
+        reaper) or closed. Its kernel went with it."""
+        if self.room_state == "gone":
+            return
+        self.room_state = "gone"
+        t = self.clock() if t is None else t
+        self.log.emit(ev.LIFECYCLE, f"room {self.config.notebook_id} evicted or closed: {detail}",
+                      {"what": "room_gone", "detail": detail}, t=t)
+        self._kernel_changed("shutdown" if self.kernel_status not in (None, "shutdown", "dead") else self.kernel_status,
+                             t)
+        self.notify({"connection", "kernel"})
+
+    @property
+    def was_live(self) -> bool:
+        """Whether any connection of this session reached live."""
+        return self._was_live
+
+    def reconnecting(self, at: float | None, t: float | None = None) -> None:
+        """The driver waits until `at` before its next attempt (None: it attempts now)."""
+        self.reconnect_at = at
+        self._dirty = True
+
+    def lifecycle(self, now: float | None = None) -> LifecycleView:
+        now = self.clock() if now is None else now
+        current = (now - self._gap_from) if self._gap_from is not None else 0.0
+        daemon = {LIVE: "connected", SYNCING: "connected", CONNECTING: "connecting", CLOSED: "stopped"}.get(
+            self.state, "reconnecting")
+        return LifecycleView(
+            room=self.room_state, daemon=daemon,
+            reconnect_in_s=(round(max(0.0, self.reconnect_at - now), 1) if self.reconnect_at is not None else None),
+            kernel=self.kernel_status, kernel_restarts=self.kernel_restarts,
+            gaps_s=tuple(round(g, 3) for g in self.gaps) + ((round(current, 3),) if current else ()),
+            disconnected_s=round(sum(self.gaps) + current, 3), connections=self.connections)
+
+    def _kernel_changed(self, status: str | None, t: float) -> None:
+        if status == self.kernel_status:
+            return
+        was, self.kernel_status = self.kernel_status, status
+        alive = status in ALIVE
+        what = "kernel"
+        if alive and self._kernel_went:
+            self.kernel_restarts += 1
+            self._kernel_went = False
+            what = "kernel_restarted"
+        elif status is not None and not alive and self._kernel_was_alive:
+            self._kernel_went = True
+        self._kernel_was_alive = self._kernel_was_alive or alive
+        label = "kernel restarted: " + str(status) if what == "kernel_restarted" else f"kernel {was or '?'} -> {status}"
+        self.log.emit(ev.LIFECYCLE, label, {"what": what, "from": was, "to": status,
+                                            "restarts": self.kernel_restarts}, target="kernel", t=t)
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -301,30 +365,71 @@ class SessionCore:
                        "frame_seq": rec.seq}, t=t)
         if self.history is not None:  # key history: what this frame changes, it carried
             self.history.on_frame(rec.seq)
-        if doc_name is not None:
-            self._on_sync(ft, body, t, step)
-        elif ft == FrameType.BROADCAST:
-            self._on_broadcast(body, t, step)
-        elif ft == FrameType.PRESENCE:
-            self._on_presence(body, t, step)
-        elif ft == FrameType.RESPONSE:
-            self._on_response(body, t, step)
-        elif ft == FrameType.SESSION_CONTROL and self.profile.typed_bootstrap:
-            self._on_control(body, t, step)
-        else:
-            self.profile.unknown_frame(self, ft, body)  # may raise: a later protocol
-            self.log.emit(ev.ERROR, f"unknown frame type 0x{ft:02x} ({len(payload)} B): kept, ignored",
-                          {"frame_type": ft, "size": len(payload), "frame_seq": rec.seq}, t=t)
+        # The input boundary: whatever a handler raises on the daemon's bytes ends here, as the
+        # project's own error, recorded with the bytes. Content errors skip the frame; protocol
+        # errors (and anything unexpected in a document's sync) end the connection (docs/lifecycle.md).
+        try:
+            if doc_name is not None:
+                self._on_sync(ft, body, t, step)
+            elif ft == FrameType.BROADCAST:
+                self._on_broadcast(body, t, step)
+            elif ft == FrameType.PRESENCE:
+                self._on_presence(body, t, step)
+            elif ft == FrameType.RESPONSE:
+                self._on_response(body, t, step)
+            elif ft == FrameType.SESSION_CONTROL and self.profile.typed_bootstrap:
+                self._on_control(body, t, step)
+            else:
+                self.profile.unknown_frame(self, ft, body)  # may raise: a later protocol
+                self.log.emit(ev.ERROR, f"unknown frame type 0x{ft:02x} ({len(payload)} B): kept, ignored",
+                              {"frame_type": ft, "size": len(payload), "frame_seq": rec.seq}, t=t)
+        except _NOT_OURS:
+            raise
+        except BadContent as exc:
+            self.input_error(exc, FrameType.name_of(ft), payload, t, reconnect=False, frame_seq=rec.seq)
+        except InspectorError as exc:
+            raise self.input_error(exc, FrameType.name_of(ft), payload, t, reconnect=True,
+                                   frame_seq=rec.seq) from None
+        except BaseException as exc:  # noqa: B036 - a Rust panic is a BaseException
+            err = _unexpected(exc, f"handling a {FrameType.name_of(ft)} frame")
+            # a document's sync state is unknown after it: start over; anything else: skip the frame
+            self.input_error(err, FrameType.name_of(ft), payload, t, reconnect=doc_name is not None,
+                             frame_seq=rec.seq)
+            if doc_name is not None:
+                raise err from None
         self._maybe_live(t, step)
         self._finish(step, t)
         return step
 
+    def input_error(self, exc: InspectorError, what: str, data: bytes, t: float, *, reconnect: bool,
+                    frame_seq: int | None = None) -> InspectorError:
+        """Record an input the boundary caught: one event naming the bytes (size, sha256 and the
+        first `INPUT_BYTES_KEPT` of them). Returns the error to raise when the connection must end."""
+        import hashlib
+
+        self.input_errors += 1
+        decision = "reconnecting" if reconnect else "frame skipped, session goes on"
+        self.log.emit(ev.ERROR, f"{what}: {exc} ({len(data)} B, {decision})",
+                      {"input": what, "error": type(exc).__name__, "message": str(exc),
+                       "exit_code": exc.exit_code, "decision": "reconnect" if reconnect else "continue",
+                       "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                       "hex": data[:INPUT_BYTES_KEPT].hex(), "frame_seq": frame_seq}, t=t)
+        self.notify({"errors"})
+        return exc
+
     def tick(self, t: float) -> Step:
-        """Time passed (called at `next_deadline()`): pending differences may now be reported."""
+        """Time passed (called at `next_deadline()`): the keep-alive, idle work, and pending
+        differences that may now be reported."""
         if self.recording is not None:
             self.recording.tick(t, self.next_deadline())
         self._at(t)
         step = Step()
+        ka = self.profile.keepalive() if self.profile is not None else None
+        if self._keepalive_at is not None and t >= self._keepalive_at and ka is not None:
+            if self.state in (SYNCING, LIVE):
+                step.send.append((ka[0], ka[1], None))
+                self.keepalives_sent += 1
+            self._keepalive_at = t + (self.config.keepalive_s or 60.0)
         if self._idle_at is not None and t >= self._idle_at:
             self._idle_at = None
             for rep in self.replicas.values():
@@ -336,7 +441,8 @@ class SessionCore:
 
     def next_deadline(self) -> float | None:
         """When `tick` should next be called (the same clock as the inputs' times), or None."""
-        due = [d for d in (self._idle_at, self.divergence.next_deadline() if self.divergence else None,
+        due = [d for d in (self._idle_at, self._keepalive_at,
+                           self.divergence.next_deadline() if self.divergence else None,
                            self.integrity.next_deadline() if self.integrity else None)
                if d is not None]
         return min(due) if due else None
@@ -363,7 +469,14 @@ class SessionCore:
         if self.history is not None:  # key history: the kernel's word, carried by its message
             self.history.on_kernel_comm(msg_type, content, t, msg_id)
         if self.divergence is not None:
-            self.divergence.on_kernel_comm(msg_type, content, buffers, t)
+            try:
+                self.divergence.on_kernel_comm(msg_type, content, buffers, t)
+            except _NOT_OURS:
+                raise
+            except BaseException as exc:  # noqa: B036 - a kernel's message never ends the session
+                err = exc if isinstance(exc, InspectorError) else _unexpected(exc, f"a kernel {msg_type}")
+                data = _kernel_bytes(content, buffers)
+                self.input_error(err, f"kernel {msg_type}", data, t, reconnect=False)
         self._finish(step, t)
         return step
 
@@ -397,6 +510,13 @@ class SessionCore:
         return payload if self.config.keep_frame_bodies else b""
 
     def _finish(self, step: Step, t: float | None) -> None:
+        if self.profile is not None and self.state in (SYNCING, LIVE) and step.changed & KERNEL_PATHS:
+            try:
+                status = self.profile.kernel(self).status
+            except Exception:  # noqa: BLE001 - a reader bug must not end the session; the tree shows it
+                log.exception("reading the kernel status")
+                status = self.kernel_status
+            self._kernel_changed(status, self.clock() if t is None else t)
         if self.divergence is not None and self.divergence.run(self.clock() if t is None else t):
             step.changed.add("divergence")
         self.notify(step.changed)
@@ -406,15 +526,17 @@ class SessionCore:
         replica = self.replicas[ft]
         try:
             reply, dirty = replica.receive(body)
-        except DocError as exc:
-            raise BadFrame(str(exc)) from None
+        finally:
+            for problem in replica.take_problems():  # a change held back is never silent
+                self.log.emit(ev.ERROR, f"{replica.name}: {problem.kind} change {problem.change_hash or '?'} "
+                              f"({problem.size} B): {problem.detail}",
+                              {"input": FrameType.name_of(ft), "problem": problem.to_json(),
+                               "size": problem.size, "sha256": problem.sha256, "decision": "continue"}, t=t)
         if reply is not None:
             step.send.append((ft, reply, replica.name))
-        if ft not in self._synced:
-            heads = advertised_heads(body)
-            # complete once we hold every head the daemon advertised (we never write, so equal)
-            if heads is not None and set(heads) == set(replica.doc.get_heads()):
-                self._synced.add(ft)
+        # complete once we hold every head the daemon advertised (we never write, so equal)
+        if ft not in self._synced and replica.converged:
+            self._synced.add(ft)
         if dirty:
             self.last_doc_change = t
             changed = self.profile.doc_changed(self, replica, dirty)
@@ -597,7 +719,8 @@ class SessionCore:
         if prof is None:
             snap = Snapshot(daemon=daemon, notebook_id=self.config.notebook_id, schema_version=None, heads=(),
                             cells=(), metadata={}, comms=(), feed=FeedView(False, (), "pending"),
-                            kernel=KernelView(), connection=self.state, taken_at=taken)
+                            kernel=KernelView(), connection=self.state, taken_at=taken,
+                            lifecycle=self.lifecycle())
         else:
             main = self.replicas.get(FrameType.AUTOMERGE_SYNC)
             snap = Snapshot(
@@ -616,6 +739,7 @@ class SessionCore:
                 connection=self.state,
                 taken_at=taken,
                 extra_root=prof.extra_root(self),
+                lifecycle=self.lifecycle(),
             )
         if self.divergence is not None:
             snap = self.divergence.apply_to(snap)
@@ -626,6 +750,30 @@ class SessionCore:
         self._snapshot_cache = snap
         self._dirty = False
         return snap
+
+
+# Kernel statuses of a kernel that runs (anything else: going, gone or not there yet).
+ALIVE = frozenset({"idle", "busy"})
+# Tree paths after which the kernel's status may have changed.
+KERNEL_PATHS = frozenset({"kernel", "presence", "doc:runtime_state", "connection"})
+
+INPUT_BYTES_KEPT = 4096  # of an offending input, in its error event (its size and sha256 name it whole)
+
+
+def _unexpected(exc: BaseException, what: str) -> InspectorError:
+    """Anything a handler raised that is not the project's own error (a bug, or a Rust panic
+    from automerge) as a BadFrame naming it in one line."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return BadFrame(f"unexpected {type(exc).__name__} {what}{': ' + first[:200] if first else ''}")
+
+
+def _kernel_bytes(content: Any, buffers: list[bytes]) -> bytes:
+    try:
+        import msgspec
+
+        return msgspec.json.encode(content) + b"".join(bytes(b) for b in buffers)
+    except Exception:  # content the encoder refuses: its repr names it
+        return repr(content).encode("utf-8", "replace")
 
 
 def _first_target(paths: list[str]) -> str | None:

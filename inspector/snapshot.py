@@ -135,6 +135,19 @@ class DocumentSummary(msgspec.Struct, frozen=True):
     tree: Any = None  # plain JSON view, for the raw-tree display of secondary docs
 
 
+class LifecycleView(msgspec.Struct, frozen=True):
+    """The room's, the connection's and the kernel's lifecycle (docs/lifecycle.md)."""
+
+    room: str = "open"  # open | gone (evicted or closed: the daemon no longer lists it)
+    daemon: str = "connected"  # connecting | connected | reconnecting | stopped
+    reconnect_in_s: float | None = None  # while reconnecting: the countdown to the next attempt
+    kernel: str | None = None  # starting | idle | busy | dead | shutdown | restarting | ...
+    kernel_restarts: int = 0
+    gaps_s: tuple[float, ...] = ()  # each time the session was not live after being live, seconds
+    disconnected_s: float = 0.0  # their sum, the current one included
+    connections: int = 0
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     daemon: DaemonView
     notebook_id: str
@@ -161,6 +174,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     # The key history's findings (value_regression, noop_rewrite, flooding, slow_hop): warnings,
     # facts about how values travelled in one view or hop; they fail only `check --strict`.
     findings: tuple[dict[str, Any], ...] = ()
+    lifecycle: LifecycleView = LifecycleView()
 
     def to_json(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)

@@ -269,8 +269,9 @@ def test_watch_ending_during_connect_does_not_blame_the_daemon() -> None:
     # the daemon accepts the notebook connection but sends its handshake reply only after 3 s
     with daemon_thread(handshake_delay=3.0) as d:
         res = run_cli("watch", "--socket", d.path, "--notebook", "nb-1", "--for", "0.5")
-        assert res.returncode == 0, res.stderr
-        assert "refused protocol" not in res.stdout + res.stderr
+        # never live within --for: exit 10 saying so (not 0 as if all was well), and no blame
+        assert res.returncode == 10, res.stderr
+        assert "never live in 0.5 s" in res.stderr and "refused protocol" not in res.stdout + res.stderr
 def test_snapshot_of_a_room_that_never_completes_exits_10_naming_what_is_missing() -> None:
     """The daemon advertises its heads but never sends the changes: no partial room, no exit 0."""
     with daemon_thread(stall_sync=True) as d:

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from inspector.divergence import DivergenceOptions, SettleConfig
+from inspector.document import DocError, parse_sync_message
 from inspector.errors import ProtocolMismatch
 from inspector.protocol.framing import FrameType
-from inspector.session_core import LIVE, SYNCING, SessionConfig, SessionCore, advertised_heads
+from inspector.session_core import LIVE, SYNCING, SessionConfig, SessionCore
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "real-runtimed-2.9.0"
 ROOM = "d900ce5a-9534-4c83-942f-30ab009399e3"
@@ -104,7 +105,7 @@ def test_live_only_once_documents_and_the_daemons_sync_status_say_so(core: Sessi
         if f.get("frame_type") == FrameType.AUTOMERGE_SYNC and core.state == SYNCING and \
                 len(payload) < 100:
             # the first message advertises the daemon's heads but carries no change
-            assert advertised_heads(payload[1:]), "heads parsed"
+            assert parse_sync_message(payload[1:]).heads, "heads parsed"
             assert any("notebook document" in m for m in core.missing())
     # every document reached the daemon's heads, but the daemon never said `interactive`
     assert core.state == SYNCING
@@ -227,11 +228,11 @@ def test_kernel_connection_auto_on_v2_says_it_is_ignored() -> None:
 
 
 def test_advertised_heads_rejects_what_is_not_a_sync_message() -> None:
-    assert advertised_heads(b"") is None
-    assert advertised_heads(b"\x41\x00") is None
-    assert advertised_heads(b"\x42\x02" + b"\x00" * 32) is None  # says 2 heads, holds 1
-    assert advertised_heads(b"\x42\x80") is None  # the count never ends
-    assert advertised_heads(b"\x42\x01" + b"\x11" * 32) == (b"\x11" * 32,)
+    # one parser: the replica's (the core reads `DocReplica.advertised_heads` / `.converged`)
+    for bad in (b"", b"\x41\x00", b"\x42\x02" + b"\x00" * 32, b"\x42\x80"):
+        with pytest.raises(DocError):
+            parse_sync_message(bad)
+    assert parse_sync_message(b"\x42\x01" + b"\x11" * 32 + b"\x00\x00\x00").heads == (b"\x11" * 32,)
 
 
 def test_a_document_the_daemon_never_syncs_is_not_waited_for_once_it_says_ready(core: SessionCore) -> None:

@@ -476,10 +476,13 @@ class InspectorWindow(QMainWindow):
 
     async def _check_target(self, socket_path: str, notebook_id: str) -> str | None:
         """Why `notebook_id` on `socket_path` cannot be joined, or None when it can."""
+        from ..cli import check_kernel_connection
         from ..pool import probe
 
         allow_other = bool(getattr(self.session_options, "allow_other_user", False))
         try:
+            if self.session_options is not None:
+                check_kernel_connection(self.session_options)  # a wrong path: a message, not a traceback
             res = await probe(socket_path, allow_other_user=allow_other, timeout=3.0)
         except (InspectorError, OSError) as exc:
             return str(exc) or type(exc).__name__
@@ -598,7 +601,9 @@ class InspectorWindow(QMainWindow):
         secs = max(0, int(remaining + 0.999))
         self.status_conn.setText(f"Disconnected: {why}retrying in {secs} s")
         self.status_conn.setToolTip(self.status_conn.text())
-        self.banner.setText(f"<b>Disconnected.</b> {_esc(str(err)) + ' — ' if err is not None else ''}"
+        gone = self.snapshot is not None and self.snapshot.lifecycle.room == "gone"
+        head = "<b>The room was evicted or closed</b> (the daemon no longer lists it)." if gone else "<b>Disconnected.</b>"
+        self.banner.setText(f"{head} {_esc(str(err)) + ' — ' if err is not None else ''}"
                             f"retrying in {secs} s (Ctrl+R to retry now)")
         self.banner.show()
         colour = STATE_COLOURS["disconnected"]
@@ -690,6 +695,31 @@ class InspectorWindow(QMainWindow):
             f"kernel {snap.kernel.lifecycle or snap.kernel.status or '?'}", proto,
             f"daemon {dv.daemon_version}" if dv.daemon_version else "") if x))
         self.status_doc.setToolTip(self.status_doc.text())
+        self._show_lifecycle(snap)
+
+    def _show_lifecycle(self, snap: Snapshot) -> None:
+        """The room gone and the kernel's restarts and death in the status area and the banner."""
+        from ..liveness import kernel_alive
+
+        lc = snap.lifecycle
+        extra = []
+        if lc.kernel_restarts:
+            extra.append(f"kernel restarted {lc.kernel_restarts}×")
+        if lc.disconnected_s:
+            extra.append(f"disconnected {lc.disconnected_s:.1f} s in {len(lc.gaps_s)} gap(s)")
+        if extra:
+            self.status_doc.setText(self.status_doc.text() + " · " + " · ".join(extra))
+            self.status_doc.setToolTip(self.status_doc.text())
+        if lc.room == "gone":
+            self.banner.setText("<b>The room was evicted or closed</b>: the daemon no longer lists it. "
+                                "What is shown is its last state; retrying in case it comes back.")
+            self.banner.show()
+        elif self.state == "live" and snap.kernel.status is not None and not kernel_alive(snap.kernel.status):
+            self.banner.setText(f"<b>The kernel is {_esc(snap.kernel.status)}</b>: its comms are state only "
+                                "(replay-only), nothing answers them.")
+            self.banner.show()
+        elif self.state == "live":
+            self.banner.hide()
 
     def _update_traffic(self) -> None:
         s = self.controller.session
@@ -698,6 +728,9 @@ class InspectorWindow(QMainWindow):
         lg = s.log
         self.status_traffic.setText(f"↓ {plural(lg.frames_in, 'frame')} {_bytes(lg.bytes_in)} · "
                                     f"↑ {plural(lg.frames_out, 'frame')} {_bytes(lg.bytes_out)}")
+        self.status_traffic.setToolTip("frames and bytes received (↓) and sent (↑) on this connection; "
+                                       f"event log holds {_bytes(lg.bytes_held)} of its {_bytes(lg.max_bytes)} "
+                                       f"bound ({plural(lg.dropped, 'event')} dropped)")
 
     # -- divergence announcements ---------------------------------------------------------------------
 

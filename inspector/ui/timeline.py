@@ -46,17 +46,17 @@ EventRole = Qt.ItemDataRole.UserRole + 1
 KIND_LABELS = {
     ev.FRAME: "Frames", ev.DOC_CHANGED: "Doc changes", ev.BROADCAST: "Broadcasts", ev.PRESENCE: "Presence",
     ev.CONNECTION: "Connection", ev.DIVERGENCE: "Divergence", ev.RESPONSE: "Responses", ev.CONTROL: "Control",
-    ev.ERROR: "Errors",
+    ev.ERROR: "Errors", ev.LIFECYCLE: "Lifecycle",
 }
 _KIND_COLOURS_LIGHT = {
     ev.FRAME: "#6b7075", ev.DOC_CHANGED: "#1a5fb4", ev.BROADCAST: "#0f7b6c", ev.PRESENCE: "#7b3fb5",
     ev.CONNECTION: "#b35900", ev.DIVERGENCE: "#b3261e", ev.RESPONSE: "#3b6e22", ev.CONTROL: "#5f6368",
-    ev.ERROR: "#b3261e",
+    ev.ERROR: "#b3261e", ev.LIFECYCLE: "#8a5a00",
 }
 _KIND_COLOURS_DARK = {
     ev.FRAME: "#9aa0a6", ev.DOC_CHANGED: "#8ab4f8", ev.BROADCAST: "#5fd3bc", ev.PRESENCE: "#c58af9",
     ev.CONNECTION: "#f6b26b", ev.DIVERGENCE: "#ff8a80", ev.RESPONSE: "#a5d6a7", ev.CONTROL: "#bdc1c6",
-    ev.ERROR: "#ff8a80",
+    ev.ERROR: "#ff8a80", ev.LIFECYCLE: "#e6c07b",
 }
 
 

@@ -288,12 +288,12 @@ def worst(divs: list[Divergence]) -> Divergence | None:
 
 def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, divs: tuple[Divergence, ...],
               prev: Prev, no_feed: bool = False, liveness: CommLiveness | None = None,
-              buffers: tuple[BufferRef, ...] = ()) -> Node:
+              buffers: tuple[BufferRef, ...] = (), gone: str | None = None) -> Node:
     """`no_feed`: the daemon has no CommSync feed (protocol v4), so "doc only" would mean nothing;
     the views compared are the runtime state, the comms document, echoes and the kernel.
     `liveness` and `buffers`: the snapshot's integrity report for this comm."""
     path = f"comms/{comm_id}"
-    sig = (comm, feed, divs, no_feed, liveness, buffers)
+    sig = (comm, feed, divs, no_feed, liveness, buffers, gone)
     old = _reuse(prev, path, sig)
     if old is not None:
         return old
@@ -316,6 +316,10 @@ def comm_node(comm_id: str, comm: CommView | None, feed: FeedCommView | None, di
         badge_text = "feed only" if comm is None else ("doc only" if feed is None else "in sync")
         status = None
         tooltip = ""
+    if gone and d is None:
+        # views that agree on a dead kernel's comm agree on a replay: nothing answers it
+        badge_text = f"replay-only · {gone}"
+        tooltip = f"the views agree, but the {gone}: this comm is state only, nothing answers it"
     if comm is not None and comm.writer:
         tooltip = (tooltip + "\n\n" if tooltip else "") + f"last written by {comm.writer}"
     value = {"doc": _builtins(comm), "feed": _builtins(feed), "divergence": [_builtins(x) for x in divs]}
@@ -457,6 +461,16 @@ def _cells_group(snap: Snapshot, prev: Prev) -> Node:
     return cg
 
 
+def _kernel_gone(snap: Snapshot) -> str | None:
+    """Why the room's comms have no live kernel behind them (None: a kernel runs, or none reported)."""
+    from ..liveness import kernel_alive
+
+    if snap.lifecycle.room == "gone":
+        return "room is gone"
+    status = snap.kernel.status
+    return f"kernel is {status}" if status is not None and not kernel_alive(status) else None
+
+
 def _comms_group(snap: Snapshot, prev: Prev) -> Node:
     divs = divergences_by_comm(snap)
     integrity = snap.integrity
@@ -466,12 +480,13 @@ def _comms_group(snap: Snapshot, prev: Prev) -> Node:
         bufs.setdefault(b.comm_id, []).append(b)
     feed = {f.comm_id: f for f in snap.feed.comms}
     no_feed = snap.feed.baseline == "none"
+    gone = _kernel_gone(snap)
     comm_nodes = []
     seen = set()
     for c in snap.comms:
         seen.add(c.comm_id)
         comm_nodes.append(comm_node(c.comm_id, c, feed.get(c.comm_id), divs.get(c.comm_id, ()), prev, no_feed,
-                                    live.get(c.comm_id), tuple(bufs.get(c.comm_id, ()))))
+                                    live.get(c.comm_id), tuple(bufs.get(c.comm_id, ())), gone))
     for f in snap.feed.comms:  # in the feed but not in the document: still listed, after the doc's
         if f.comm_id not in seen:
             seen.add(f.comm_id)

@@ -414,6 +414,10 @@ class V4CommViews(CommViews):
             return
         kernel = room.runtime.kernel if isinstance(room.runtime.kernel, dict) else {}
         agent = kernel.get("runtime_agent_id")
+        if kernel.get("lifecycle") != "Running" and self._tap_file is not None:
+            # a restart keeps the runtime agent but not the kernel: drop the tap, resolve it again
+            # once the new kernel runs (its connection file is a new one)
+            self._tap_agent = self._tap_file = None
         if not isinstance(agent, str) or not agent or kernel.get("lifecycle") != "Running" or agent == self._tap_agent:
             return
         path = find_connection_file(runtime_cache_dir(self.core), agent)

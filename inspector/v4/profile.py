@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ProtocolMismatch
 from ..profiles import Profile, capabilities
 from ..protocol import messages as m
+from ..protocol.framing import FrameType
+from ..protocol.presence import encode_presence
 from ..snapshot import CellView, CommView, DocumentSummary, KernelView
 from .divergence import V4CommViews
 from .manifests import BlobSource
@@ -49,6 +51,12 @@ class V4Profile(Profile):
                                    version=version if isinstance(version, int) else None,
                                    daemon_version=raw.get("daemon_version"))
         return raw
+
+    def keepalive(self) -> tuple[int, bytes] | None:
+        # runtimed drops a peer that sends no Request, Presence or PutBlob frame for 300 s
+        # (peer_loop.rs). A presence heartbeat from a peer that never published presence only
+        # touches a "last seen" the daemon does not hold for it: nothing is stored, nothing relayed.
+        return FrameType.PRESENCE, encode_presence({"type": "heartbeat", "peer_id": "inspector"})
 
     def request_body(self, req: m.Request, n: int) -> bytes:
         return m.encode_json({"id": f"inspector-{n}", **m.to_builtins(req)})

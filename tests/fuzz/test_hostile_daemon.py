@@ -106,7 +106,7 @@ async def test_a_sync_message_that_makes_automerge_panic_ends_the_connection_wit
 
 
 async def test_a_change_automerge_keeps_out_is_held_by_the_replica_as_a_problem(sock_path: str) -> None:
-    """The replica reports it; the session (being rewritten) must turn it into an event."""
+    """The replica reports it and the session turns it into an error event naming the bytes."""
     src, c1, c2 = two_changes()
 
     async def hostile(daemon: ScriptedDaemon, peer: Any) -> None:
@@ -115,7 +115,9 @@ async def test_a_change_automerge_keeps_out_is_held_by_the_replica_as_a_problem(
     doc = build_doc([], schema=3, comms={"sl": SLIDER})
     async with ScriptedDaemon(sock_path, doc, after_join=hostile) as d, attached(d) as s:
         rep = s.replicas[0]
-        await wait_until(lambda: rep.problems, "the unapplied change to be noticed")
-        problem = rep.problems[0]
-        assert problem.kind == "unapplied" and problem.size == len(c2)
-        assert problem.change_hash not in rep.heads and s.state == LIVE
+        event = await wait_until(lambda: next((e for e in s.log.events() if "problem" in e.data), None),
+                                 "the unapplied change to be reported")
+        problem = event.data["problem"]
+        assert problem["kind"] == "unapplied" and event.data["size"] == len(c2)
+        assert problem["change_hash"] not in rep.heads
+        assert s.state == LIVE  # a content problem: the session goes on

@@ -110,6 +110,9 @@ async def main() -> None:
                 answer({"ok": True, "response": resp})
             elif op == "save":
                 answer({"ok": True, "path": await nb.save_as(cmd["path"])})
+            elif op == "restart":
+                await nb.restart()
+                answer({"ok": True})
             elif op == "stop_runtime":
                 await nb.stop_runtime()
                 answer({"ok": True})
