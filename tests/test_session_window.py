@@ -43,11 +43,11 @@ def sock_path() -> Any:
 def window(qtbot, tmp_path, loop):
     win = InspectorWindow(recent=RecentConnections(tmp_path / "recent.json"))
     win.resize(1280, 800)
-    qtbot.addWidget(win)
+    # shut down before pytest-qt closes and deletes the window (its teardown runs before ours)
+    qtbot.addWidget(win, before_close_func=lambda w: loop.run_until_complete(w.shutdown()))
     win.show()
     QAbstractItemModelTester(win.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
     yield win
-    loop.run_until_complete(win.shutdown())
 
 
 def comm_badges(win: InspectorWindow) -> list[str]:
