@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from ..widget_buffers import BufferRef, hex_dump
 from . import theme as th
+from .rows_model import RowsTableModel
 from .tree_nodes import byte_size
 
 PREVIEW_MAX = 360  # px: the preview fits the pane, the tooltip says the real size
@@ -38,7 +39,7 @@ def check_text(b: BufferRef) -> str:
     return "bytes (no hash to check)" if b.hash_matches is None else "hash differs"
 
 
-class BufferTableModel(QAbstractTableModel):
+class BufferTableModel(RowsTableModel):
     HEADERS = ("Path", "Size", "Media type", "SHA-256", "Origin", "Written by", "Check")
 
     def __init__(self, parent: Any = None) -> None:
@@ -51,18 +52,6 @@ class BufferTableModel(QAbstractTableModel):
         self.beginResetModel()
         self.rows = rows
         self.endResetModel()
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole \
-                and 0 <= section < len(self.HEADERS):
-            return self.HEADERS[section]
-        return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self.rows):

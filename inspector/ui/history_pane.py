@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -30,6 +30,7 @@ from ..history_findings import KeyWatch, Thresholds
 from ..key_history import Entry, KeyHistory
 from .key_plot import KeyPlot
 from .latency_plot import LatencyPlot
+from .rows_model import RowsTableModel
 
 COLUMNS = ("+s", "Time", "Source", "Value", "Writer", "Peer", "Carrier", "Event")
 EntryRole = Qt.ItemDataRole.UserRole + 1
@@ -41,25 +42,16 @@ def _short(v: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-class HistoryTableModel(QAbstractTableModel):
+class HistoryTableModel(RowsTableModel):
     """Rows are `Entry`s of one key, in arrival order; appended in batches, trimmed at the head
     when the store drops old entries."""
+
+    HEADERS = COLUMNS
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.rows: list[Entry] = []
         self.t0: float | None = None
-
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
-        return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not (0 <= index.row() < len(self.rows)):
