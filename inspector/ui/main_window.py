@@ -179,9 +179,9 @@ class InspectorWindow(QMainWindow):
         self.setCentralWidget(self.stack)
 
         self._build_actions()
+        self.history_dock = history_dock.install(self)  # the key's story, following the tree
         self._build_menus()
         self._build_status()
-        self.history_dock = history_dock.install(self)  # the key's story, following the tree
         self.sync_health = sync_health.install(self)  # per-document sync health in the status bar
         # the flight recorder (ui/recorder_bar.py): Record, Save the last N minutes of the ring
         from .recorder_bar import RecorderBar
@@ -287,7 +287,8 @@ class InspectorWindow(QMainWindow):
             "&File": (self.act_attach, self.act_reconnect, None, self.act_quit),
             "&Edit": (self.act_copy, self.act_copy_value, self.act_copy_key, self.act_copy_path, self.act_copy_json,
                       None, self.act_find),
-            "&View": (self.act_only_div, self.act_pause, None, self.act_expand, self.act_collapse, None,
+            "&View": (self.act_only_div, self.act_pause, self.history_dock.toggleViewAction(), None,
+                      self.act_expand, self.act_collapse, None,
                       self.act_focus_tree, self.act_focus_detail, self.act_focus_timeline, None, self.act_refresh),
             "&Go": (self.act_next, self.act_prev),
             "&Help": (self.act_shortcuts, self.act_verdicts, None, self.act_about),
@@ -328,6 +329,10 @@ class InspectorWindow(QMainWindow):
         if not self._sized_splitters:
             self._sized_splitters = True
             self._size_splitters()
+            # below 900 px of height the docked key history squeezes the tree and covers the
+            # status bar: it starts hidden there (View ▸ Key history shows it)
+            if self.height() < 900:
+                self.history_dock.hide()
 
     def _size_splitters(self) -> None:
         # proportional sizes: fixed pixel sizes squeezed the tree at 1024 px and wasted room at 1600
