@@ -479,12 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: int) -> None:
-    try:
-        from .logging_setup import setup_logging
+    from .logging_setup import setup_logging  # the project's own module: a broken one fails loudly
 
-        setup_logging(verbose)
-    except ImportError:
-        logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2))
+    setup_logging(verbose)
 
 
 if __name__ == "__main__":
