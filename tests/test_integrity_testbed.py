@@ -10,17 +10,15 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
 import struct
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 import pytest
+from testbed_peer import call_in_testbed, running_testbed
 from waiting import wait_until
 
 from inspector import events as ev
@@ -46,17 +44,10 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
 
 @pytest.fixture(scope="module")
 def bed():
-    d = tempfile.mkdtemp(prefix="tbi", dir="/tmp")
-    thread = TestbedThread(os.path.join(d, "rt.sock"), keep_alive=60.0).start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
-        shutil.rmtree(d, ignore_errors=True)
+    yield from running_testbed("tbi")
 
 
-async def call(bed: TestbedThread, fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(bed.call, fn, *args)
+call = call_in_testbed
 
 
 class Room:

@@ -7,14 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import tempfile
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from testbed_peer import RawPeer
+from testbed_peer import RawPeer, call_in_testbed, running_testbed
 
 from inspector.protocol import messages as m
 from inspector.session import PeerSession, SessionConfig
@@ -38,17 +35,10 @@ KERNEL_WIDGETS = (
 
 @pytest.fixture(scope="module")
 def bed():
-    d = tempfile.mkdtemp(prefix="tbk", dir="/tmp")
-    thread = TestbedThread(os.path.join(d, "rt.sock"), keep_alive=60.0).start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
-        shutil.rmtree(d, ignore_errors=True)
+    yield from running_testbed("tbk")
 
 
-async def call(bed: TestbedThread, fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(bed.call, fn, *args)
+call = call_in_testbed
 
 
 class Room:

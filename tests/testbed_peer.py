@@ -139,3 +139,26 @@ class RawPeer:
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
+
+
+def running_testbed(prefix: str) -> Any:
+    """A testbed daemon in a thread on a private socket, for a module-scoped fixture
+    (`yield from running_testbed("tbk")`); stopped and its directory removed afterwards."""
+    import os
+    import shutil
+    import tempfile
+
+    from inspector.testbed import TestbedThread
+
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    thread = TestbedThread(os.path.join(d, "rt.sock"), keep_alive=60.0).start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def call_in_testbed(bed: Any, fn: Any, *args: Any) -> Any:
+    """`fn(*args)` on the testbed's own loop, awaited from the test's."""
+    return await asyncio.to_thread(bed.call, fn, *args)
