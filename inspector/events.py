@@ -36,6 +36,9 @@ class FrameRecord(msgspec.Struct, frozen=True):
     doc: str | None = None  # which document a sync frame belongs to
     body: bytes = b""  # kept for the hex view (capped by the log)
 
+    def __deepcopy__(self, memo: dict) -> Any:
+        return self  # immutable: a copy of the session (time travel) shares it
+
 
 class Event(msgspec.Struct, frozen=True):
     seq: int
@@ -45,6 +48,9 @@ class Event(msgspec.Struct, frozen=True):
     summary: str
     data: dict[str, Any] = {}
     target: str | None = None  # tree path the event touches, e.g. "comms/<id>" or "cells/<id>"
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        return self  # immutable: a copy of the session (time travel) shares it
 
     def to_json(self) -> dict[str, Any]:
         out = msgspec.to_builtins(self)
@@ -82,6 +88,9 @@ class EventLog:
         self.bytes_out = 0
         self.frames_in = 0
         self.frames_out = 0
+        # monotonic -> wall time of an event; a replay sets the recording's, so events carry
+        # the recorded wall times rather than the replay's
+        self.wall_of: Callable[[float], float] | None = None
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         self._listeners.append(fn)
@@ -93,7 +102,9 @@ class EventLog:
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
             self.bytes_held -= self._sizes.popleft()
-        ev = Event(self._seq, time.monotonic() if t is None else t, time.time(), kind, summary, data or {}, target)
+        mono = time.monotonic() if t is None else t
+        wall = time.time() if self.wall_of is None else self.wall_of(mono)
+        ev = Event(self._seq, mono, wall, kind, summary, data or {}, target)
         self._events.append(ev)
         size = _event_size(ev)
         self._sizes.append(size)

@@ -33,6 +33,9 @@ FILE_FORMAT = "runtimed-inspector key history"
 class Entry(msgspec.Struct, frozen=True, gc=False):
     """One value one source held for one key."""
 
+    def __deepcopy__(self, memo: dict) -> Any:
+        return self  # immutable: a copy of the session (time travel) shares it
+
     source: str  # topology | state | feed | echo | kernel | doc (named by the profile)
     comm_id: str
     key: str

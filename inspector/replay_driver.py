@@ -107,6 +107,10 @@ class Replay:
         self.core = SessionCore(SessionConfig(meta.socket or path, meta.notebook_id or "?", resolve_blobs=False,
                                               keep_frame_bodies=False, divergence=self._divergence(meta, divergence),
                                               history=HistoryOptions()))
+        # recorded times drive the clocks: event and history wall times are the recording's
+        self.core.log.wall_of = self.wall_of
+        if self.core.history is not None:
+            self.core.history.wall = self.wall_of
         self.index = 1  # the next record (0 is the metadata)
         self._booted: set[int] = set()  # connections whose handshake reply was fed
         self._conn = 0

@@ -2,19 +2,20 @@
 selected row and the divergences as of the event the scrubber selects, "Diff two points" and
 "Report a bug" (the bundle, optionally redacted).
 
-Each position is the recording replayed through the session core up to that event
-(`inspector.replay_driver`): forward moves continue the replay, backward moves start over.
+The window opens at once: the recording's pass through the session core (`inspector.time_travel`)
+runs in slices on the event loop, the scrubber grows as it goes and the status bar says how far
+it got. A position is the nearest copy of the core the pass kept at or before it, replayed to the
+event; forward moves continue from the last position.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import sys
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -25,30 +26,37 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QStatusBar,
     QTreeView,
     QVBoxLayout,
     QWidget,
 )
 
 from ..replay_driver import Replay, parse_at
+from ..time_travel import TimeTravel
 from .detail import DetailPane
 from .scrubber import Scrubber
 from .tree_model import DocumentTreeModel
 
 
 class RecordingWindow(QMainWindow):
-    def __init__(self, path: str) -> None:
+    """`loaded` once the pass has replayed the whole recording."""
+
+    loaded = Signal()
+    SLICE_S = 0.012  # replay work per turn of the event loop while the pass runs
+
+    def __init__(self, path: str, preload_s: float = 0.5) -> None:
         super().__init__()
         self.path = path
         self.setWindowTitle(f"Runtimed Inspector — recording {path}")
-        full = Replay(path)
-        self.meta = full.meta
-        # one pass gives the timeline and, per record, the last event seq once it was applied
-        self.table = [0]
-        full.run(on_step=lambda _i, _rec: self.table.append(full.core.log._seq))
-        self.events = [e for e in full.core.log.events() if e.kind != "frame"]
-        self._replay: Replay | None = None
+        self.tt = TimeTravel(path)
+        self.meta = self.tt.meta
+        # a short recording is whole before the window shows; a long one goes on in slices
+        self.tt.advance(preload_s)
+        self.events = self.tt.events[:]
         self.mark_a: int | None = None
+        self._follow = True  # show the pass's end until somebody picks an event
+        self._setting = False
 
         self.model = DocumentTreeModel(self)
         self.tree = QTreeView(self)
@@ -60,6 +68,12 @@ class RecordingWindow(QMainWindow):
         self.divergence.setWordWrap(True)
         self.divergence.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.scrubber = Scrubber(self.events, self.meta.start_mono, self)
+        self.events = self.scrubber.events  # one list, extended as the pass goes
+        self.status = QStatusBar(self)
+        self.setStatusBar(self.status)
+        self.progress = QLabel(self)
+        self.progress.setObjectName("replay-progress")
+        self.status.addWidget(self.progress, 1)
 
         self.diff_button = QPushButton("Diff two points", self)
         self.diff_button.setToolTip("the first press marks this event; the second shows what changed since it")
@@ -94,19 +108,59 @@ class RecordingWindow(QMainWindow):
         self.diff_button.clicked.connect(self._diff_clicked)
         self.report_button.clicked.connect(self._report_clicked)
         self.last_diff: dict[str, Any] | None = None
+        self._pump = QTimer(self)
+        self._pump.setInterval(0)
+        self._pump.timeout.connect(self._advance)
+        self._show_end()
+        self._update_progress()
+        if self.tt.done:
+            QTimer.singleShot(0, self.loaded.emit)
+        else:
+            self._pump.start()
+
+    # -- the pass -----------------------------------------------------------------------------------
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.tt.done
+
+    def _advance(self) -> None:
+        done = self.tt.advance(self.SLICE_S)
+        new = self.tt.events[len(self.events):]
+        if new:
+            self.scrubber.extend(new)
+        self._update_progress()
+        if done:
+            self._pump.stop()
+            if self._follow:
+                self._show_end()
+            self.loaded.emit()
+
+    def _update_progress(self) -> None:
+        tt = self.tt
+        n = len(tt.replay)
+        if tt.done:
+            text = f"{n:,} records, {len(self.events):,} events; {tt.copies} restore points"
+        else:
+            text = f"replaying the recording: {100 * tt.progress:.0f} % ({tt.records:,} of {n:,} records)"
+        self.progress.setText(text)
+
+    def _show_end(self) -> None:
         if self.events:
-            self.scrubber.select_seq(self.events[-1].seq)
+            self._setting = True
+            try:
+                self.scrubber.select_seq(self.events[-1].seq)
+            finally:
+                self._setting = False
 
     # -- time travel -------------------------------------------------------------------------------
 
     def show_seq(self, seq: int) -> None:
         """The room as of event `seq`: tree, detail of the selected row, divergences."""
-        stop = bisect.bisect_right(self.table, seq)
-        rp = self._replay
-        if rp is None or rp.index > stop:
-            rp = self._replay = Replay(self.path)  # backwards: start over
-        core = rp.run_to(stop)
-        snap = core.snapshot(taken_at=rp.wall_of(core.now or self.meta.start_mono))
+        if not self._setting:
+            self._follow = False
+        core = self.tt.seek_seq(seq)
+        snap = core.snapshot(taken_at=self.tt.wall_of(core.now or self.meta.start_mono))
         self.model.set_snapshot(snap)
         self.detail.show_node(self.model.node(self.tree.currentIndex()), force=True)
         divs = [d for d in snap.divergence if d.status != "pending"]
@@ -186,7 +240,11 @@ def run_recording_window(args: argparse.Namespace) -> int:
     if args.at is not None:
         at = parse_at(args.at, window.meta)
         if at.seq is not None:
-            window.scrubber.select_seq(at.seq)
+            seq = at.seq
+            if window.is_loaded:
+                window.scrubber.select_seq(seq)
+            else:  # the event may not be replayed yet
+                window.loaded.connect(lambda: window.scrubber.select_seq(seq))
     window.show()
     if args.quit_after is not None:
         def finish() -> None:

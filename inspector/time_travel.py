@@ -1,0 +1,156 @@
+"""Time travel over a recording: one pass of the recording through the session core (in slices,
+so a window stays interactive while it runs), keeping copies of the whole replay along the way;
+a seek starts from the nearest copy at or before the point and replays only the records after it.
+
+A copy is the replay driver with its session core, deep-copied: the documents are forked, the
+immutable records (events, frame records, key-history entries: their `__deepcopy__` returns
+themselves) and the recording reader are shared. Copies are taken once at least `every_s` seconds of replay work were spent since the
+previous one, so a seek replays at most about that much work (plus the copy it starts from),
+whatever the recording's length. Their number is bounded (`max_copies`): past it, every other
+copy is dropped and the spacing doubles, so the copies stay evenly spread over the recording.
+
+The result of a seek is the session core exactly as a replay from the start would leave it
+(`tests/test_time_travel.py` compares the two snapshots at every point).
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from automerge import core as am
+
+from . import events as ev
+from .replay_driver import Replay
+from .session_core import SessionCore
+
+__all__ = ["TimeTravel", "copy_replay"]
+
+
+def copy_replay(rp: Replay) -> Replay:
+    """An independent copy of `rp` (its core included) that shares only what never changes."""
+    memo: dict[int, Any] = {id(rp.reader): rp.reader}
+    core = rp.core
+    for rep in core.replicas.values():
+        memo[id(rep.doc)] = rep.doc.fork()
+        # a replay never sends its replies, so the copy's peer state starts afresh
+        memo[id(rep.state)] = am.SyncState()
+    memo[id(rp.before_close)] = rp.before_close
+    return copy.deepcopy(rp, memo)
+
+
+@dataclass
+class _Copy:
+    index: int  # the next record the copied replay applies
+    replay: Replay
+
+
+class TimeTravel:
+    """The recording at `path`, replayed once (`advance` / `finish`) and then seekable."""
+
+    def __init__(self, path: str, *, every_s: float = 0.04, max_copies: int = 512,
+                 divergence: bool = True) -> None:
+        self.replay = Replay(path, divergence=divergence)
+        self.meta = self.replay.meta
+        self.every_s = every_s
+        self.max_copies = max_copies
+        # table[i]: the last event seq once the records before index i were applied
+        self.table: list[int] = [0] * self.replay.index
+        self.events: list[ev.Event] = []  # the timeline: every event but frames, in seq order
+        self._copies: list[_Copy] = [_Copy(self.replay.index, copy_replay(self.replay))]
+        self._since_copy = 0.0
+        self._last_seen = 0
+        self._cursor: Replay | None = None
+        self.copy_seconds = 0.0  # spent copying, for the benchmark and the status line
+        self.pass_seconds = 0.0  # spent replaying in the pass
+
+    # -- the pass ------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.replay.done
+
+    @property
+    def progress(self) -> float:
+        return self.replay.index / max(1, len(self.replay))
+
+    @property
+    def records(self) -> int:
+        """How many records the pass has applied (a seek past them waits for the pass)."""
+        return self.replay.index
+
+    def advance(self, budget_s: float = 0.01, on_step: Callable[[int], None] | None = None) -> bool:
+        """Replay records for about `budget_s` seconds; True once the whole recording is in."""
+        rp = self.replay
+        start = time.perf_counter()
+        end = start + budget_s
+        while not rp.done:
+            t0 = time.perf_counter()
+            rp.apply(rp.reader.record(rp.index))
+            rp.index += 1
+            self.table.append(rp.core.log._seq)
+            self._collect_events()
+            t1 = time.perf_counter()
+            self._since_copy += t1 - t0
+            if on_step is not None:
+                on_step(rp.index)
+            if self._since_copy >= self.every_s:
+                self._take_copy()
+            if time.perf_counter() >= end:
+                break
+        self.pass_seconds += time.perf_counter() - start
+        return rp.done
+
+    def finish(self) -> None:
+        while not self.advance(1.0):
+            pass
+
+    def _collect_events(self) -> None:
+        log = self.replay.core.log
+        if log._seq == self._last_seen:
+            return
+        held = log._events  # seqs are contiguous in it: the newest n are the last n
+        n = min(log._seq - self._last_seen, len(held))
+        self._last_seen = log._seq
+        self.events.extend(e for e in (held[-i] for i in range(n, 0, -1)) if e.kind != ev.FRAME)
+
+    def _take_copy(self) -> None:
+        t0 = time.perf_counter()
+        self._copies.append(_Copy(self.replay.index, copy_replay(self.replay)))
+        self.copy_seconds += time.perf_counter() - t0
+        self._since_copy = 0.0
+        if len(self._copies) > self.max_copies:
+            # keep the first one (the recording's start) and every other one after it
+            self._copies = self._copies[:1] + self._copies[2::2]
+            self.every_s *= 2
+
+    # -- seeking -------------------------------------------------------------------------------
+
+    def index_of_seq(self, seq: int) -> int:
+        """The record index a replay to event `seq` stops before (`Replay.run_to`'s argument)."""
+        return bisect.bisect_right(self.table, seq)
+
+    def seek(self, stop: int) -> SessionCore:
+        """The core with the records before index `stop` applied (clamped to what the pass has
+        applied). Forward from the last seek it continues; otherwise it starts from a copy."""
+        stop = max(0, min(stop, self.replay.index))
+        cur = self._cursor
+        k = bisect.bisect_right([c.index for c in self._copies], stop) - 1
+        base = self._copies[max(0, k)]
+        if cur is None or cur.index > stop or base.index > cur.index:
+            cur = self._cursor = copy_replay(base.replay)
+        return cur.run_to(stop)
+
+    def seek_seq(self, seq: int) -> SessionCore:
+        return self.seek(self.index_of_seq(seq))
+
+    def wall_of(self, mono: float) -> float:
+        return self.replay.wall_of(mono)
+
+    @property
+    def copies(self) -> int:
+        return len(self._copies)

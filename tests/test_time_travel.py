@@ -1,0 +1,135 @@
+"""Time travel over a recording (`inspector.time_travel`): a seek from the copies of the core the
+pass kept gives exactly the room, the event log and the verdicts a replay from the start gives at
+that point, backwards and forwards, on a v2 slider storm and on the real runtimed 2.9.0 capture
+(protocol v4); the copies are independent of each other and of the pass, bounded in number and
+spread evenly; a seek costs a bounded amount of replay whatever the point."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from slider_storm import core_run, gen_minute
+from test_v4_session_replay import ROOM, SLIDER, s2c
+
+from inspector.divergence import DivergenceOptions, SettleConfig
+from inspector.recording.session_recording import RecordingOptions
+from inspector.replay_driver import Replay
+from inspector.session_core import SessionConfig, SessionCore
+from inspector.time_travel import TimeTravel
+
+
+@pytest.fixture(scope="module")
+def storm(tmp_path_factory: Any) -> str:
+    path = str(tmp_path_factory.mktemp("tt") / "storm.rtirec")
+    core_run(gen_minute(8.0), path)  # 8 s of a 60/s slider storm, recorded by the core itself
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_v4(tmp_path_factory: Any) -> str:
+    """Connection 5 of the real 2.9.0 capture through a core with the recording option."""
+    path = str(tmp_path_factory.mktemp("tt") / "v4.rtirec")
+    core = SessionCore(SessionConfig("replay.sock", ROOM, resolve_blobs=False, keep_frame_bodies=False,
+                                     divergence=DivergenceOptions(SettleConfig()),
+                                     recording=RecordingOptions(file=path)))
+    frames = list(s2c(5))
+    core.begin(4, t=frames[0][1])
+    core.bootstrap(frames[0][0], frames[0][1])
+    for payload, t, _f in frames[1:]:
+        while (due := core.next_deadline()) is not None and due <= t:
+            core.tick(due)
+        for ft, body, doc in core.receive(payload, t).send:
+            core.sent(ft, body, doc, t)
+    end = frames[-1][1] + 5.0
+    while (due := core.next_deadline()) is not None and due <= end:
+        core.tick(due)
+    assert core.recording is not None
+    core.recording.finish()
+    return path
+
+
+def state(core: SessionCore) -> dict[str, Any]:
+    """What a user sees of a core: the snapshot, the log and the verdicts (times fixed)."""
+    snap = core.snapshot(taken_at=0.0).to_json()
+    divs = ([msgspec.to_builtins(d) for d in core.divergence.divergences(include_pending=True, now=core.now)]
+            if core.divergence is not None else None)
+    events = [(e.seq, e.t, e.wall, e.kind, e.summary) for e in core.log.events()]
+    return json.loads(json.dumps({"snap": snap, "divs": divs, "events": events}, default=str))
+
+
+def reference(path: str, stop: int) -> dict[str, Any]:
+    return state(Replay(path).run_to(stop))
+
+
+@pytest.mark.parametrize("which", ["storm", "real_v4"])
+def test_a_seek_is_the_replay_from_the_start(which: str, request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(which)
+    tt = TimeTravel(path, every_s=0.002, max_copies=6)  # many copies, thinned more than once
+    tt.finish()
+    n = len(tt.replay)
+    assert tt.copies <= 6 + 1
+    rnd = random.Random(7)
+    # backwards, forwards, the same point twice, the very start and the very end
+    stops = [n, 1, n // 2, n // 2, n // 2 + 3] + [rnd.randrange(1, n + 1) for _ in range(8)] + [2]
+    for stop in stops:
+        assert state(tt.seek(stop)) == reference(path, stop), f"record {stop} of {n}"
+
+
+def test_the_pass_itself_is_untouched_by_seeks(storm: str) -> None:
+    tt = TimeTravel(storm, every_s=0.002, max_copies=8)
+    tt.advance(0.05)
+    half = tt.records
+    tt.seek(half // 2)
+    tt.seek(3)
+    tt.finish()  # the pass goes on from where it was, with the copies taken out of it
+    assert state(tt.replay.core) == state(Replay(storm).run())
+    # and the copies it kept after the seeks are the pass's, not the seek's
+    assert state(tt.seek(len(tt.replay))) == state(tt.replay.core)
+
+
+def test_v4_seek_shows_the_slider_as_it_was(real_v4: str) -> None:
+    tt = TimeTravel(real_v4)
+    tt.finish()
+    first = min(e.seq for e in tt.events if SLIDER in f"{e.target} {e.data}")
+    before = tt.seek_seq(first - 1).snapshot(taken_at=0.0)
+    assert SLIDER not in {c.comm_id for c in before.comms}
+    after = tt.seek_seq(tt.events[-1].seq).snapshot(taken_at=0.0)
+    assert SLIDER in {c.comm_id for c in after.comms}
+
+
+def test_copies_are_bounded_and_evenly_spread(storm: str) -> None:
+    tt = TimeTravel(storm, every_s=0.001, max_copies=10)
+    tt.finish()
+    idx = [c.index for c in tt._copies]
+    assert idx[0] == 1 and len(idx) <= 11 and idx == sorted(idx)
+    gaps = [b - a for a, b in zip(idx[1:], idx[2:], strict=False)]
+    # thinning by halves keeps the spacing within a factor of a few of the mean
+    assert gaps and max(gaps) <= 4 * (sum(gaps) / len(gaps))
+    # a seek replays at most the records between two copies (plus what the pass had not kept)
+    tail = len(tt.replay) - idx[-1]
+    worst = max([*gaps, idx[1] - idx[0], tail])
+    assert worst < len(tt.replay) / 2
+
+
+def test_the_event_list_is_the_log_without_frames(storm: str) -> None:
+    tt = TimeTravel(storm)
+    tt.finish()
+    full = Replay(storm).run()
+    assert [e.seq for e in tt.events] == [e.seq for e in full.log.events() if e.kind != "frame"]
+    # the table maps each event to the record after which it exists
+    for e in tt.events[:: max(1, len(tt.events) // 20)]:
+        core = tt.seek_seq(e.seq)
+        assert core.log._seq >= e.seq
+
+
+def test_replay_times_are_the_recordings(storm: Path | str) -> None:
+    """Event and key-history wall times come from the recording, not from the replay's clock."""
+    a, b = Replay(str(storm)).run(), Replay(str(storm)).run()
+    assert [e.wall for e in a.log.events()] == [e.wall for e in b.log.events()]
+    rec_start = Replay(str(storm)).meta.start_wall
+    assert all(abs(e.wall - rec_start) < 3600 for e in a.log.events())
