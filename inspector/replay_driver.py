@@ -11,6 +11,8 @@ What each record does (the live side is `inspector.recording.session_recording`)
 - an OUT typed frame: `sent` (what the live driver wrote; the replayed core's own replies are
   computed, as they were live, and not sent anywhere);
 - `Timer("tick")`: `tick` at the recorded time; `Kernel`: `kernel_comm` / `kernel_event`;
+- the integrity report (references, liveness, buffers) is computed from the replayed documents
+  as it is live (never against a notebook file on this machine: a replay has no room listing);
 - a checkpoint before any connection (a file started mid-session, a saved ring): the documents
   are loaded from it and the session continues from there.
 
@@ -30,6 +32,7 @@ from . import events as ev
 from .document import ALL
 from .errors import BadRecording, InspectorError
 from .history_feed import HistoryOptions
+from .integrity import IntegrityOptions
 from .protocol.framing import FrameType
 from .recording.recording_file import RecordingError, RecordingReader
 from .recording.records import IN, OUT, TYPED, Checkpoint, Connection, Frame, Kernel, Meta, Record, Timer
@@ -106,7 +109,7 @@ class Replay:
         self.meta = meta
         self.core = SessionCore(SessionConfig(meta.socket or path, meta.notebook_id or "?", resolve_blobs=False,
                                               keep_frame_bodies=False, divergence=self._divergence(meta, divergence),
-                                              history=HistoryOptions()))
+                                              history=HistoryOptions(), integrity=IntegrityOptions()))
         # recorded times drive the clocks: event and history wall times are the recording's
         self.core.log.wall_of = self.wall_of
         if self.core.history is not None:

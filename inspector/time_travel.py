@@ -136,13 +136,19 @@ class TimeTravel:
 
     def seek(self, stop: int) -> SessionCore:
         """The core with the records before index `stop` applied (clamped to what the pass has
-        applied). Forward from the last seek it continues; otherwise it starts from a copy."""
+        applied), from the nearest copy at or before it.
+
+        Always from a copy, never on from the previous seek: a snapshot taken of a core is part
+        of its history (the integrity report dates a comm's shape and a reference from the first
+        snapshot that showed it), so continuing a core that was shown would make the room at a
+        point depend on where one looked before. The pass never takes a snapshot, so its copies
+        give what one replay from the start to the point gives."""
         stop = max(0, min(stop, self.replay.index))
         cur = self._cursor
+        if cur is not None and cur.index == stop:
+            return cur.core  # the same point again
         k = bisect.bisect_right([c.index for c in self._copies], stop) - 1
-        base = self._copies[max(0, k)]
-        if cur is None or cur.index > stop or base.index > cur.index:
-            cur = self._cursor = copy_replay(base.replay)
+        cur = self._cursor = copy_replay(self._copies[max(0, k)].replay)
         return cur.run_to(stop)
 
     def seek_seq(self, seq: int) -> SessionCore:

@@ -21,14 +21,17 @@ COMM = "0" * 31 + "1"
 class Storm:
     """The daemon side: a notebook document with a slider, and the frames each update makes."""
 
-    def __init__(self) -> None:
+    def __init__(self, comms: int = 1) -> None:
         self.doc = NotebookDoc.new("bench-notebook")
         for i in range(4):
             self.doc.append_cell("code", f"import ipywidgets as w\ns{i} = w.IntSlider()")
         self.state = {"_model_module": "@jupyter-widgets/controls", "_model_name": "IntSliderModel",
                       "value": 0, "description": "n", "max": 10**9}
-        self.doc.put_comm(COMM, "jupyter.widget", "@jupyter-widgets/controls", "IntSliderModel",
-                          json.dumps(self.state), 1)
+        # the first comm is COMM; more sliders (a longer session's) are COMM with another last digit
+        self.comms = [COMM] + [f"{k + 2:032x}" for k in range(comms - 1)]
+        for seq, cid in enumerate(self.comms, 1):
+            self.doc.put_comm(cid, "jupyter.widget", "@jupyter-widgets/controls", "IntSliderModel",
+                              json.dumps(self.state), seq)
         self.sync = am.SyncState()
         # the inspector's side of the storm: a plain Automerge peer (what it receives and
         # replies is the same; the inspector's own cost is measured in `bare_handling`)
@@ -82,8 +85,10 @@ def _uleb(n: int) -> bytes:
 
 
 def sync_message(heads: list[bytes], changes: list[bytes]) -> bytes:
-    """An Automerge sync message (type 0x42): heads, no need, one empty have, the changes."""
-    return b"".join([b"\x42", _uleb(len(heads)), *heads, _uleb(0), _uleb(1), _uleb(0), _uleb(0),
+    """An Automerge sync message (type 0x42): heads, no need, one have (synced up to `heads`, an
+    empty filter: the sender holds everything up to them, so the receiver has nothing to send
+    back), the changes."""
+    return b"".join([b"\x42", _uleb(len(heads)), *heads, _uleb(0), _uleb(1), _uleb(len(heads)), *heads, _uleb(0),
                      _uleb(len(changes)), *(_uleb(len(c)) + c for c in changes)])
 
 
@@ -94,14 +99,16 @@ class LongStorm(Storm):
     message the daemon would send (the new change, the heads) built directly, with the peer's
     acknowledgement (its heads, no changes)."""
 
-    def update(self) -> list[tuple[str, bytes]]:
+    def update(self, comm: int = 0) -> list[tuple[str, bytes]]:
+        """One move of slider `comm` (an index into `comms`)."""
+        cid = self.comms[comm]
         self.n += 1
         self.state["value"] = self.n
         before = self.doc.doc.get_heads()
-        self.doc.update_comm_state(COMM, json.dumps(self.state))
+        self.doc.update_comm_state(cid, json.dumps(self.state))
         changes = [bytes(c.raw_bytes) for c in self.doc.doc.get_changes(before)]
         heads = [bytes(h) for h in self.doc.doc.get_heads()]
-        bc = {"event": "comm", "msg_type": "comm_msg", "content": {"comm_id": COMM, "data": {
+        bc = {"event": "comm", "msg_type": "comm_msg", "content": {"comm_id": cid, "data": {
             "method": "update", "state": {"value": self.n}, "buffer_paths": []}}, "buffers": []}
         return [("in", b"\x00" + sync_message(heads, changes)), ("out", b"\x00" + sync_message(heads, [])),
                 ("in", b"\x03" + m.encode_json(bc))]
@@ -115,10 +122,11 @@ def gen_minute(seconds: float = 60.0) -> list[tuple[str, bytes]]:
     return out
 
 
-def core_run(frames: list[tuple[str, bytes]], path: str | None) -> float:
+def core_run(frames: list[tuple[str, bytes]], path: str | None, times: list[float] | None = None) -> float:
     """Seconds per daemon frame in the session core itself (v2 profile, the divergence engine,
     the event log), with the recording option declared (`path`: the ring and a file) or not:
-    the overhead a session pays, measured where it is paid."""
+    the overhead a session pays, measured where it is paid. Frame i arrives at `times[i]`, or
+    at i / (3 * RATE) seconds (three frames an update)."""
     from inspector.divergence import DivergenceOptions
     from inspector.recording.session_recording import RecordingOptions
     from inspector.session_core import SessionConfig, SessionCore
@@ -133,7 +141,7 @@ def core_run(frames: list[tuple[str, bytes]], path: str | None) -> float:
     for i, (direction, payload) in enumerate(frames):
         if direction != "in":
             continue  # the core makes its own replies
-        t = i / (3 * RATE)
+        t = times[i] if times is not None else i / (3 * RATE)
         due = core.next_deadline()
         if due is not None and due <= t:
             core.tick(t)

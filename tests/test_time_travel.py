@@ -74,7 +74,7 @@ def test_a_seek_is_the_replay_from_the_start(which: str, request: pytest.Fixture
     n = len(tt.replay)
     assert tt.copies <= 6 + 1
     rnd = random.Random(7)
-    # backwards, forwards, the same point twice, the very start and the very end
+    # backwards, forwards, the same point twice, a few records on, the very start and the very end
     stops = [n, 1, n // 2, n // 2, n // 2 + 3] + [rnd.randrange(1, n + 1) for _ in range(8)] + [2]
     for stop in stops:
         assert state(tt.seek(stop)) == reference(path, stop), f"record {stop} of {n}"
@@ -133,3 +133,38 @@ def test_replay_times_are_the_recordings(storm: Path | str) -> None:
     assert [e.wall for e in a.log.events()] == [e.wall for e in b.log.events()]
     rec_start = Replay(str(storm)).meta.start_wall
     assert all(abs(e.wall - rec_start) < 3600 for e in a.log.events())
+
+
+def test_the_window_opens_before_the_pass_ends_and_follows_it(qtbot: Any, storm: str) -> None:
+    from PySide6.QtTest import QAbstractItemModelTester
+
+    from inspector.ui.recording_window import RecordingWindow
+
+    w = RecordingWindow(storm, preload_s=0.0)  # nothing replayed before the window shows
+    qtbot.addWidget(w)
+    QAbstractItemModelTester(w.scrubber.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
+    w.show()
+    assert not w.is_loaded and "replaying the recording" in w.progress.text()
+    with qtbot.waitSignal(w.loaded, timeout=60_000):
+        pass
+    full = Replay(storm).run()
+    assert [e.seq for e in w.events] == [e.seq for e in full.log.events() if e.kind != "frame"]
+    assert w.scrubber.slider.maximum() == len(w.events) - 1
+    assert "restore points" in w.progress.text()
+    # nobody picked an event: the window shows the end, as a replay of the whole recording does
+    assert w.scrubber.seq == w.events[-1].seq
+    assert w.model.snapshot is not None
+    assert w.model.snapshot.to_json()["comms"] == full.snapshot(taken_at=0.0).to_json()["comms"]
+
+
+def test_a_pick_during_the_pass_is_kept_when_it_ends(qtbot: Any, storm: str) -> None:
+    from inspector.ui.recording_window import RecordingWindow
+
+    w = RecordingWindow(storm, preload_s=0.05)
+    qtbot.addWidget(w)
+    assert not w.is_loaded
+    pick = w.events[len(w.events) // 2].seq
+    w.scrubber.select_seq(pick)
+    with qtbot.waitSignal(w.loaded, timeout=60_000):
+        pass
+    assert w.scrubber.seq == pick
