@@ -6,6 +6,7 @@ and the GUI timeline lists the same objects.
 from __future__ import annotations
 
 import collections
+import copy
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -91,6 +92,16 @@ class EventLog:
         # monotonic -> wall time of an event; a replay sets the recording's, so events carry
         # the recorded wall times rather than the replay's
         self.wall_of: Callable[[float], float] | None = None
+
+    def __deepcopy__(self, memo: dict) -> EventLog:
+        # events, frame records and sizes are immutable: a copy of the session (time travel)
+        # shares them, copying only the deques (at C speed); listeners follow the memo
+        new = EventLog.__new__(EventLog)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            new.__dict__[k] = collections.deque(v, v.maxlen) if isinstance(v, collections.deque) \
+                else copy.deepcopy(v, memo)
+        return new
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         self._listeners.append(fn)

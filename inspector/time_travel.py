@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,15 @@ def copy_replay(rp: Replay) -> Replay:
         # a replay never sends its replies, so the copy's peer state starts afresh
         memo[id(rep.state)] = am.SyncState()
     memo[id(rp.before_close)] = rp.before_close
-    return copy.deepcopy(rp, memo)
+    # a copy allocates many small objects at once; the collector would walk the whole heap
+    # (every copy kept so far) several times over for nothing: a copy makes no cycles to free
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return copy.deepcopy(rp, memo)
+    finally:
+        if was:
+            gc.enable()
 
 
 @dataclass
