@@ -11,6 +11,8 @@ What each record does (the live side is `inspector.recording.session_recording`)
 - an OUT typed frame: `sent` (what the live driver wrote; the replayed core's own replies are
   computed, as they were live, and not sent anywhere);
 - `Timer("tick")`: `tick` at the recorded time; `Kernel`: `kernel_comm` / `kernel_event`;
+- `Manifest`: what the blob server answered live, given to `blobs_resolved` at the recorded time
+  (outputs show "not resolved at this point of the recording" before it);
 - the integrity report (references, liveness, buffers) is computed from the replayed documents
   as it is live (never against a notebook file on this machine: a replay has no room listing);
 - a checkpoint before any connection (a file started mid-session, a saved ring): the documents
@@ -35,10 +37,11 @@ from .history_feed import HistoryOptions
 from .integrity import IntegrityOptions
 from .protocol.framing import FrameType
 from .recording.recording_file import RecordingError, RecordingReader
-from .recording.records import IN, OUT, TYPED, Checkpoint, Connection, Frame, Kernel, Meta, Record, Timer
+from .recording.records import IN, OUT, TYPED, Checkpoint, Connection, Frame, Kernel, Manifest, Meta, Record, Timer
 from .session_core import CONNECTING, ERROR, SYNCING, SessionConfig, SessionCore, Step
+from .snapshot import OutputView
 
-__all__ = ["At", "RecordedTap", "Replay", "open_recording", "parse_at"]
+__all__ = ["At", "RecordedManifests", "RecordedTap", "Replay", "open_recording", "parse_at"]
 
 
 class RecordedTap:
@@ -54,6 +57,32 @@ class RecordedTap:
 
     def summary(self) -> dict[str, Any]:
         return {"state": self.state, "received": self.received, "rejected": 0, "source": "recording"}
+
+
+class RecordedManifests:
+    """Stands where the live driver's blob resolver was: the manifests are the recording's
+    `Manifest` records, each known from the time the live session had it (nothing is fetched)."""
+
+    busy = False
+
+    def __init__(self) -> None:
+        self.manifests: dict[str, OutputView] = {}
+
+    def add(self, rec: Manifest) -> None:
+        from .blobs import manifest_contents
+
+        m = rec.manifest
+        self.manifests[rec.ref] = (
+            OutputView(ref=rec.ref, manifest=m, output_type=m.get("output_type"), resolved=manifest_contents(m))
+            if isinstance(m, dict) else OutputView(ref=rec.ref, error=rec.error or "the blob server gave no manifest"))
+
+    def lookup(self, ref: str) -> OutputView:
+        from .blobs import HEX64, raw_output
+
+        if not HEX64.match(ref):
+            return raw_output(ref)
+        hit = self.manifests.get(ref)
+        return hit if hit is not None else OutputView(ref=ref, error="not resolved at this point of the recording")
 
 
 def open_recording(path: str) -> RecordingReader:
@@ -114,6 +143,7 @@ class Replay:
         self.core.log.wall_of = self.wall_of
         if self.core.history is not None:
             self.core.history.wall = self.wall_of
+        self.manifests = RecordedManifests()  # one cache for the recording, as live (by content hash)
         self.index = 1  # the next record (0 is the metadata)
         self._booted: set[int] = set()  # connections whose handshake reply was fed
         self._conn = 0
@@ -218,6 +248,10 @@ class Replay:
                                  msg.get("msg_id") if isinstance(msg.get("msg_id"), str) else None)
         elif isinstance(rec, Connection):
             self._connection(rec)
+        elif isinstance(rec, Manifest):
+            self.manifests.add(rec)
+            if core.profile is not None:
+                core.blobs_resolved({rec.ref}, rec.mono)
         elif isinstance(rec, Checkpoint) and self._conn == 0 and any(ds.heads for ds in rec.docs.values()):
             self._seed(rec)
 
@@ -232,7 +266,8 @@ class Replay:
                 detail = {}
             self._conn = rec.conn
             core.set_state(CONNECTING, core.config.socket_path, rec.mono)
-            core.begin(int(detail.get("protocol_version") or self.meta.protocol_version or 2), t=rec.mono)
+            core.begin(int(detail.get("protocol_version") or self.meta.protocol_version or 2),
+                       resolver=self.manifests, t=rec.mono)  # type: ignore[arg-type]
             core.daemon_version = detail.get("daemon_version") or self.meta.daemon_version
         elif rec.event == "state":
             try:
@@ -277,7 +312,7 @@ class Replay:
         self._conn = cp.conn
         self._booted.add(cp.conn)
         core.set_state(CONNECTING, core.config.socket_path, cp.mono)
-        core.begin(int(self.meta.protocol_version or 2), t=cp.mono)
+        core.begin(int(self.meta.protocol_version or 2), resolver=self.manifests, t=cp.mono)  # type: ignore[arg-type]
         core.daemon_version = self.meta.daemon_version
         core.connected_at = cp.mono
         core.set_state(SYNCING, "from a checkpoint (the recording starts mid-session)", cp.mono)

@@ -494,6 +494,11 @@ class SessionCore:
     def blobs_resolved(self, refs: set[str], t: float | None = None) -> Step:
         """Output manifests arrived from the blob server: re-read the outputs that use them."""
         self._at(t)
+        if self.recording is not None and self.resolver is not None:
+            for ref in sorted(refs):
+                view = self.resolver.manifests.get(ref)
+                if view is not None:
+                    self.recording.manifest(ref, view.manifest, view.error, t)
         step = Step()
         if self.profile is not None:
             changed = self.profile.invalidate_refs(self, refs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -156,3 +157,46 @@ async def test_at_before_a_comms_first_event_lacks_it(tmp_path: Path) -> None:
     end = Replay(path).run().snapshot()
     slider = next(c for c in end.comms if c.comm_id == comm)
     assert slider.state.get("value") == 5
+
+
+async def test_outputs_resolved_live_are_resolved_in_the_replay(tmp_path: Path) -> None:
+    """The blob server is HTTP, not the socket: what it answered is recorded (`Manifest`), so the
+    replay shows the outputs the live session resolved, from when it had them, and a redacted
+    copy keeps their structure but not their text."""
+    from inspector.recording import Manifest, RecordingReader
+    from inspector.recording.redact import redact_file
+
+    async with recorded(None) as r:
+        await r.tb.run_cell(r.nid, "print('OUTPUT_TEXT_4711')")
+        await r.settle()
+        deadline = time.monotonic() + 15
+        while True:
+            live = r.session.snapshot()
+            outs = [o for c in live.cells for o in c.outputs]
+            if outs and all(o.manifest is not None for o in outs):
+                break
+            assert time.monotonic() < deadline, f"outputs not resolved live: {outs}"
+            await asyncio.sleep(0.05)
+        path = str(tmp_path / "s.rtirec")
+        shutil.copy(r.path, path)
+    recs = [rec for rec in RecordingReader(path) if isinstance(rec, Manifest)]
+    assert recs and all(rec.manifest is not None for rec in recs)
+    end = Replay(path).run().snapshot()
+    replayed = {o.ref: o for c in end.cells for o in c.outputs}
+    for o in outs:
+        assert replayed[o.ref].manifest == o.manifest and replayed[o.ref].resolved == o.resolved
+    assert "OUTPUT_TEXT_4711" in json.dumps([o.manifest for o in replayed.values()])
+    # before the live session had the manifest, the replay does not pretend to have it
+    first = min(rec.mono for rec in recs)
+    before = Replay(path).run(At(mono=first - 1e-6)).snapshot()
+    for c in before.cells:
+        for o in c.outputs:
+            assert o.manifest is None and "not resolved at this point" in (o.error or "")
+    red = str(tmp_path / "red.rtirec")
+    redact_file(path, red)
+    assert b"OUTPUT_TEXT_4711" not in Path(red).read_bytes()
+    red_end = Replay(red).run().snapshot()
+    red_recs = [rec for rec in RecordingReader(red) if isinstance(rec, Manifest)]
+    assert [rec.ref for rec in red_recs] == [rec.ref for rec in recs]
+    assert "OUTPUT_TEXT_4711" not in json.dumps([rec.manifest for rec in red_recs])
+    Replay(red).run()  # and the redacted copy replays

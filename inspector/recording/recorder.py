@@ -20,6 +20,7 @@ from .records import (
     Connection,
     Frame,
     Kernel,
+    Manifest,
     Mark,
     Meta,
     Record,
@@ -79,6 +80,11 @@ class Recorder:
                    mono: float | None = None) -> None:
         mono, wall = self._times(mono, None)
         self._emit(Connection(conn, event, mono, wall, channel, detail))
+
+    def manifest(self, ref: str, manifest: dict[str, Any] | None, error: str | None,
+                 mono: float | None = None) -> None:
+        mono, wall = self._times(mono, None)
+        self._emit(Manifest(mono, wall, ref, manifest, error))
 
     def mark(self, text: str, data: dict[str, Any] | None = None, mono: float | None = None) -> None:
         mono, wall = self._times(mono, None)

@@ -112,10 +112,23 @@ class Mark(msgspec.Struct, tag="mark", frozen=True, array_like=True):
     data: dict[str, Any] = {}
 
 
-Record = Meta | Frame | Kernel | Timer | Connection | Checkpoint | Mark
+class Manifest(msgspec.Struct, tag="manifest", frozen=True, array_like=True):
+    """An output manifest the live session fetched from the daemon's blob server (HTTP, not the
+    socket): the hash and what the server answered, the parsed manifest or the error, at the
+    time the session had it. A replay shows the outputs the live session showed, when it did."""
+
+    mono: float
+    wall: float
+    ref: str
+    manifest: dict[str, Any] | None = None
+    error: str | None = None
+
+
+Record = Meta | Frame | Kernel | Timer | Connection | Checkpoint | Mark | Manifest
 
 # kind byte in each record header, so a reader can index a file without decoding bodies
-KIND_CODES: dict[type, int] = {Meta: 1, Frame: 2, Kernel: 3, Timer: 4, Connection: 5, Checkpoint: 6, Mark: 7}
+KIND_CODES: dict[type, int] = {Meta: 1, Frame: 2, Kernel: 3, Timer: 4, Connection: 5, Checkpoint: 6, Mark: 7,
+                               Manifest: 8}
 KIND_NAMES = {code: cls.__struct_config__.tag for cls, code in KIND_CODES.items()}
 
 _encoder = msgspec.msgpack.Encoder()

@@ -40,6 +40,7 @@ from .records import (
     DocState,
     Frame,
     Kernel,
+    Manifest,
     Mark,
     Meta,
     Record,
@@ -232,6 +233,8 @@ def redact_records(records: Iterable[Record], redactor: Redactor | None = None) 
             yield Kernel(rec.mono, rec.wall, r.value(rec.msg), rec.channel)
         elif isinstance(rec, Mark):
             yield Mark(rec.mono, rec.wall, rec.text, r.value(rec.data))
+        elif isinstance(rec, Manifest):  # outputs: their text and data are redacted like any value
+            yield Manifest(rec.mono, rec.wall, rec.ref, r.value(rec.manifest), rec.error)
         else:
             yield rec
 

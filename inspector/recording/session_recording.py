@@ -116,6 +116,10 @@ class SessionRecording:
     def kernel_event(self, what: str, payload: Any, t: float) -> None:
         self.recorder.kernel({"what": what, "payload": _jsonable(payload)}, t, channel="event")
 
+    def manifest(self, ref: str, manifest: dict[str, Any] | None, error: str | None, t: float | None) -> None:
+        """An output manifest the blob server answered (outside the socket, so not in a frame)."""
+        self.recorder.manifest(ref, _jsonable(manifest) if manifest is not None else None, error, t)
+
     def close(self, state: str, detail: str, t: float | None) -> None:
         if self.conn:
             self.recorder.connection(self.conn, "close", detail=f"{state}: {detail}" if detail else state,
