@@ -37,7 +37,19 @@ from .history_feed import HistoryOptions
 from .integrity import IntegrityOptions
 from .protocol.framing import FrameType
 from .recording.recording_file import RecordingError, RecordingReader
-from .recording.records import IN, OUT, TYPED, Checkpoint, Connection, Frame, Kernel, Manifest, Meta, Record, Timer
+from .recording.records import (
+    IN,
+    OUT,
+    TYPED,
+    Checkpoint,
+    Connection,
+    Frame,
+    Kernel,
+    Manifest,
+    Meta,
+    Record,
+    Timer,
+)
 from .session_core import CONNECTING, ERROR, SYNCING, SessionConfig, SessionCore, Step
 from .snapshot import OutputView
 
