@@ -470,6 +470,7 @@ class ObjectPaths:
         self._paths: dict[tuple[int, bytes], tuple[str, ...]] = {}
         self.stale = False  # a full read happened: index from the document before the next use
         self.fallbacks = 0  # incremental reads that had to fall back to a full read
+        self._build: list[tuple[bytes, tuple[str, ...], bool]] | None = None  # objects still to visit (warm)
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -477,31 +478,58 @@ class ObjectPaths:
     def invalidate(self) -> None:
         self._paths.clear()
         self.stale = True
+        self._build = None
 
-    def warm(self, doc: am.Document) -> None:
-        """Index now (idle time) rather than on the next incremental read."""
-        if self.stale:
+    def warm(self, doc: am.Document, budget_s: float | None = None) -> bool:
+        """Index now (idle time) rather than on the next incremental read. With a budget, in
+        slices of about that many seconds (a 10,000-cell room takes ~0.5 s to index, which the
+        window must not spend in one go): True once the index is whole. A read that needs the
+        index before the slices are done builds it whole at once, as without slices."""
+        if not self.stale:
+            return True
+        if budget_s is None:
             self.rebuild(doc)
+            return True
+        if self._build is None:
+            self._paths.clear()
+            self._build = [(am.ROOT, (), True)]
+        stack = self._build
+        end = time.perf_counter() + budget_s
+        while stack:
+            self._visit(doc, stack.pop(), stack)
+            if time.perf_counter() >= end:
+                break
+        if stack:
+            return False
+        self.stale = False
+        self._build = None
+        return True
 
     def rebuild(self, doc: am.Document) -> None:
         self.stale = False
+        self._build = None
         self._paths.clear()
         stack: list[tuple[bytes, tuple[str, ...], bool]] = [(am.ROOT, (), True)]
         while stack:
-            obj, path, is_map = stack.pop()
-            if is_map:
-                items: Iterable[tuple[str | None, tuple[Any, bytes]]] = zip(doc.keys(obj), doc.values(obj), strict=False)
-            else:
-                items = ((None, v) for v in doc.values(obj))
-            for k, (v, exid) in items:
-                if not isinstance(v, am.ObjType):
-                    continue
-                child = path + (k,) if (k is not None and len(path) < self.depth) else path
-                parsed = parse_exid(exid)
-                if parsed is not None:
-                    self._paths[(parsed[1], parsed[0])] = child
-                if v != am.ObjType.Text:
-                    stack.append((exid, child, v == am.ObjType.Map))
+            self._visit(doc, stack.pop(), stack)
+
+    def _visit(self, doc: am.Document, entry: tuple[bytes, tuple[str, ...], bool],
+               stack: list[tuple[bytes, tuple[str, ...], bool]]) -> None:
+        """Index the children of one object; push the ones that have children of their own."""
+        obj, path, is_map = entry
+        if is_map:
+            items: Iterable[tuple[str | None, tuple[Any, bytes]]] = zip(doc.keys(obj), doc.values(obj), strict=False)
+        else:
+            items = ((None, v) for v in doc.values(obj))
+        for k, (v, exid) in items:
+            if not isinstance(v, am.ObjType):
+                continue
+            child = path + (k,) if (k is not None and len(path) < self.depth) else path
+            parsed = parse_exid(exid)
+            if parsed is not None:
+                self._paths[(parsed[1], parsed[0])] = child
+            if v != am.ObjType.Text:
+                stack.append((exid, child, v == am.ObjType.Map))
 
     def dirty(self, doc: am.Document, before: list[bytes]) -> set[tuple[str, ...]]:
         """Paths the changes since `before` touched; {ALL} when one cannot be placed."""

@@ -432,8 +432,10 @@ class SessionCore:
             self._keepalive_at = t + (self.config.keepalive_s or 60.0)
         if self._idle_at is not None and t >= self._idle_at:
             self._idle_at = None
-            for rep in self.replicas.values():
-                rep.paths.warm(rep.doc)  # index for incremental reads once the tree is shown
+            # index for incremental reads once the tree is shown, a slice per tick: the driver's
+            # loop runs between two ticks, so a big room's index never holds it for long
+            if not all(rep.paths.warm(rep.doc, WARM_SLICE_S) for rep in self.replicas.values()):
+                self._idle_at = t
         if self.integrity is not None and self.integrity.due(t):
             step.changed.add("integrity")  # a forward reference may have outstayed the settle window
         self._finish(step, t)
@@ -762,6 +764,7 @@ ALIVE = frozenset({"idle", "busy"})
 # Tree paths after which the kernel's status may have changed.
 KERNEL_PATHS = frozenset({"kernel", "presence", "doc:runtime_state", "connection"})
 
+WARM_SLICE_S = 0.008  # indexing a document at idle time: the work done in one tick
 INPUT_BYTES_KEPT = 4096  # of an offending input, in its error event (its size and sha256 name it whole)
 
 

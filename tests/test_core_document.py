@@ -320,3 +320,34 @@ def test_a_join_whose_message_packs_many_changes_in_one_entry_reports_nothing() 
     assert packed > 1  # the case this guards: several chunks in one entry
     assert rep.converged and rep.take_problems() == [] and rep.unapplied == {}
     assert rep.heads == tuple(h.hex() for h in src.get_heads())
+
+
+def test_the_index_built_in_slices_is_the_index_built_at_once() -> None:
+    """Idle-time indexing in slices (the window's loop runs between them) ends with exactly the
+    index a whole rebuild makes; a read that needs the index before the slices are done still
+    gets the right paths."""
+    from inspector.document import ObjectPaths
+
+    cells = [{"id": f"c{i}", "position": f"{i:04d}", "source": f"x = {i}"} for i in range(600)]
+    comms = {f"w{k}": {"model_name": "IntSliderModel", "state": {"value": k}, "seq": k} for k in range(150)}
+    doc = build_doc(cells, schema=3, comms=comms)
+    whole = ObjectPaths(3)
+    whole.rebuild(doc)
+    sliced = ObjectPaths(3)
+    sliced.invalidate()
+    slices = 0
+    while not sliced.warm(doc, budget_s=0.0005):
+        slices += 1
+        assert sliced.stale
+    assert slices >= 2, "the budget was meant to split the work"
+    assert not sliced.stale and sliced._paths == whole._paths
+    # half-built, then a change arrives: the read builds the rest at once and places it
+    part = ObjectPaths(3)
+    part.invalidate()
+    assert not part.warm(doc, budget_s=0.0)
+    before = doc.get_heads()
+    cobj = doc.get(doc.get(am.ROOT, "cells")[1], "c7")[1]
+    with doc.transaction() as tx:
+        tx.put(cobj, "execution_count", am.ScalarType.Str, "3")
+    assert part.dirty(doc, before) == {("cells", "c7", "execution_count")}
+    assert part._paths == whole._paths
