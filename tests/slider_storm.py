@@ -134,14 +134,16 @@ def core_run(frames: list[tuple[str, bytes]], path: str | None, times: list[floa
     core = SessionCore(SessionConfig("bench.sock", "bench", resolve_blobs=False, keep_frame_bodies=False,
                                      divergence=DivergenceOptions(),
                                      recording=RecordingOptions(file=path) if path else None))
-    core.begin(2, t=0.0)
-    core.bootstrap(b'{"protocol":"v2","protocol_version":2,"daemon_version":"bench"}', 0.0)
+    # the core's clock is the monotonic clock, as live (the recording's start is read from it)
+    t_start = time.monotonic()
+    core.begin(2, t=t_start)
+    core.bootstrap(b'{"protocol":"v2","protocol_version":2,"daemon_version":"bench"}', t_start)
     n = 0
     t0 = time.perf_counter()
     for i, (direction, payload) in enumerate(frames):
         if direction != "in":
             continue  # the core makes its own replies
-        t = times[i] if times is not None else i / (3 * RATE)
+        t = t_start + (times[i] if times is not None else i / (3 * RATE))
         due = core.next_deadline()
         if due is not None and due <= t:
             core.tick(t)

@@ -60,12 +60,12 @@ def test_scrubber_travels_in_time(qtbot: Any, recording: dict[str, Any], tmp_pat
     # the timeline and the scrubber in step: selecting a timeline row moves the slider there
     row = next(i for i, e in enumerate(w.events) if e.seq == settled[0].seq)
     with qtbot.waitSignal(w.scrubber.seqChanged) as sig:
-        w.scrubber.timeline.setCurrentRow(row)
+        w.scrubber.select_row(row)
     assert sig.args == [settled[0].seq] and w.scrubber.slider.value() == row
     assert slider in w.divergence.text()
     # and the slider moves the timeline selection
     w.scrubber.slider.setValue(0)
-    assert w.scrubber.timeline.currentRow() == 0
+    assert w.scrubber.current_row() == 0
     # diff two points: the cell run in between, with its writer
     w.scrubber.select_seq(first - 1)
     w._diff_clicked()

@@ -6,6 +6,7 @@ spread evenly; a seek costs a bounded amount of replay whatever the point."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -142,7 +143,8 @@ def test_the_window_opens_before_the_pass_ends_and_follows_it(qtbot: Any, storm:
 
     w = RecordingWindow(storm, preload_s=0.0)  # nothing replayed before the window shows
     qtbot.addWidget(w)
-    QAbstractItemModelTester(w.scrubber.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
+    QAbstractItemModelTester(w.scrubber.timeline.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
+    QAbstractItemModelTester(w.scrubber.timeline.proxy, QAbstractItemModelTester.FailureReportingMode.Fatal)
     w.show()
     assert not w.is_loaded and "replaying the recording" in w.progress.text()
     with qtbot.waitSignal(w.loaded, timeout=60_000):
@@ -168,3 +170,31 @@ def test_a_pick_during_the_pass_is_kept_when_it_ends(qtbot: Any, storm: str) -> 
     with qtbot.waitSignal(w.loaded, timeout=60_000):
         pass
     assert w.scrubber.seq == pick
+
+
+def test_the_recording_timeline_filters_and_stays_in_step_with_the_slider(qtbot: Any, storm: str) -> None:
+    from inspector.ui.recording_window import RecordingWindow
+
+    w = RecordingWindow(storm)
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.loaded, timeout=60_000) if not w.is_loaded else contextlib.nullcontext():
+        pass
+    kinds = {e.kind for e in w.events}
+    assert len(kinds) >= 2
+    keep = sorted(kinds)[0]
+    for kind, button in w.scrubber.timeline.kind_buttons.items():
+        button.setChecked(kind == keep)
+    proxy = w.scrubber.timeline.proxy
+    assert 0 < proxy.rowCount() < len(w.events)
+    # a visible row selected in the table moves the slider to that event
+    shown = proxy.mapToSource(proxy.index(proxy.rowCount() // 2, 0)).row()
+    with qtbot.waitSignal(w.scrubber.seqChanged) as sig:
+        w.scrubber.timeline.table.setCurrentIndex(proxy.index(proxy.rowCount() // 2, 0))
+    assert w.scrubber.slider.value() == shown and sig.args == [w.events[shown].seq]
+    # the slider on an event the filter hides: the room moves there, the table selects nothing
+    hidden = next(i for i, e in enumerate(w.events) if e.kind != keep)
+    with qtbot.waitSignal(w.scrubber.seqChanged):
+        w.scrubber.slider.setValue(hidden)
+    assert w.scrubber.current_row() == -1
+    assert w.scrubber.label.text().startswith(f"event {w.events[hidden].seq} ")
+

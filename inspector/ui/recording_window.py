@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
     QFileDialog,
+    QHeaderView,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -36,7 +37,7 @@ from ..replay_driver import Replay, parse_at
 from ..time_travel import TimeTravel
 from .detail import DetailPane
 from .scrubber import Scrubber
-from .tree_model import DocumentTreeModel
+from .tree_model import LIVENESS_COL, WRITER_COL, DocumentTreeModel
 
 
 class RecordingWindow(QMainWindow):
@@ -62,6 +63,14 @@ class RecordingWindow(QMainWindow):
         self.tree = QTreeView(self)
         self.tree.setModel(self.model)
         self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        hh = self.tree.header()
+        hh.setStretchLastSection(False)
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # the values get the room
+        for col, width in ((0, 160), (2, 96), (WRITER_COL, 90), (LIVENESS_COL, 84)):
+            hh.resizeSection(col, width)
+        self.tree.setColumnHidden(3, True)  # the object id: in the detail pane, not worth a column here
         self.detail = DetailPane(self)
         self.divergence = QLabel(self)
         self.divergence.setObjectName("divergence")
@@ -91,7 +100,7 @@ class RecordingWindow(QMainWindow):
         panes = QSplitter(Qt.Orientation.Horizontal, self)
         panes.addWidget(self.tree)
         panes.addWidget(right)
-        panes.setSizes([520, 480])
+        panes.setSizes([660, 440])
         body = QSplitter(Qt.Orientation.Vertical, self)
         body.addWidget(panes)
         body.addWidget(self.scrubber)

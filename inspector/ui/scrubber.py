@@ -1,9 +1,10 @@
-"""The scrubber over a recording: a slider over its events and the timeline of those events,
+"""The scrubber over a recording: a slider over its events above the window's own timeline of
+those events (the same view a live session shows: kind filters, search, the event's data),
 kept in step (moving one selects the other), announcing the chosen event's seq.
 
-The timeline is a list view over a model that formats a row only when it is shown, so a
-recording of hundreds of thousands of events opens at once; `extend` adds the events the
-recording's pass replays after the window opened."""
+The timeline formats a row only when it is shown, so a recording of hundreds of thousands of
+events opens at once; `extend` adds the events the recording's pass replays after the window
+opened."""
 
 from __future__ import annotations
 
@@ -11,50 +12,10 @@ import bisect
 from collections.abc import Iterable
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QListView, QSlider, QVBoxLayout, QWidget
+from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
-SEQ_ROLE = Qt.ItemDataRole.UserRole
-
-
-class EventListModel(QAbstractListModel):
-    """One row per event (seq, time since the start, kind, summary), formatted on demand."""
-
-    def __init__(self, events: list[Any], start_mono: float, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.events = events
-        self.start_mono = start_mono
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.events)
-
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.events):
-            return None
-        e = self.events[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return f"{e.seq:>6}  {e.t - self.start_mono:8.3f} s  {e.kind:<12} {e.summary}"
-        if role == SEQ_ROLE:
-            return e.seq
-        return None
-
-    def extend(self, new: list[Any]) -> None:
-        if not new:
-            return
-        n = len(self.events)
-        self.beginInsertRows(QModelIndex(), n, n + len(new) - 1)
-        self.events.extend(new)
-        self.endInsertRows()
-
-
-class EventListView(QListView):
-    """A list view with the row-number API of a list widget."""
-
-    def currentRow(self) -> int:
-        return self.currentIndex().row()
-
-    def setCurrentRow(self, row: int) -> None:
-        self.setCurrentIndex(self.model().index(row, 0))
+from .timeline import TimelineView
 
 
 class Scrubber(QWidget):
@@ -64,18 +25,16 @@ class Scrubber(QWidget):
 
     def __init__(self, events: Iterable[Any], start_mono: float, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.model = EventListModel([], start_mono, self)
-        self.events = self.model.events  # the replayed log: seq, t, kind, summary
+        self.events: list[Any] = []  # the replayed log without frames: seq, t, kind, summary
         self._seqs: list[int] = []
         self.start_mono = start_mono
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.setObjectName("scrubber")
         self.label = QLabel(self)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.timeline = EventListView(self)
+        self.timeline = TimelineView(self, max_rows=None)  # a recording shows every event
         self.timeline.setObjectName("timeline")
-        self.timeline.setUniformItemSizes(True)
-        self.timeline.setModel(self.model)
+        self.timeline.follow.setChecked(False)  # rows the pass adds must not move the view
         top = QHBoxLayout()
         top.addWidget(QLabel("Event", self))
         top.addWidget(self.slider, 1)
@@ -86,15 +45,16 @@ class Scrubber(QWidget):
         lay.addWidget(self.timeline, 1)
         self._moving = False
         self.slider.valueChanged.connect(self._from_slider)
-        self.timeline.selectionModel().currentRowChanged.connect(lambda cur, _prev: self._from_timeline(cur.row()))
+        self.timeline.table.selectionModel().currentRowChanged.connect(self._from_table)
         self.extend(list(events))
 
     def extend(self, new: list[Any]) -> None:
         """Append events (in seq order) as the recording's pass reaches them."""
         if not new:
             return
-        self.model.extend(new)
+        self.events.extend(new)
         self._seqs.extend(e.seq for e in new)
+        self.timeline.model.extend(new)
         self._moving = True  # a longer range is not a move
         try:
             self.slider.setRange(0, max(0, len(self.events) - 1))
@@ -105,6 +65,22 @@ class Scrubber(QWidget):
     @property
     def seq(self) -> int:
         return self.events[self.slider.value()].seq if self.events else 0
+
+    def current_row(self) -> int:
+        """The event the timeline has selected (an index into `events`), or -1."""
+        idx = self.timeline.table.currentIndex()
+        return self.timeline.proxy.mapToSource(idx).row() if idx.isValid() else -1
+
+    def select_row(self, row: int) -> None:
+        """Select event `events[row]` in the timeline (hidden by its filters: nothing selected)."""
+        src = self.timeline.model.index(row, 0)
+        idx = self.timeline.proxy.mapFromSource(src)
+        table = self.timeline.table
+        if idx.isValid():
+            table.setCurrentIndex(idx)
+            table.scrollTo(idx)
+        else:
+            table.selectionModel().clearCurrentIndex()
 
     def select_seq(self, seq: int) -> None:
         """Move both to the last event at or before `seq`."""
@@ -117,16 +93,15 @@ class Scrubber(QWidget):
             return
         self._moving = True
         try:
-            index = self.model.index(row, 0)
-            self.timeline.setCurrentIndex(index)
-            self.timeline.scrollTo(index)
+            self.select_row(row)
             self._announce(row)
         finally:
             self._moving = False
 
-    def _from_timeline(self, row: int) -> None:
-        if self._moving or row < 0:
+    def _from_table(self, current: QModelIndex, _prev: QModelIndex) -> None:
+        if self._moving or not current.isValid():
             return
+        row = self.timeline.proxy.mapToSource(current).row()
         self._moving = True
         try:
             self.slider.setValue(row)

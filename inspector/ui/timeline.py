@@ -111,7 +111,10 @@ def decode_frame_body(frame_type: int | None, payload: bytes, doc: str | None = 
 
 
 class TimelineModel(QAbstractTableModel):
-    def __init__(self, parent: Any = None, max_rows: int = 20_000, flush_ms: int = 100) -> None:
+    """The events of a session's log as it grows (`attach`, batched every `flush_ms`, at most
+    `max_rows` kept), or of a recording (`extend`, every event: `max_rows=None`)."""
+
+    def __init__(self, parent: Any = None, max_rows: int | None = 20_000, flush_ms: int = 100) -> None:
         super().__init__(parent)
         self._rows: list[ev.Event] = []
         self._pending: list[ev.Event] = []
@@ -136,7 +139,7 @@ class TimelineModel(QAbstractTableModel):
         self._pending = []
         self.endResetModel()
         if log is not None:
-            self._pending = log.events()[-self.max_rows:]
+            self._pending = log.events()[-self.max_rows:] if self.max_rows is not None else log.events()
             self._unsubscribe = log.subscribe(self._on_event)
             self.flush()
 
@@ -145,11 +148,17 @@ class TimelineModel(QAbstractTableModel):
         if not self._flush.isActive() and not self.paused:
             self._flush.start()
 
+    def extend(self, events: list[ev.Event]) -> None:
+        """Append events now (a recording's, in seq order, as its replay reaches them)."""
+        self._pending.extend(events)
+        if not self.paused:
+            self.flush()
+
     def flush(self) -> None:
         if not self._pending or self.paused:
             return
         batch, self._pending = self._pending, []
-        overflow = len(self._rows) + len(batch) - self.max_rows
+        overflow = len(self._rows) + len(batch) - self.max_rows if self.max_rows is not None else 0
         if overflow > 0:
             drop = min(overflow, len(self._rows))
             if drop:
@@ -252,9 +261,9 @@ class TimelineView(QWidget):
 
     target_selected = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, max_rows: int | None = 20_000) -> None:
         super().__init__(parent)
-        self.model = TimelineModel(self)
+        self.model = TimelineModel(self, max_rows=max_rows)
         self.proxy = TimelineFilter(self)
         self.proxy.setSourceModel(self.model)
 
