@@ -208,15 +208,17 @@ def main() -> None:
         core_run(frames, None)  # warm-up: first-use imports and compiled patterns are nobody's cost
         core_path = os.path.join(d, "core.rtirec")
         cores, recorded = [], []
-        for i in range(4):  # interleaved, so a load spike on the shared machine hits both sides alike
+        for i in range(7):  # interleaved pairs, so a load spike on the shared machine hits both sides alike
             cores.append(core_run(frames, None))
             recorded.append(core_run(frames, core_path if i == 0 else os.path.join(d, f"core{i}.rtirec")))
         base_c, rec_c = statistics.median(cores), statistics.median(recorded)
+        pairs = statistics.median((r - c) / c for c, r in zip(cores, recorded, strict=True))
         print(f"    in the session core (v2 profile, engine, event log): {base_c * 1e6:.0f} us per daemon frame "
               f"without the recording option, {rec_c * 1e6:.0f} us with it (ring + file) "
-              f"= {100 * (rec_c - base_c) / base_c:.1f} % overhead (medians; best runs "
+              f"= {100 * (rec_c - base_c) / base_c:.1f} % overhead by the medians of 7 interleaved runs, "
+              f"{100 * pairs:.1f} % by the median of the 7 pairs (target <= 10 %); best runs "
               f"{min(cores) * 1e6:.0f} / {min(recorded) * 1e6:.0f} us = "
-              f"{100 * (min(recorded) - min(cores)) / min(cores):.1f} %); "
+              f"{100 * (min(recorded) - min(cores)) / min(cores):.1f} %; "
               f"{os.path.getsize(core_path) / 1e6:.2f} MB for the minute")
         replay_figures(core_path, min(args.seeks, 20))
         path = os.path.join(d, "long.rtirec")

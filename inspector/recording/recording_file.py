@@ -38,7 +38,7 @@ _LEN_CRC = struct.Struct(">II")
 def frame_record(code: int, mono: float, body: bytes) -> bytes:
     """One record as it is stored: header and body in one buffer (written with one syscall)."""
     kt = _KIND_TIME.pack(code, mono)
-    return b"".join((_LEN_CRC.pack(len(body), zlib.crc32(body, zlib.crc32(kt))), kt, body))
+    return _LEN_CRC.pack(len(body), zlib.crc32(body, zlib.crc32(kt))) + kt + body
 
 
 def encoded(rec: Record, mono: float | None = None) -> tuple[int, float, bytes]:
@@ -85,9 +85,12 @@ class RecordingWriter:
         """Append a record already framed by `frame_record` (one encoding for every sink)."""
         self._write(data)
         self.records += 1
-        now = time.monotonic()
-        if code == CHECKPOINT or (self.fsync_interval is not None and now - self._last_sync >= self.fsync_interval):
-            self.sync(now)
+        if code == CHECKPOINT:
+            self.sync()
+        elif self.fsync_interval is not None:
+            now = time.monotonic()
+            if now - self._last_sync >= self.fsync_interval:
+                self.sync(now)
 
     def sync(self, now: float | None = None) -> None:
         if self._fd is not None:

@@ -71,10 +71,11 @@ class RecordingRing:
 
     def wants_checkpoint(self, now: float) -> bool:
         """True when the open segment is big or old enough that a checkpoint should start the next."""
-        if not self._segments:
+        segs = self._segments
+        if not segs:
             return True
-        seg = self._segments[-1]
-        return (seg.size * SEGMENT_FRACTION >= self.max_bytes
+        seg = segs[-1]  # asked before every record: plain attribute reads, no property
+        return (len(seg.data) * SEGMENT_FRACTION >= self.max_bytes
                 or (now - seg.start) * SEGMENT_FRACTION >= self.max_age)
 
     def __len__(self) -> int:
