@@ -24,11 +24,16 @@ replayed engine says it again). Nothing here touches a socket or a clock.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import gc
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from automerge import core as am
 
 from . import events as ev
 from .document import ALL
@@ -53,7 +58,7 @@ from .recording.records import (
 from .session_core import CONNECTING, ERROR, SYNCING, SessionConfig, SessionCore, Step
 from .snapshot import OutputView
 
-__all__ = ["At", "RecordedManifests", "RecordedTap", "Replay", "open_recording", "parse_at"]
+__all__ = ["At", "RecordedManifests", "RecordedTap", "Replay", "copy_replay", "open_recording", "parse_at"]
 
 
 class RecordedTap:
@@ -140,6 +145,29 @@ def parse_at(text: str, meta: Meta) -> At:
     return At(mono=meta.start_mono + (when.timestamp() - meta.start_wall))
 
 
+def copy_replay(rp: Replay) -> Replay:
+    """An independent copy of `rp` (its core included) that shares only what never changes."""
+    memo: dict[int, Any] = {id(rp.reader): rp.reader}
+    core = rp.core
+    for rep in core.replicas.values():
+        memo[id(rep.doc)] = rep.doc.fork()
+        # a replay never sends its replies, so the copy's peer state starts afresh
+        memo[id(rep.state)] = am.SyncState()
+    memo[id(rp.before_close)] = rp.before_close
+    # a copy allocates many small objects at once; the collector would walk the whole heap
+    # (every copy kept so far) several times over for nothing: a copy makes no cycles to free
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return copy.deepcopy(rp, memo)
+    finally:
+        if was:
+            gc.enable()
+
+
+SEQ_COPY_EVERY_S = 0.5  # `run(At(seq=N))`: replay work between two copies (what a stop costs at most again)
+
+
 class Replay:
     """One recording replayed into one `SessionCore` (see the module docstring)."""
 
@@ -199,24 +227,30 @@ class Replay:
         last of its record's events, the room is the one before that record, so `--at` the frame
         event of a change shows the room without the change."""
         if at is not None and at.seq is not None:
-            stop = self._record_of_seq(at.seq)
-            stop = None if stop is None else max(stop, self.index)  # a replay never goes back
-            at = None
-        else:
-            stop = None
-        return self._run(at, stop, on_step)
+            return self._run_to_seq(at.seq, on_step)
+        return self._run(at, None, on_step)
 
-    def _record_of_seq(self, seq: int) -> int | None:
-        """The index after the last record whose events all have seqs <= `seq` (a dry run)."""
-        probe = Replay(self.path, divergence=self.core.config.divergence is not None)
-        before = probe.index
-        while not probe.done and probe.core.log._seq < seq:
-            before = probe.index
-            probe.apply(probe.reader.record(probe.index))
-            probe.index += 1
-        if probe.core.log._seq < seq:
-            return None  # past the last event: the end
-        return probe.index if probe.core.log._seq == seq else before
+    def _run_to_seq(self, seq: int, on_step: Callable[[int, Record], None] | None) -> SessionCore:
+        """One pass, with a copy of the replay kept every `SEQ_COPY_EVERY_S` of work: when the
+        record that logged event `seq` logged later ones too, the room before that record is
+        rebuilt from the last copy (a short replay, not a second pass from the start)."""
+        last = copy_replay(self)
+        spent = 0.0
+        while not self.done and self.core.log._seq < seq:
+            i = self.index
+            t0 = time.perf_counter()
+            rec = self.reader.record(i)
+            self.index += 1
+            self.apply(rec)
+            if self.core.log._seq > seq:
+                self.__dict__.update(last.__dict__)  # become the copy, then replay to before record i
+                return self._run(None, i, None)
+            if on_step is not None:
+                on_step(i, rec)
+            spent += time.perf_counter() - t0
+            if spent >= SEQ_COPY_EVERY_S:
+                last, spent = copy_replay(self), 0.0
+        return self.core
 
     def run_to(self, stop: int) -> SessionCore:
         """Replay the records before index `stop` (a scrubber's position: with the last event seq

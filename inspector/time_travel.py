@@ -16,40 +16,15 @@ The result of a seek is the session core exactly as a replay from the start woul
 from __future__ import annotations
 
 import bisect
-import copy
-import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from automerge import core as am
 
 from . import events as ev
-from .replay_driver import Replay
+from .replay_driver import Replay, copy_replay
 from .session_core import SessionCore
 
-__all__ = ["TimeTravel", "copy_replay"]
-
-
-def copy_replay(rp: Replay) -> Replay:
-    """An independent copy of `rp` (its core included) that shares only what never changes."""
-    memo: dict[int, Any] = {id(rp.reader): rp.reader}
-    core = rp.core
-    for rep in core.replicas.values():
-        memo[id(rep.doc)] = rep.doc.fork()
-        # a replay never sends its replies, so the copy's peer state starts afresh
-        memo[id(rep.state)] = am.SyncState()
-    memo[id(rp.before_close)] = rp.before_close
-    # a copy allocates many small objects at once; the collector would walk the whole heap
-    # (every copy kept so far) several times over for nothing: a copy makes no cycles to free
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        return copy.deepcopy(rp, memo)
-    finally:
-        if was:
-            gc.enable()
+__all__ = ["TimeTravel"]
 
 
 @dataclass
@@ -67,7 +42,7 @@ class TimeTravel:
         self.meta = self.replay.meta
         self.every_s = every_s
         self.max_copies = max_copies
-        # table[i]: the last event seq once the records before index i were applied
+        # table[j]: the last event seq once the records before index j + 1 were applied
         self.table: list[int] = [0] * self.replay.index
         self.events: list[ev.Event] = []  # the timeline: every event but frames, in seq order
         self._copies: list[_Copy] = [_Copy(self.replay.index, copy_replay(self.replay))]
@@ -140,8 +115,14 @@ class TimeTravel:
     # -- seeking -------------------------------------------------------------------------------
 
     def index_of_seq(self, seq: int) -> int:
-        """The record index a replay to event `seq` stops before (`Replay.run_to`'s argument)."""
-        return bisect.bisect_right(self.table, seq)
+        """The record index a replay to event `seq` stops before, as `Replay.run(At(seq=N))`
+        stops: right after the record that logged N when N was its last event, else before that
+        record (so the room is never one with a later event in it); past the end: the end."""
+        table = self.table  # table[j]: the last seq once the records before index j + 1 were applied
+        j = bisect.bisect_left(table, seq)
+        if j >= len(table):
+            return len(table)
+        return j + 1 if table[j] == seq else j
 
     def seek(self, stop: int) -> SessionCore:
         """The core with the records before index `stop` applied (clamped to what the pass has

@@ -198,3 +198,24 @@ def test_the_recording_timeline_filters_and_stays_in_step_with_the_slider(qtbot:
     assert w.scrubber.current_row() == -1
     assert w.scrubber.label.text().startswith(f"event {w.events[hidden].seq} ")
 
+
+
+def test_at_an_event_is_one_pass_and_the_same_room_as_the_scrubber(storm: str) -> None:
+    """`run(At(seq=N))` (`snapshot FILE --at N`) stops where the scrubber's table says, whether N
+    is the last event of its record or not (then the room before that record)."""
+    from inspector import replay_driver
+    from inspector.replay_driver import At
+
+    tt = TimeTravel(storm)
+    tt.finish()
+    last = tt.table[-1]
+    old = replay_driver.SEQ_COPY_EVERY_S
+    replay_driver.SEQ_COPY_EVERY_S = 0.001  # many copies, so the rebuild starts from a late one
+    try:
+        for seq in [1, 2, 3, 50, 51, last // 2, last // 2 + 1, last - 1, last, last + 100]:
+            rp = Replay(storm)
+            core = rp.run(At(seq=seq))
+            assert rp.index == min(tt.index_of_seq(seq), len(rp)), seq
+            assert state(core) == reference(storm, rp.index), seq
+    finally:
+        replay_driver.SEQ_COPY_EVERY_S = old
