@@ -1,5 +1,6 @@
 """What a change says, read from its bytes, is what automerge reports: the values, predecessors
-and dependencies `decode_change` reads."""
+and dependencies `decode_change` reads, and the values the reader takes from the changes of a
+linear history instead of reading them back (`Dirty.put`), which must always be `doc.get`'s."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import random
 import zlib
 from typing import Any
 
+import msgspec
 import pytest
 from automerge import core as am
-from test_core_document import uleb
+from scripted_daemon import build_doc
+from test_core_document import sync_message, uleb
 
 from inspector.change_ops import MAGIC, ChangeFormatError, _sleb, _uleb, decode_change
-from inspector.document import kind_name, parse_exid
+from inspector.document import ALL, Dirty, DocReplica, NotebookReader, actor_label, kind_name, parse_exid
 
 S = am.ScalarType
 ACTORS = (b"runtimed", b"kernel", "frontend-\u00e9".encode(), bytes(range(16)))
@@ -299,3 +302,232 @@ def test_garbled_changes_raise_only_change_format_errors() -> None:
     for raw, reason in hostile:
         with pytest.raises(ChangeFormatError, match=reason):
             decode_change(raw)
+
+
+# --------------------------------------------------------------------------- the replica and the reader
+
+
+class CountingDoc:
+    """A document whose `get` and `values` calls are counted (the reads the fast path avoids)."""
+
+    def __init__(self, doc: am.Document) -> None:
+        self._doc = doc
+        self.gets: list[Any] = []
+        self.values_calls = 0
+
+    def get(self, obj: bytes, prop: Any, *rest: Any) -> Any:
+        self.gets.append(prop)
+        return self._doc.get(obj, prop, *rest)
+
+    def values(self, obj: bytes, *rest: Any) -> Any:
+        self.values_calls += obj != am.ROOT  # the root's few keys are read on every refresh
+        return self._doc.values(obj, *rest)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._doc, name)
+
+
+def pump(src: am.Document, s_src: am.SyncState, rep: DocReplica) -> list[set[tuple[str, ...]]]:
+    """Sync `rep` with `src`; the dirty sets of the messages that changed it."""
+    out = []
+    for _ in range(50):
+        m = src.generate_sync_message(s_src)
+        if m is None:
+            return out
+        reply, dirty = rep.receive(m.encode())
+        if dirty:
+            out.append(dirty)
+        if reply is None:
+            return out
+        src.receive_sync_message(s_src, am.Message.decode(reply))
+    raise AssertionError("sync did not converge")
+
+
+def plain(view: Any) -> dict[str, Any]:
+    return msgspec.to_builtins(view)
+
+
+def storm_room(n_comms: int = 3) -> tuple[am.Document, list[bytes], list[bytes]]:
+    comms = {f"w{k}": {"model_name": "IntSliderModel", "state": {"value": 0}, "seq": k} for k in range(n_comms)}
+    cells = [{"id": f"c{i}", "position": f"{0x80 + i:02X}", "source": "x = 1"} for i in range(2)]
+    src = build_doc(cells, schema=3, comms=comms)
+    cmap, cells_map = src.get(am.ROOT, "comms")[1], src.get(am.ROOT, "cells")[1]
+    return src, [src.get(cmap, f"w{k}")[1] for k in range(n_comms)], \
+        [src.get(cells_map, f"c{i}")[1] for i in range(2)]
+
+
+def full_view(doc: am.Document) -> tuple[list[Any], list[Any]]:
+    r = NotebookReader()
+    r.refresh(doc, {ALL})
+    return [plain(c) for c in r.ordered_cells()], [plain(c) for c in r.ordered_comms()]
+
+
+def test_a_linear_storm_reads_the_states_and_writers_doc_get_gives() -> None:
+    src, comms, cells = storm_room()
+    rep, reader, s_src = DocReplica("notebook", 0, 3), NotebookReader(), am.SyncState()
+    for dirty in pump(src, s_src, rep):
+        reader.refresh(rep.doc, dirty)
+    reader.refresh(rep.doc, {ALL})
+    rnd = random.Random(1)
+    fast = 0
+    for i in range(120):
+        src.set_actor(rnd.choice(ACTORS))  # several writers, one line of history
+        with src.transaction() as tx:
+            for _ in range(rnd.randrange(1, 3)):
+                pick = rnd.random()
+                if pick < 0.7:
+                    tx.put(rnd.choice(comms), "state", S.Str, json.dumps({"value": i, "s": "\u00e9" * (i % 3)}))
+                elif pick < 0.9:
+                    tx.put(rnd.choice(cells), "execution_count", S.Str, str(i))
+                else:
+                    tx.put(rnd.choice(cells), "execution_count", S.Int, i)
+        if i % 10 == 9:  # several changes in one sync message
+            with src.transaction() as tx:
+                tx.put(comms[0], "state", S.Str, json.dumps({"value": -i}))
+        for dirty in pump(src, s_src, rep):
+            assert rep.linear
+            assert isinstance(dirty, Dirty) and dirty.current(rep.doc)
+            counting = CountingDoc(rep.doc)
+            reader.refresh(counting, dirty)
+            fast += "state" not in counting.gets and "execution_count" not in counting.gets
+        assert ([plain(c) for c in reader.ordered_cells()], [plain(c) for c in reader.ordered_comms()]) \
+            == full_view(rep.doc)
+        for k, obj in enumerate(comms):
+            got = rep.doc.get(obj, "state")
+            assert reader.comms[f"w{k}"].state == json.loads(got[0][1])
+            if reader.comms[f"w{k}"].writer is not None and i > 0:
+                assert reader.comms[f"w{k}"].writer in {actor_label(a) for a in ACTORS}
+        assert src.get(comms[0], "state")[1] == rep.doc.get(comms[0], "state")[1]
+    assert fast >= 100  # the values came from the changes, not from doc.get
+
+
+def test_writer_labels_are_the_ones_doc_gets_exid_gives() -> None:
+    src, comms, _ = storm_room(1)
+    rep, reader, s_src = DocReplica("notebook", 0, 3), NotebookReader(), am.SyncState()
+    pump(src, s_src, rep)
+    reader.refresh(rep.doc, {ALL})
+    for actor in ACTORS:
+        src.set_actor(actor)
+        with src.transaction() as tx:
+            tx.put(comms[0], "state", S.Str, json.dumps({"by": actor.hex()}))
+        (dirty,) = pump(src, s_src, rep)
+        reader.refresh(rep.doc, dirty)
+        exid = rep.doc.get(comms[0], "state")[1]
+        assert reader.comms["w0"].writer == actor_label(parse_exid(exid)[0]) == actor_label(actor)
+
+
+def test_a_concurrent_edit_makes_the_replica_non_linear_and_doc_get_decides() -> None:
+    src, comms, _ = storm_room(1)
+    rep, reader, s_src = DocReplica("notebook", 0, 3), NotebookReader(), am.SyncState()
+    pump(src, s_src, rep)
+    reader.refresh(rep.doc, {ALL})
+    with src.transaction() as tx:
+        tx.put(comms[0], "state", S.Str, json.dumps({"value": 1}))
+    for dirty in pump(src, s_src, rep):
+        reader.refresh(rep.doc, dirty)
+    assert rep.linear
+    a, b = src.fork(), src.fork()
+    a.set_actor(b"aaaa-frontend")
+    b.set_actor(b"zzzz-kernel")
+    with a.transaction() as tx:
+        tx.put(comms[0], "state", S.Str, json.dumps({"value": "a"}))
+    with b.transaction() as tx:
+        tx.put(comms[0], "state", S.Str, json.dumps({"value": "b"}))
+    # a's change comes last, b's wins (same counter, higher actor): the last put is not the value
+    src.merge(b)
+    src.merge(a)
+    before = rep.doc.get_heads()
+    for dirty in pump(src, s_src, rep):
+        reader.refresh(rep.doc, dirty)
+    assert [c.actor_id for c in rep.doc.get_changes(before)] == [b"zzzz-kernel", b"aaaa-frontend"]
+    assert not rep.linear
+    got = rep.doc.get(comms[0], "state")
+    assert json.loads(got[0][1]) == {"value": "b"}
+    assert reader.comms["w0"].state == json.loads(got[0][1])
+    assert reader.comms["w0"].writer == actor_label(parse_exid(got[1])[0])
+    # from then on the values are read from the document
+    with src.transaction() as tx:
+        tx.put(comms[0], "state", S.Str, json.dumps({"value": 3}))
+    for dirty in pump(src, s_src, rep):
+        assert not (isinstance(dirty, Dirty) and dirty.current(rep.doc))
+        counting = CountingDoc(rep.doc)
+        reader.refresh(counting, dirty)
+        assert "state" in counting.gets
+    assert reader.comms["w0"].state == {"value": 3}
+    assert full_view(rep.doc)[1] == [plain(c) for c in reader.ordered_comms()]
+
+
+def test_a_loaded_document_is_not_taken_as_linear() -> None:
+    src, comms, _ = storm_room(1)
+    rep, s_src = DocReplica("notebook", 0, 3), am.SyncState()
+    pump(src, s_src, rep)
+    assert rep.linear
+    rep.doc = am.Document.load(src.save())
+    assert not rep.linear
+
+
+def crafted_room() -> tuple[am.Document, DocReplica, NotebookReader]:
+    src, comms, _ = storm_room(1)
+    rep, reader = DocReplica("notebook", 0, 3), NotebookReader()
+    pump(src, am.SyncState(), rep)
+    reader.refresh(rep.doc, {ALL})
+    return src, rep, reader
+
+
+def test_a_change_that_reuses_op_counters_ends_the_fast_path() -> None:
+    # a put on top of the heads whose op counter is lower than ops already made: automerge's
+    # winner is then not the last put, so the history is not taken as linear
+    src, rep, reader = crafted_room()
+    obj = src.get(src.get(am.ROOT, "comms")[1], "w0")[1]
+    heads = src.get_heads()
+    with src.transaction() as tx:
+        tx.put(obj, "state", S.Str, json.dumps({"value": "low"}))
+    change = src.get_changes(heads)[0]
+    low = with_start_op(change.raw_bytes, 2)
+    _, dirty = rep.receive(sync_message(heads, [low]))
+    reader.refresh(rep.doc, dirty)
+    assert not rep.linear
+    got = rep.doc.get(obj, "state")
+    assert reader.comms["w0"].state == json.loads(got[0][1])
+    assert full_view(rep.doc)[1] == [plain(c) for c in reader.ordered_comms()]
+
+
+def test_a_predecessor_on_another_key_does_not_hide_the_value() -> None:
+    # automerge hides only ops of the same key; a change naming another key's op changes nothing
+    src, rep, reader = crafted_room()
+    obj = src.get(src.get(am.ROOT, "comms")[1], "w0")[1]
+    state_op = parse_exid(src.get(obj, "state")[1])
+    heads = src.get_heads()
+    with src.transaction() as tx:
+        tx.put(obj, "target_name", S.Str, "other")
+    raw = src.get_changes(heads)[0].raw_bytes
+    head, cols, extra = split_change(raw)
+    assert state_op[0] == b"runtimed"
+    # one predecessor: actor 0 (runtimed), counter of the state's op (a delta from 0)
+    cols[0x70], cols[0x71], cols[0x73] = bytes([0x7F, 1]), bytes([0x7F, 0]), bytes([0x7F]) + _sleb_bytes(state_op[1])
+    crafted = join_change(head, cols, extra)
+    assert decode_change(crafted).preds[0] == ((state_op[1], b"runtimed"),)
+    _, dirty = rep.receive(sync_message(heads, [crafted]))
+    reader.refresh(rep.doc, dirty)
+    assert rep.doc.get(obj, "state") is not None
+    assert full_view(rep.doc)[1] == [plain(c) for c in reader.ordered_comms()]
+
+
+def test_a_put_that_leaves_a_conflict_still_shows_the_highest_op() -> None:
+    # a put on top of the heads that names no predecessor: both values stay, the newer wins
+    src, rep, reader = crafted_room()
+    obj = src.get(src.get(am.ROOT, "comms")[1], "w0")[1]
+    heads = src.get_heads()
+    with src.transaction() as tx:
+        tx.put(obj, "state", S.Str, json.dumps({"value": "no preds"}))
+    raw = src.get_changes(heads)[0].raw_bytes
+    head, cols, extra = split_change(raw)
+    cols[0x70] = bytes([0x7F, 0])
+    cols.pop(0x71, None)
+    cols.pop(0x73, None)
+    crafted = join_change(head, cols, extra)
+    assert decode_change(crafted).preds == [()]
+    _, dirty = rep.receive(sync_message(heads, [crafted]))
+    reader.refresh(rep.doc, dirty)
+    assert reader.comms["w0"].state == json.loads(rep.doc.get(obj, "state")[0][1]) == {"value": "no preds"}
+    assert full_view(rep.doc)[1] == [plain(c) for c in reader.ordered_comms()]
