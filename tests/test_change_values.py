@@ -18,6 +18,7 @@ from test_core_document import sync_message, uleb
 
 from inspector.change_ops import MAGIC, ChangeFormatError, _sleb, _uleb, decode_change
 from inspector.document import ALL, Dirty, DocReplica, NotebookReader, actor_label, kind_name, parse_exid
+from inspector.v4.room import CommsDocReader
 
 S = am.ScalarType
 ACTORS = (b"runtimed", b"kernel", "frontend-\u00e9".encode(), bytes(range(16)))
@@ -531,3 +532,53 @@ def test_a_put_that_leaves_a_conflict_still_shows_the_highest_op() -> None:
     reader.refresh(rep.doc, dirty)
     assert reader.comms["w0"].state == json.loads(rep.doc.get(obj, "state")[0][1]) == {"value": "no preds"}
     assert full_view(rep.doc)[1] == [plain(c) for c in reader.ordered_comms()]
+
+
+# --------------------------------------------------------------------------- the v4 comms document
+
+
+def test_the_comms_document_reader_takes_a_storm_from_the_changes() -> None:
+    src = am.Document(actor_id=b"runtimed")
+    with src.transaction() as tx:
+        comms = tx.put_object(am.ROOT, "comms", am.ObjType.Map)
+        objs, layouts = [], []
+        for k in range(3):
+            o = tx.put_object(comms, f"w{k}", am.ObjType.Map)
+            tx.put(o, "value", S.Int, 0)
+            tx.put(o, "description", S.Str, "")
+            layout = tx.put_object(o, "layout", am.ObjType.Map)
+            tx.put(layout, "width", S.Str, "auto")
+            objs.append(o)
+            layouts.append(layout)
+    rep, reader, s_src = DocReplica("comms", 0), CommsDocReader(), am.SyncState()
+    pump(src, s_src, rep)
+    reader.refresh(rep.doc, {ALL})
+    rnd = random.Random(5)
+    fast = 0
+    for i in range(80):
+        src.set_actor(rnd.choice(ACTORS))
+        with src.transaction() as tx:
+            pick = rnd.random()
+            k = rnd.randrange(3)
+            o = objs[k]
+            if pick < 0.6:
+                tx.put(o, "value", S.Int, i)
+            elif pick < 0.75:
+                tx.put(o, "value", S.F64, i / 2)
+                tx.put(o, "description", S.Str, f"\u00e9 {i}")
+            elif pick < 0.85:  # a nested object of the state
+                tx.put(layouts[k], "width", S.Str, f"{i}px")
+            elif pick < 0.92:
+                tx.put(o, f"new{i}", S.Str, "a new key")
+            elif src.get(o, "description") is not None:
+                tx.delete(o, "description")
+            else:
+                tx.put(o, "description", S.Str, "back")
+        for dirty in pump(src, s_src, rep):
+            counting = CountingDoc(rep.doc)
+            reader.refresh(counting, dirty)
+            fast += counting.values_calls == 0
+        full = CommsDocReader()
+        full.refresh(rep.doc, {ALL})
+        assert reader.comms == full.comms
+    assert rep.linear and fast >= 30
