@@ -38,7 +38,6 @@ COL_PRED_ACTOR = 0x71  # per predecessor: actor index
 COL_PRED_CTR = 0x73  # per predecessor: counter (delta)
 ACTION_PUT = 1
 ACTION_DELETE = 3
-ACTION_INCREMENT = 5
 MAKE_ACTIONS = {0, 2, 4, 6}  # makeMap, makeList, makeText, makeTable
 MAX_OPS = 1 << 20  # ops per change decoded here; a larger change is read as "touches everything"
 LEB_MAX_BYTES = 10  # 64-bit values, as automerge's own decoder

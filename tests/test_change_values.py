@@ -16,7 +16,15 @@ from automerge import core as am
 from scripted_daemon import build_doc
 from test_core_document import sync_message, uleb
 
-from inspector.change_ops import MAGIC, ChangeFormatError, _sleb, _uleb, decode_change
+from inspector.change_ops import (
+    ACTION_DELETE,
+    ACTION_PUT,
+    MAGIC,
+    ChangeFormatError,
+    _sleb,
+    _uleb,
+    decode_change,
+)
 from inspector.document import ALL, Dirty, DocReplica, NotebookReader, actor_label, kind_name, parse_exid
 from inspector.v4.room import CommsDocReader
 
@@ -111,7 +119,7 @@ def model_winners(changes: list[Any]) -> dict[tuple[Any, str], tuple[int, bytes]
                 continue
             seen = visible.setdefault((obj, key), set())
             seen -= set(ops.preds[i])
-            if ops.actions[i] != 3:
+            if ops.actions[i] != ACTION_DELETE:
                 seen.add((ops.start_op + i, ops.actor))
     return {k: max(v) for k, v in visible.items() if v}
 
@@ -192,7 +200,7 @@ def test_decoded_values_preds_and_deps_equal_automerges(seed: int) -> None:
         assert ops.actor == ch.actor_id and ops.start_op == ch.start_op
         assert len(ops.actions) == len(ops.values) == len(ops.preds) == ch.max_op - ch.start_op + 1
         for i, act in enumerate(ops.actions):
-            if act == 1 and ops.keys[i] is not None:
+            if act == ACTION_PUT and ops.keys[i] is not None:
                 put_ops[(ops.start_op + i, ops.actor)] = ops.values[i]
     winners = model_winners(changes)
     nested = doc.get(am.ROOT, "nested")[1]
