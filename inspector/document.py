@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import msgspec
 from automerge import core as am
 
+from .change_ops import ACTION_PUT, ChangeFormatError, ChangeOps, decode_change, uleb
 from .change_ops import MAGIC as CHUNK_MAGIC
-from .change_ops import ChangeFormatError, decode_change, uleb
 from .errors import MAX_DEPTH, BadFrame
 from .protocol.messages import decode_json
 from .snapshot import CellView, CommView, OutputView
@@ -228,6 +228,67 @@ def map_entries(doc: am.Document, obj: bytes) -> dict[str, tuple[Any, bytes]]:
 
 ALL = ("*",)  # dirty marker: everything
 
+ObjKey = tuple[int, bytes] | None  # (counter, actor) of an object; None = root
+
+
+def obj_key(exid: bytes) -> ObjKey:
+    """The (counter, actor) key of an object exid, as `decode_change` names objects."""
+    parsed = parse_exid(exid)
+    return None if parsed is None else (parsed[1], parsed[0])
+
+
+@dataclass(frozen=True, slots=True)
+class PutValue:
+    """A scalar a change put: (ScalarType name, value) as `doc.get` gives them, and its op id."""
+
+    kind: str
+    value: Any
+    actor: bytes
+    counter: int
+
+
+class Dirty(set):
+    """Dirty paths, and, when the replica's history is linear, what the changes last did to
+    each map key: read with `put(obj, key)` while the document is still at `heads`.
+
+    In a linear history whose op counters only grow, the last op on a key has the highest
+    op id of all ops ever made on it, and nothing made after it names it: it is the value
+    `doc.get` returns, without the scan over every overwritten op that `doc.get` makes."""
+
+    __slots__ = ("heads", "_last", "_sources")
+
+    def __init__(self, paths: Iterable[tuple[str, ...]] = ()) -> None:
+        super().__init__(paths)
+        self.heads: list[bytes] | None = None  # set by the replica when the values hold
+        self._last: dict[ObjKey, dict[str, tuple[ChangeOps, int]]] | None = None
+        self._sources: dict[tuple[str, ...], set[ObjKey]] = {}
+
+    def current(self, doc: am.Document) -> bool:
+        """True when `put` describes `doc` (the replica's history was linear up to its heads)."""
+        return self.heads is not None and self._last is not None and doc.get_heads() == self.heads
+
+    def put(self, obj: bytes, key: str) -> PutValue | None:
+        """The scalar the last op on `obj`/`key` put; None when that op is no scalar put, or
+        the changes did not touch the key. Only meaningful while `current(doc)`."""
+        if self._last is None:
+            return None
+        got = self._last.get(obj_key(obj), {}).get(key)
+        if got is None:
+            return None
+        ops, i = got
+        if ops.actions[i] != ACTION_PUT:
+            return None
+        kind, value = ops.values[i]
+        return PutValue(kind, value, ops.actor, ops.start_op + i)
+
+    def keys_of(self, obj: bytes) -> tuple[str, ...]:
+        """The map keys of `obj` the changes touched."""
+        return tuple(self._last.get(obj_key(obj), ())) if self._last is not None else ()
+
+    def sources(self, path: tuple[str, ...]) -> set[ObjKey]:
+        """The objects whose ops made `path` dirty (collected with the values only)."""
+        return self._sources.get(path, set())
+
 
 @dataclass(frozen=True, slots=True)
 class SyncSummary:
@@ -348,7 +409,12 @@ class DocReplica:
     def __init__(self, name: str, frame_type: int, depth: int = 2) -> None:
         self.name = name
         self.frame_type = frame_type
-        self.doc = am.Document()
+        self._doc = am.Document()
+        # Linear: every change so far follows all earlier ones (it names the heads before it)
+        # with higher op counters. Then the last put of a key is its value (`Dirty.put`).
+        self.linear = True
+        self._linear_heads: list[bytes] = []
+        self._max_op = 0
         self.state = am.SyncState()
         self.messages_in = 0
         self.messages_out = 0
@@ -362,6 +428,16 @@ class DocReplica:
         self.unapplied: dict[str, SyncProblem] = {}  # change hash -> still missing after its message
         self.problems: list[SyncProblem] = []  # new since take_problems()
         self._known: set[bytes] | None = None  # every change hash held, built on first need
+
+    @property
+    def doc(self) -> am.Document:
+        return self._doc
+
+    @doc.setter
+    def doc(self, doc: am.Document) -> None:
+        # a document loaded from saved bytes: its history is not followed change by change
+        self._doc = doc
+        self.linear = False
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -390,11 +466,18 @@ class DocReplica:
         dirty: set[tuple[str, ...]] = set()
         applied: list[Any] = []
         if before != after:
-            if before or self._known is not None or self.unapplied:
+            if before or self._known is not None or self.unapplied or self.linear:
                 applied = guarded(f"{self.name}: reading new changes", self.doc.get_changes, before)
+            if self.linear:
+                guarded(f"{self.name}: following the history", self._follow, before, after, applied, data=body)
             if want_dirty and before:
+                fallbacks = self.paths.fallbacks
                 dirty = guarded(f"{self.name}: placing the new changes", self.paths.dirty_from, applied, self.doc,
-                                data=body)
+                                self.linear, data=body)
+                if self.paths.fallbacks != fallbacks:
+                    self.linear = False  # a change that could not be read or placed: values unknown
+                elif self.linear and isinstance(dirty, Dirty):
+                    dirty.heads = after
             else:
                 dirty = {ALL}
             if ALL in dirty:
@@ -403,6 +486,27 @@ class DocReplica:
         self._check_changes(summary, applied, before != after)
         reply = self.generate(data=body)
         return reply, dirty
+
+    def _follow(self, before: list[bytes], after: list[bytes], applied: list[Any]) -> None:
+        """Keep `linear` true only while each applied change names all the heads before it (it
+        follows every change so far) and starts above every op counter so far; get_changes
+        gives them in causal order. Automerge also names the actor's own previous change, an
+        ancestor of those heads: more deps than heads is still one line."""
+        heads = set(before)
+        if before != self._linear_heads:
+            self.linear = False  # the document moved other than by the changes followed here
+            return
+        max_op = self._max_op
+        for ch in applied:
+            if not heads <= set(ch.deps) or ch.start_op <= max_op:
+                self.linear = False  # concurrent branches (or reused counters): doc.get decides
+                return
+            heads = {ch.hash}
+            max_op = max(max_op, ch.max_op)
+        if heads != set(after):
+            self.linear = False
+            return
+        self._linear_heads, self._max_op = after, max_op
 
     def _check_changes(self, summary: SyncSummary, applied: list[Any], moved: bool) -> None:
         if self.converged:
@@ -537,13 +641,19 @@ class ObjectPaths:
             self.rebuild(doc)
         return self.dirty_from(guarded("reading new changes", doc.get_changes, before), doc)
 
-    def dirty_from(self, changes: Iterable[Any], doc: am.Document | None = None) -> set[tuple[str, ...]]:
-        """Paths `changes` touched; {ALL} when one cannot be placed (or the index is stale)."""
-        out: set[tuple[str, ...]] = set()
+    def dirty_from(self, changes: Iterable[Any], doc: am.Document | None = None,
+                   values: bool = False) -> set[tuple[str, ...]]:
+        """Paths `changes` touched; {ALL} when one cannot be placed (or the index is stale).
+
+        `values`: also note the last op on each map key and the objects behind each path
+        (a `Dirty`, for `Dirty.put`); the replica asks for them while its history is linear."""
+        out = Dirty()
         if self.stale:
             if doc is None:
                 return {ALL}
             self.rebuild(doc)  # from the document as it is now; the new changes' make ops agree
+        last: dict[ObjKey, dict[str, tuple[ChangeOps, int]]] = {}
+        sources = out._sources
         try:
             for ch in changes:
                 ops = decode_change(ch.raw_bytes)
@@ -563,9 +673,23 @@ class ObjectPaths:
                     op_id = (ops.start_op + i, ops.actor)
                     if op_id in ops.created:
                         self._paths[op_id] = path
+                    if values:
+                        src = sources.get(path)
+                        if src is None:
+                            sources[path] = {obj}
+                        else:
+                            src.add(obj)
+                        if key is not None:
+                            per_obj = last.get(obj)
+                            if per_obj is None:
+                                last[obj] = {key: (ops, i)}
+                            else:
+                                per_obj[key] = (ops, i)
         except (ChangeFormatError, ValueError, IndexError):
             self.fallbacks += 1
             return {ALL}
+        if values:
+            out._last = last
         return out
 
 
@@ -604,6 +728,10 @@ def parse_execution_count(value: Any, flags: list[str]) -> int | None:
     flags.append(f"execution_count {value!r} is not an integer")
     return None
 
+
+# ScalarTypes whose decoded value is the very Python value the binding gives (Bytes come as a
+# list of ints, Timestamps as datetimes, Counters with their increments summed: read those back)
+EXACT_KINDS = frozenset({"Str", "Int", "Uint", "F64", "Boolean", "Null"})
 
 CELL_KEYS = {"id", "cell_type", "position", "source", "execution_count", "outputs", "metadata",
              "resolved_assets", "execution_id", "attachments"}
@@ -650,6 +778,7 @@ class NotebookReader:
         if ALL in dirty:
             return self._read_all(doc)
         root = map_entries(doc, am.ROOT)
+        fast = dirty if isinstance(dirty, Dirty) and dirty.current(doc) else None
         roots_done: set[str] = set()
         # entry key -> fields touched (None: the entry itself, read it whole)
         entries: dict[tuple[str, str], set[str] | None] = {}
@@ -669,15 +798,15 @@ class NotebookReader:
             if top in roots_done:
                 continue  # the whole map was re-read
             if top == "cells":
-                changed |= self._refresh_cell(doc, root, key, fields)
+                changed |= self._refresh_cell(doc, root, key, fields, fast)
             else:
-                changed |= self._refresh_comm(doc, root, key, fields)
+                changed |= self._refresh_comm(doc, root, key, fields, fast)
         return changed
 
     # -- single fields (a sync that touched only `source`, `state`, ...) ----------------------------
 
     def _refresh_cell(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str,
-                      fields: set[str] | None) -> set[str]:
+                      fields: set[str] | None, fast: Dirty | None = None) -> set[str]:
         old, obj = self.cells.get(key), self._entry_objs.get(f"cells/{key}")
         if (fields and old is not None and obj is not None and fields <= {"source", "execution_count"}
                 and not any(f.startswith("source") for f in old.flags)):
@@ -688,11 +817,16 @@ class NotebookReader:
                     return self._read_cell(doc, root, key)
                 updates["source"] = doc.text(got[1])
             if "execution_count" in fields:
-                got = doc.get(obj, "execution_count")
-                if got is None or isinstance(got[0], am.ObjType):
-                    return self._read_cell(doc, root, key)
+                put = fast.put(obj, "execution_count") if fast is not None else None
+                if put is not None and put.kind in EXACT_KINDS:
+                    value = put.value  # what doc.get would return, without its scan of the key's history
+                else:
+                    got = doc.get(obj, "execution_count")
+                    if got is None or isinstance(got[0], am.ObjType):
+                        return self._read_cell(doc, root, key)
+                    value = got[0][1]
                 flags = [f for f in old.flags if not f.startswith("execution_count")]
-                updates["execution_count"] = parse_execution_count(got[0][1], flags)
+                updates["execution_count"] = parse_execution_count(value, flags)
                 updates["flags"] = tuple(flags)
             new = msgspec.structs.replace(old, **updates)
             self.cells[key] = new
@@ -702,20 +836,24 @@ class NotebookReader:
         return self._read_cell(doc, root, key)
 
     def _refresh_comm(self, doc: am.Document, root: dict[str, tuple[Any, bytes]], key: str,
-                      fields: set[str] | None) -> set[str]:
+                      fields: set[str] | None, fast: Dirty | None = None) -> set[str]:
         old, obj = self.comms.get(key), self._entry_objs.get(f"comms/{key}")
         if (fields and old is not None and obj is not None and fields <= {"state"}
                 and old.state_error is None and not any("state" in f for f in old.flags)):
-            got = doc.get(obj, "state")
-            if got is None or isinstance(got[0], am.ObjType) or got[0][0] != am.ScalarType.Str:
-                return self._read_comm(doc, root, key)
-            text = got[0][1]
+            put = fast.put(obj, "state") if fast is not None else None
+            if put is not None and put.kind == "Str":
+                text, writer = put.value, actor_label(put.actor)  # doc.get's value, without its scan
+            else:
+                got = doc.get(obj, "state")
+                if got is None or isinstance(got[0], am.ObjType) or got[0][0] != am.ScalarType.Str:
+                    return self._read_comm(doc, root, key)
+                text = got[0][1]
+                parsed = parse_exid(got[1])
+                writer = actor_label(parsed[0]) if parsed else old.writer
             try:
                 state, error = parse_json_text(text), None
             except ValueError as exc:
                 state, error = text, f"state is not valid JSON: {exc}"
-            parsed = parse_exid(got[1])
-            writer = actor_label(parsed[0]) if parsed else old.writer
             new = msgspec.structs.replace(old, state=state, state_error=error, writer=writer)
             self.comms[key] = new
             if self._comm_order is not None:

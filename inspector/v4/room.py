@@ -20,10 +20,14 @@ from automerge import core as am
 
 from ..document import (
     ALL,
+    EXACT_KINDS,
+    Dirty,
     DocReplica,
     NotebookReader,
+    PutValue,
     exid_hex,
     map_entries,
+    obj_key,
     parse_exid,
     read_seq,
     to_json,
@@ -305,6 +309,7 @@ class CommsDocReader:
     comms: dict[str, CommState] = field(default_factory=dict)
     schema_version: int | None = None
     flags: list[str] = field(default_factory=list)
+    _objs: dict[str, bytes] = field(default_factory=dict)  # comm id -> its state Map's exid
 
     def refresh(self, doc: am.Document, dirty: set[tuple[str, ...]]) -> set[str]:
         if not dirty:
@@ -314,27 +319,64 @@ class CommsDocReader:
         if ALL in dirty or any(len(p) < 2 and p[0] == "comms" for p in dirty):
             changed = {f"comms/{k}" for k in self.comms} | {"comms"}
             self.comms.clear()
+            self._objs.clear()
             sv = _scalar(root.get("schema_version"))
             self.schema_version = sv if isinstance(sv, int) else None
             if comms is not None and comms[0] == am.ObjType.Map:
                 for cid, (v, exid) in zip(doc.keys(comms[1]), doc.values(comms[1]), strict=False):
                     if v == am.ObjType.Map:
                         self.comms[cid] = self._state(doc, exid, cid)
+                        self._objs[cid] = exid
                         changed.add(f"comms/{cid}")
             return changed
-        changed = set()
+        fast = dirty if isinstance(dirty, Dirty) and dirty.current(doc) else None
+        by_comm: dict[str, list[tuple[str, ...]]] = {}
         for path in dirty:
-            if path[0] != "comms" or len(path) < 2:
+            if path[0] == "comms" and len(path) >= 2:
+                by_comm.setdefault(path[1], []).append(path)
+        changed = set()
+        for cid, paths in by_comm.items():
+            if fast is not None and self._put_only(fast, cid, paths):
+                changed.add(f"comms/{cid}")
                 continue
-            cid = path[1]
             got = doc.get(comms[1], cid) if comms is not None and comms[0] == am.ObjType.Map else None
             if got is None or got[0] != am.ObjType.Map:
                 self.comms.pop(cid, None)
+                self._objs.pop(cid, None)
                 changed |= {f"comms/{cid}", "comms"}
             else:
                 self.comms[cid] = self._state(doc, got[1], cid)
+                self._objs[cid] = got[1]
                 changed.add(f"comms/{cid}")
         return changed
+
+    def _put_only(self, fast: Dirty, cid: str, paths: list[tuple[str, ...]]) -> bool:
+        """Update comm `cid` from the changes alone when all they did under it is put scalars
+        on keys its state Map already has (a slider storm); False: read it from the document.
+
+        `doc.values` of the state Map scans every op ever made on its keys; the changes' own
+        last puts are the values it would find (`Dirty`)."""
+        old, obj = self.comms.get(cid), self._objs.get(cid)
+        if old is None or obj is None:
+            return False
+        own = obj_key(obj)
+        if any(fast.sources(p) != {own} for p in paths):
+            return False  # ops on the comms map itself or on objects nested in the state
+        state, writers = dict(old.state), dict(old.key_writers)
+        latest: PutValue | None = None
+        for key in fast.keys_of(obj):
+            put = fast.put(obj, key)
+            if put is None or put.kind not in EXACT_KINDS or key not in state:
+                return False  # a delete, an object, a new key (its place in the order), ...
+            state[key] = put.value
+            writers[key] = _label(put.actor)
+            if latest is None or put.counter > latest.counter:
+                latest = put
+        if latest is None:
+            return False
+        # every put here outnumbers all earlier ops, so its writer is the comm's latest one
+        self.comms[cid] = CommState(cid, state, writers, _label(latest.actor), old.obj_id)
+        return True
 
     @staticmethod
     def _state(doc: am.Document, obj: bytes, cid: str) -> CommState:
