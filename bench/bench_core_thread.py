@@ -292,12 +292,7 @@ def run_inline(inputs: Inputs, work: str, path: str, rate: float) -> Run:
     def poll(now: float) -> bool:
         while state["i"] < len(due) and due[state["i"]] <= now:
             i = state["i"]
-            if work == "join":
-                c.apply(inputs.join)
-            elif work == "load":
-                c.load(inputs.saved)
-            else:
-                c.apply(inputs.storm[i])
+            step(c, inputs, work, i)
             c.result()
             run.latencies.append(time.perf_counter() - due[i])
             state["i"] += 1
@@ -306,6 +301,16 @@ def run_inline(inputs: Inputs, work: str, path: str, rate: float) -> Run:
     tick(poll, run)
     run.longest_call = c.longest
     return run
+
+
+def step(c: Any, inputs: Inputs, work: str, i: int) -> None:
+    """The work item `i` of `work` (the join, the load, or update `i` of the storm) applied to `c`."""
+    if work == "join":
+        c.apply(inputs.join)
+    elif work == "load":
+        c.load(inputs.saved)
+    else:
+        c.apply(inputs.storm[i])
 
 
 def run_thread(inputs: Inputs, work: str, path: str, rate: float) -> Run:
@@ -320,12 +325,7 @@ def run_thread(inputs: Inputs, work: str, path: str, rate: float) -> Run:
             pause = at - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-            if work == "join":
-                c.apply(inputs.join)
-            elif work == "load":
-                c.load(inputs.saved)
-            else:
-                c.apply(inputs.storm[i])
+            step(c, inputs, work, i)
             results.put((i, c.result()))
 
     th = threading.Thread(target=worker, daemon=True)
@@ -379,12 +379,7 @@ def child_main(conn: Any, inputs_file: str, work: str, path: str, rate: float, s
         pause = at - time.perf_counter()
         if pause > 0:
             time.sleep(pause)
-        if work == "join":
-            c.apply(inputs.join)
-        elif work == "load":
-            c.load(inputs.saved)
-        else:
-            c.apply(inputs.storm[i])
+        step(c, inputs, work, i)
         if ship == "full" or not isinstance(c, Real):
             send(b"F", (i, c.result()))
         elif work == "storm":

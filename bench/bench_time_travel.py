@@ -27,6 +27,7 @@ import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from bench_recording import pct  # noqa: E402
 from slider_storm import RATE, LongStorm, core_run  # noqa: E402
 
 SLIDERS = 8
@@ -44,11 +45,6 @@ def session_frames(minutes: int) -> tuple[list[tuple[str, bytes]], list[float]]:
                 frames.append(f)
                 times.append(t)
     return frames, times
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def main() -> None:

@@ -40,18 +40,23 @@ class Storm:
         self.n = 0
         self.initial = self._converge()  # the join: part of every recording of the storm
 
+    def _round(self, frames: list[tuple[str, bytes]]) -> bool:
+        """One sync round (the daemon's message, the peer's reply) appended to `frames`; False
+        once neither side had anything to say."""
+        msg = self.doc.doc.generate_sync_message(self.sync)
+        if msg is not None:
+            frames.append(("in", b"\x00" + msg.encode()))
+            self.peer.receive_sync_message(self.peer_sync, msg)
+        reply = self.peer.generate_sync_message(self.peer_sync)
+        if reply is not None:
+            frames.append(("out", b"\x00" + reply.encode()))
+            self.doc.doc.receive_sync_message(self.sync, reply)
+        return msg is not None or reply is not None
+
     def _converge(self) -> list[tuple[str, bytes]]:
-        frames = []
+        frames: list[tuple[str, bytes]] = []
         for _ in range(20):
-            msg = self.doc.doc.generate_sync_message(self.sync)
-            if msg is not None:
-                frames.append(("in", b"\x00" + msg.encode()))
-                self.peer.receive_sync_message(self.peer_sync, msg)
-            reply = self.peer.generate_sync_message(self.peer_sync)
-            if reply is not None:
-                frames.append(("out", b"\x00" + reply.encode()))
-                self.doc.doc.receive_sync_message(self.sync, reply)
-            if msg is None and reply is None:
+            if not self._round(frames):
                 break
         return frames
 
@@ -60,14 +65,8 @@ class Storm:
         self.n += 1
         self.state["value"] = self.n
         self.doc.update_comm_state(COMM, json.dumps(self.state))
-        frames = []
-        msg = self.doc.doc.generate_sync_message(self.sync)
-        frames.append(("in", b"\x00" + msg.encode()))
-        self.peer.receive_sync_message(self.peer_sync, msg)
-        reply = self.peer.generate_sync_message(self.peer_sync)
-        if reply is not None:
-            frames.append(("out", b"\x00" + reply.encode()))
-            self.doc.doc.receive_sync_message(self.sync, reply)
+        frames: list[tuple[str, bytes]] = []
+        self._round(frames)
         bc = {"event": "comm", "msg_type": "comm_msg", "content": {"comm_id": COMM, "data": {
             "method": "update", "state": {"value": self.n}, "buffer_paths": []}}, "buffers": []}
         frames.append(("in", b"\x03" + m.encode_json(bc)))
