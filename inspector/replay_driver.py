@@ -63,14 +63,43 @@ __all__ = ["At", "RecordedManifests", "RecordedTap", "Replay", "copy_replay", "o
 
 class RecordedTap:
     """Stands where the live driver's kernel tap was: its messages are the recording's `Kernel`
-    records (the counters are the replay's, not the live tap's)."""
+    records, from which it keeps the kernel's comm table and state as the live tap did (the
+    counters are the replay's, not the live tap's)."""
 
-    state = "live"
     rejected = 0
 
     def __init__(self) -> None:
+        from .comm_table import CommTable
+
         self.received = 0
         self.reject_reasons: dict[str, int] = {}
+        self.state = "live"  # live | shutdown | dead, from the recorded status and events
+        self.table = CommTable()
+
+    def comm(self, msg_type: str, content: dict[str, Any], buffers: list[bytes], t: float) -> None:
+        from .comm_table import apply_iopub_comm
+        from .kernel_tap import COMM_TYPES
+
+        self.received += 1
+        if msg_type in COMM_TYPES:
+            apply_iopub_comm(self.table, msg_type, content, buffers, t)
+        elif msg_type == "status":
+            st = content.get("execution_state")
+            if st in ("dead", "shutdown"):
+                self.state = st
+            elif self.state == "dead":
+                self.state = "live"
+        elif msg_type == "shutdown_reply":
+            self.state = "shutdown"
+
+    def event(self, what: str, payload: Any) -> None:
+        """A recorded tap event: `dead` / `shutdown`, or `status` with the execution state."""
+        if what in ("dead", "shutdown"):
+            self.state = what
+        elif what == "status" and payload in ("dead", "shutdown"):
+            self.state = payload
+        elif what == "status" and self.state == "dead":
+            self.state = "live"
 
     def summary(self) -> dict[str, Any]:
         return {"state": self.state, "received": self.received, "rejected": 0, "source": "recording"}
@@ -285,12 +314,17 @@ class Replay:
             msg = rec.msg
             if core.tap is None:
                 core.tap = RecordedTap()  # the live session had a tap: its views are shown
+            tap = core.tap
             if rec.channel == "event":
+                if isinstance(tap, RecordedTap):
+                    tap.event(str(msg.get("what")), msg.get("payload"))
                 core.kernel_event(str(msg.get("what")), msg.get("payload"), rec.mono)
             else:
-                core.tap.received += 1
-                core.kernel_comm(str(msg.get("msg_type")), msg.get("content") or {},
-                                 [bytes(b) for b in msg.get("buffers") or ()], rec.mono,
+                content = msg.get("content") if isinstance(msg.get("content"), dict) else {}
+                buffers = [bytes(b) for b in msg.get("buffers") or ()]
+                if isinstance(tap, RecordedTap):
+                    tap.comm(str(msg.get("msg_type")), content, buffers, rec.mono)
+                core.kernel_comm(str(msg.get("msg_type")), content, buffers, rec.mono,
                                  msg.get("msg_id") if isinstance(msg.get("msg_id"), str) else None)
         elif isinstance(rec, Connection):
             self._connection(rec)

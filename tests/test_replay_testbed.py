@@ -20,6 +20,7 @@ import pytest
 
 from inspector import events as ev
 from inspector.divergence import DivergenceOptions, SettleConfig
+from inspector.integrity import IntegrityOptions
 from inspector.recording.session_recording import RecordingOptions
 from inspector.replay_driver import At, Replay
 from inspector.session import PeerSession, SessionConfig
@@ -70,7 +71,7 @@ class Run:
 
 
 @contextlib.asynccontextmanager
-async def recorded(fault: str | None, kernel_tap: bool = False) -> AsyncIterator[Run]:
+async def recorded(fault: str | None, kernel_tap: bool = False, integrity: bool = False) -> AsyncIterator[Run]:
     d = tempfile.mkdtemp(prefix="rti-rp-", dir="/tmp")
     tb = Testbed(os.path.join(d, "rt.sock"), faults=[fault] if fault else [], auto_launch=False,
                  write_daemon_json=False)
@@ -84,7 +85,8 @@ async def recorded(fault: str | None, kernel_tap: bool = False) -> AsyncIterator
         path = os.path.join(d, "s.rtirec")
         session = PeerSession(SessionConfig(tb.socket_path, nid, allow_kernel_launch=True,
                                             divergence=DivergenceOptions(SettleConfig(), conn),
-                                            recording=RecordingOptions(file=path)))
+                                            recording=RecordingOptions(file=path),
+                                            integrity=IntegrityOptions() if integrity else None))
         task = asyncio.create_task(session.run())
         await session.wait_settled(0.1, 30)
         yield Run(tb, nid, session, path)
@@ -200,3 +202,20 @@ async def test_outputs_resolved_live_are_resolved_in_the_replay(tmp_path: Path) 
     red_recs = [rec for rec in RecordingReader(red) if isinstance(rec, Manifest)]
     assert [rec.ref for rec in red_recs] == [rec.ref for rec in recs]
     assert "OUTPUT_TEXT_4711" not in json.dumps([rec.manifest for rec in red_recs])
+
+
+async def test_replay_of_a_tapped_session_gives_the_live_integrity_report(tmp_path: Path) -> None:
+    """The kernel's comm table and state come back from the recorded IOPub messages, so the
+    replayed integrity report (liveness by the kernel's evidence) is the live one."""
+    async with recorded(None, kernel_tap=True, integrity=True) as r:
+        await r.tb.run_cell(r.nid, SLIDER)
+        await r.settle()
+        live = r.session.snapshot()
+        path = str(tmp_path / "s.rtirec")
+        shutil.copy(r.path, path)
+    assert live.integrity is not None
+    live_view = {c.comm_id: (c.liveness, c.evidence) for c in live.integrity.liveness.comms}
+    assert any(ev == "kernel_tap" for _, ev in live_view.values()), live_view
+    snap = Replay(path).run().snapshot()
+    assert snap.integrity is not None
+    assert {c.comm_id: (c.liveness, c.evidence) for c in snap.integrity.liveness.comms} == live_view
