@@ -253,6 +253,7 @@ class ChangeOps:
     values: list[tuple[str, Any]]  # per op: (ScalarType name, value); ("Null", None) for makes and deletes
     preds: list[tuple[tuple[int, bytes], ...]]  # per op: the (counter, actor) ops it overwrites
     deps: tuple[bytes, ...]  # hashes of the changes this one follows
+    seq: int = 0  # the actor's sequence number of this change (1, 2, ...)
 
 
 def decode_change(raw: bytes) -> ChangeOps:
@@ -283,7 +284,7 @@ def _decode(raw: bytes) -> ChangeOps:
     n, pos = _uleb(body, pos)
     actor = body[pos : pos + n]
     pos += n
-    _, pos = _uleb(body, pos)  # seq
+    seq, pos = _uleb(body, pos)
     start_op, pos = _uleb(body, pos)
     _, pos = _sleb(body, pos)  # time
     n, pos = _uleb(body, pos)
@@ -334,7 +335,7 @@ def _decode(raw: bytes) -> ChangeOps:
     values += [("Null", None)] * (n - len(values))
     preds = _preds(groups, cols, actors, n)
     created = {(start_op + i, actor) for i, act in enumerate(actions) if act in MAKE_ACTIONS}
-    return ChangeOps(actor, start_op, objs, keys_out, created, actions_out, values, preds, deps)
+    return ChangeOps(actor, start_op, objs, keys_out, created, actions_out, values, preds, deps, seq)
 
 
 def _preds(groups: Sequence[int | None], cols: dict[int, bytes], actors: list[bytes],

@@ -379,6 +379,39 @@ def change_hash(chunk: bytes) -> bytes | None:
 
 
 MAX_PROBLEMS = 1000
+# A message carrying more changes than this is read back with get_changes: decoding them all
+# in Python (~20 us each) would cost more than that one call.
+MAX_MESSAGE_CHANGES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """A change a sync message carried and the replica applied, with what the callers here read
+    of automerge's `Change` (hash, raw_bytes, actor_id, seq, deps, start_op, max_op) and its ops."""
+
+    hash: bytes
+    raw_bytes: bytes
+    ops: ChangeOps
+
+    @property
+    def actor_id(self) -> bytes:
+        return self.ops.actor
+
+    @property
+    def seq(self) -> int:
+        return self.ops.seq
+
+    @property
+    def deps(self) -> tuple[bytes, ...]:
+        return self.ops.deps
+
+    @property
+    def start_op(self) -> int:
+        return self.ops.start_op
+
+    @property
+    def max_op(self) -> int:
+        return self.ops.start_op + len(self.ops.objs) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +461,10 @@ class DocReplica:
         self.unapplied: dict[str, SyncProblem] = {}  # change hash -> still missing after its message
         self.problems: list[SyncProblem] = []  # new since take_problems()
         self._known: set[bytes] | None = None  # every change hash held, built on first need
+        # actor -> (highest seq held, that change's hash), over every change the replica holds; None
+        # when not known (a loaded document). What tells a carried change held from new (`_applied_from`).
+        self._seqs: dict[bytes, tuple[int, bytes]] | None = {}
+        self.applied_read = {"message": 0, "automerge": 0}  # how the applied changes were learnt
 
     @property
     def doc(self) -> am.Document:
@@ -438,6 +475,7 @@ class DocReplica:
         # a document loaded from saved bytes: its history is not followed change by change
         self._doc = doc
         self.linear = False
+        self._seqs = None
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -457,6 +495,8 @@ class DocReplica:
         summary = parse_sync_message(body)
         msg = guarded(f"{self.name}: decoding a sync message", am.Message.decode, body, data=body)
         before = self.doc.get_heads()
+        # unknown until this message's changes are read: a failure from here on leaves it unknown
+        seqs, self._seqs = self._seqs, None
         guarded(f"{self.name}: applying a sync message", self.doc.receive_sync_message, self.state, msg,
                 data=body)
         self.messages_in += 1
@@ -465,9 +505,32 @@ class DocReplica:
         after = self.doc.get_heads()
         dirty: set[tuple[str, ...]] = set()
         applied: list[Any] = []
-        if before != after:
-            if before or self._known is not None or self.unapplied or self.linear:
+        if before == after:
+            self._seqs = seqs
+        else:
+            # a join (nothing held before) is read back whole: decoding it here would cost more
+            found = self._applied_from(summary, before, after, seqs) if seqs is not None and before else None
+            read = True
+            if found is not None:
+                applied = found
+                self.applied_read["message"] += 1
+            elif before or self._known is not None or self.unapplied or self.linear:
                 applied = guarded(f"{self.name}: reading new changes", self.doc.get_changes, before)
+                self.applied_read["automerge"] += 1
+            else:
+                read = seqs = None  # not read: which changes the replica holds is no longer known
+            if seqs is not None:
+                for ch in applied:
+                    last = seqs.get(ch.actor_id)
+                    if last is None or ch.seq > last[0]:
+                        seqs[ch.actor_id] = (ch.seq, ch.hash)
+                self._seqs = seqs
+            if read and self._actor_heads == before:
+                # change_actors is current to `before` and these are all the changes since
+                for ch in applied:
+                    self.actors.add(actor_label(ch.actor_id))
+                self._changes_seen += len(applied)
+                self._actor_heads = after
             if self.linear:
                 guarded(f"{self.name}: following the history", self._follow, before, after, applied, data=body)
             if want_dirty and before:
@@ -487,11 +550,72 @@ class DocReplica:
         reply = self.generate(data=body)
         return reply, dirty
 
+    def _applied_from(self, summary: SyncSummary, before: list[bytes], after: list[bytes],
+                      seqs: dict[bytes, tuple[int, bytes]]) -> list[AppliedChange] | None:
+        """The changes this message applied, in an order that respects their deps, read from the
+        message itself (`get_changes(before)` costs time that grows with the history). None when
+        the message does not account exactly for the new heads: the caller asks automerge.
+
+        Exact because: a carried change is new when its seq is above its actor's highest held
+        (a held one is in `before`'s heads or its actor's latest, anything else falls back); the
+        new ones whose deps are all held or new form, with the history, a closed set; and the
+        heads of that set are the document's. Two closed sets with the same heads are equal."""
+        held = set(before)  # certainly held: the heads, and each actor's latest change
+        held.update(h for _, h in seqs.values())
+        new: dict[bytes, AppliedChange] = {}
+        n = 0
+        for entry in summary.changes:
+            for chunk in chunks(entry):
+                n += 1
+                h = change_hash(chunk)
+                if n > MAX_MESSAGE_CHANGES or h is None or chunk[4:8] != h[:4]:
+                    return None  # a large sync, a compressed change, a document, a corrupt chunk
+                if h in held or h in new:
+                    continue
+                try:
+                    ops = decode_change(chunk)
+                except ChangeFormatError:
+                    return None
+                last = seqs.get(ops.actor)
+                if last is not None and ops.seq <= last[0]:
+                    return None  # an older change resent, or a second change with that seq
+                new[h] = AppliedChange(h, chunk, ops)
+        if not new:
+            return None
+        # topological order (Kahn); a change waiting on one neither held nor new stays out, as
+        # automerge keeps it queued
+        waiting: dict[bytes, int] = {}
+        children: dict[bytes, list[bytes]] = {}
+        ready: list[bytes] = []
+        for h, ch in new.items():
+            k = 0
+            for d in set(ch.ops.deps):
+                if d not in held:
+                    k += 1
+                    children.setdefault(d, []).append(h)
+            if k:
+                waiting[h] = k
+            else:
+                ready.append(h)
+        order: list[AppliedChange] = []
+        i = 0
+        while i < len(ready):
+            order.append(new[ready[i]])
+            for c in children.get(ready[i], ()):
+                waiting[c] -= 1
+                if not waiting[c]:
+                    ready.append(c)
+            i += 1
+        deps = {d for ch in order for d in ch.ops.deps}
+        heads = {h for h in before if h not in deps}
+        heads.update(ch.hash for ch in order if ch.hash not in deps)
+        return order if heads == set(after) else None
+
     def _follow(self, before: list[bytes], after: list[bytes], applied: list[Any]) -> None:
         """Keep `linear` true only while each applied change names all the heads before it (it
-        follows every change so far) and starts above every op counter so far; get_changes
-        gives them in causal order. Automerge also names the actor's own previous change, an
-        ancestor of those heads: more deps than heads is still one line."""
+        follows every change so far) and starts above every op counter so far; they come in
+        causal order (get_changes' or `_applied_from`'s). Automerge also names the actor's own
+        previous change, an ancestor of those heads: more deps than heads is still one line."""
         heads = set(before)
         if before != self._linear_heads:
             self.linear = False  # the document moved other than by the changes followed here
@@ -656,7 +780,7 @@ class ObjectPaths:
         sources = out._sources
         try:
             for ch in changes:
-                ops = decode_change(ch.raw_bytes)
+                ops = ch.ops if isinstance(ch, AppliedChange) else decode_change(ch.raw_bytes)
                 for i, (obj, key) in enumerate(zip(ops.objs, ops.keys, strict=False)):
                     if obj is None:
                         parent: tuple[str, ...] | None = ()
