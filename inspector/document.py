@@ -477,6 +477,11 @@ class DocReplica:
         self.linear = False
         self._seqs = None
 
+    def adopt_identical(self, doc: am.Document) -> None:
+        """Hold `doc`, the very document this replica held when it was copied (loaded again
+        from its saved bytes: time travel), so what is known of its history stays true."""
+        self._doc = doc
+
     @property
     def heads(self) -> tuple[str, ...]:
         return tuple(h.hex() for h in self.doc.get_heads())

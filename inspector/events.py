@@ -103,6 +103,18 @@ class EventLog:
                 else copy.deepcopy(v, memo)
         return new
 
+    def copy_without_records(self, memo: dict) -> EventLog:
+        """A copy with the same counters and listeners that holds no events or frame records
+        (a time-travel restore point: the timeline shows the pass's own log, and a position's log
+        then holds what was logged since the restore point)."""
+        new = EventLog.__new__(EventLog)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            new.__dict__[k] = collections.deque(maxlen=v.maxlen) if isinstance(v, collections.deque) \
+                else copy.deepcopy(v, memo)
+        new.bytes_held = 0
+        return new
+
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         self._listeners.append(fn)
         return lambda: self._listeners.remove(fn) if fn in self._listeners else None

@@ -174,20 +174,25 @@ def parse_at(text: str, meta: Meta) -> At:
     return At(mono=meta.start_mono + (when.timestamp() - meta.start_wall))
 
 
-def copy_replay(rp: Replay) -> Replay:
-    """An independent copy of `rp` (its core included) that shares only what never changes."""
-    memo: dict[int, Any] = {id(rp.reader): rp.reader}
+def copy_replay(rp: Replay, *, docs: bool = True, records: bool = True) -> Replay:
+    """An independent copy of `rp` (its core included) that shares only what never changes:
+    the reader, and the immutable records (events, frame records, key-history entries, whose
+    `__deepcopy__` returns themselves). `docs=False`: the copy's replicas hold no document (the
+    caller keeps them another way and gives them back with `DocReplica.adopt_identical`);
+    `records=False`: its event log keeps its counters but no events or frame records."""
+    memo: dict[int, Any] = {id(rp.reader): rp.reader, id(rp.before_close): rp.before_close}
     core = rp.core
     for rep in core.replicas.values():
-        memo[id(rep.doc)] = rep.doc.fork()
+        memo[id(rep.doc)] = rep.doc.fork() if docs else None
         # a replay never sends its replies, so the copy's peer state starts afresh
         memo[id(rep.state)] = am.SyncState()
-    memo[id(rp.before_close)] = rp.before_close
     # a copy allocates many small objects at once; the collector would walk the whole heap
     # (every copy kept so far) several times over for nothing: a copy makes no cycles to free
     was = gc.isenabled()
     gc.disable()
     try:
+        if not records:
+            core.log.copy_without_records(memo)
         return copy.deepcopy(rp, memo)
     finally:
         if was:
