@@ -11,7 +11,8 @@ of every minute (18,000 updates, 54,000 frames), the rest of the minute quiet.
   seek:  `show_seq` of random events (restore the nearest copy of the core, replay to the event,
          the tree and the divergence pane set) p50/p95/max; baseline: a replay from the start
          to the same events (a few of them: each costs up to the whole replay);
-  stall: the longest turn of the event loop while the pass runs in slices.
+  stall: the longest turn of the event loop while the pass runs in slices;
+  memory: the process's resident set after the pass and its peak, against before the window.
 
     QT_QPA_PLATFORM=offscreen python bench/bench_time_travel.py [--minutes 30] [--seeks 200]
 """
@@ -47,6 +48,15 @@ def session_frames(minutes: int) -> tuple[list[tuple[str, bytes]], list[float]]:
     return frames, times
 
 
+def rss(field: str) -> int:
+    """This process's resident memory (VmRSS) or its peak (VmHWM), in MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) // 1024
+    return -1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=int, default=30)
@@ -75,6 +85,7 @@ def main() -> None:
         whole = time.perf_counter() - t0
         print(f"baseline: replay from the start, whole recording: {whole:.2f} s ({len(base)} records)")
 
+        before_mb = rss("VmRSS")
         t0 = time.perf_counter()
         w = RecordingWindow(path)
         w.show()
@@ -107,7 +118,8 @@ def main() -> None:
         tt = w.tt
         print(f"pass: whole recording in the window after {loaded:.1f} s ({loaded / whole:.2f}x the bare replay; "
               f"copying {tt.copy_seconds:.1f} s for {tt.copies} restore points); longest event-loop turn "
-              f"while it ran {max(gaps) * 1000:.0f} ms, p99 {pct(gaps, 0.99) * 1000:.0f} ms")
+              f"while it ran {max(gaps) * 1000:.0f} ms, p99 {pct(gaps, 0.99) * 1000:.0f} ms; "
+              f"memory {rss('VmRSS')} MB now, {rss('VmHWM')} MB at the peak (before the window: {before_mb} MB)")
 
         rnd = random.Random(11)
         seqs = [rnd.choice(w.events).seq for _ in range(args.seeks)]

@@ -706,11 +706,14 @@ class SessionCore:
         more = f" (and {self.malformed_count - 1} more)" if self.malformed_count > 1 else ""
         return f"warning: malformed data from the daemon, kept and ignored: {self.malformed[0]}{more}"
 
-    def snapshot(self, taken_at: float | None = None) -> Snapshot:
-        """The room as one immutable value (cached until the next change)."""
+    def snapshot(self, taken_at: float | None = None, *, history: bool = True) -> Snapshot:
+        """The room as one immutable value (cached until the next change). `history=False`:
+        without the key history's findings and latency block, for a view that shows neither
+        (their detectors are fed incrementally at each snapshot, so the first snapshot of a core
+        that never took one costs what its key history holds); not cached."""
         import time
 
-        if self._snapshot_cache is not None and not self._dirty:
+        if history and self._snapshot_cache is not None and not self._dirty:
             return self._snapshot_cache
         prof = self.profile
         p = self.probe
@@ -752,6 +755,8 @@ class SessionCore:
             snap = self.divergence.apply_to(snap)
         if self.integrity is not None and prof is not None:
             snap = self.integrity.apply_to(snap)
+        if not history:
+            return snap
         if self.history is not None:  # key history: the latency block and the findings
             snap = self.history.apply_to(snap)
         self._snapshot_cache = snap

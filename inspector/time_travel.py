@@ -52,7 +52,7 @@ def _take(rp: Replay) -> _Copy:
 class TimeTravel:
     """The recording at `path`, replayed once (`advance` / `finish`) and then seekable."""
 
-    def __init__(self, path: str, *, every_s: float = 0.08, max_copies: int = 512, loaded_docs: int = 8,
+    def __init__(self, path: str, *, every_s: float = 0.05, max_copies: int = 512, loaded_docs: int = 16,
                  divergence: bool = True) -> None:
         self.replay = Replay(path, divergence=divergence)
         self.meta = self.replay.meta

@@ -169,7 +169,9 @@ class RecordingWindow(QMainWindow):
         if not self._setting:
             self._follow = False
         core = self.tt.seek_seq(seq)
-        snap = core.snapshot(taken_at=self.tt.wall_of(core.now or self.meta.start_mono))
+        # no key-history findings here (this window has no history dock): their detectors would
+        # first read the whole key history of a restored core, 225 ms at the end of 30 minutes
+        snap = core.snapshot(taken_at=self.tt.wall_of(core.now or self.meta.start_mono), history=False)
         self.model.set_snapshot(snap)
         self.detail.show_node(self.model.node(self.tree.currentIndex()), force=True)
         divs = [d for d in snap.divergence if d.status != "pending"]
