@@ -52,7 +52,7 @@ def _take(rp: Replay) -> _Copy:
 class TimeTravel:
     """The recording at `path`, replayed once (`advance` / `finish`) and then seekable."""
 
-    def __init__(self, path: str, *, every_s: float = 0.05, max_copies: int = 512, loaded_docs: int = 16,
+    def __init__(self, path: str, *, every_s: float = 0.03, max_copies: int = 1024, loaded_docs: int = 24,
                  divergence: bool = True) -> None:
         self.replay = Replay(path, divergence=divergence)
         self.meta = self.replay.meta
@@ -123,12 +123,18 @@ class TimeTravel:
     def _take_copy(self) -> None:
         t0 = time.perf_counter()
         self._copies.append(_take(self.replay))
-        self.copy_seconds += time.perf_counter() - t0
-        self._since_copy = 0.0
         if len(self._copies) > self.max_copies:
             # keep the first one (the recording's start) and every other one after it
             self._copies = self._copies[:1] + self._copies[2::2]
             self.every_s *= 2
+        self.copy_seconds += time.perf_counter() - t0
+        self._since_copy = 0.0
+
+    def close(self) -> None:
+        """Drop the restore points and loaded documents (the window closed)."""
+        self._copies.clear()
+        self._docs.clear()
+        self._cursor = None
 
     # -- seeking -------------------------------------------------------------------------------
 

@@ -127,6 +127,11 @@ class RecordingWindow(QMainWindow):
         else:
             self._pump.start()
 
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        self._pump.stop()
+        self.tt.close()
+        super().closeEvent(event)
+
     # -- the pass -----------------------------------------------------------------------------------
 
     @property
