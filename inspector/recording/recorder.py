@@ -63,7 +63,8 @@ class Recorder:
 
     def frame(self, conn: int, direction: str, kind: str, payload: bytes, mono: float | None = None,
               wall: float | None = None) -> Frame:
-        mono, wall = self._times(mono, wall)
+        if mono is None or wall is None:  # the core gives both: the clock is read only when it does not
+            mono, wall = self._times(mono, wall)
         rec = Frame(conn, direction, kind, mono, wall, bytes(payload), len(payload))
         self._emit(rec)
         return rec
@@ -165,7 +166,9 @@ class Recorder:
                     (self.ring is not None and self.ring.wants_checkpoint(mono)):
                 self.checkpoint_now(mono)
         self._since_checkpoint += 1
-        self._fan(code, mono, body)
+        data = frame_record(code, mono, body)  # framed once for every sink (the per-frame path: no call more)
+        for sink in self._sinks:
+            sink.append_framed(code, data, mono)
 
     def _fan(self, code: int, mono: float, body: bytes) -> None:
         data = frame_record(code, mono, body)  # framed once for every sink
