@@ -287,8 +287,8 @@ class Replay:
         return self.core
 
     def run_to(self, stop: int) -> SessionCore:
-        """Replay the records before index `stop` (a scrubber's position: with the last event seq
-        after each record, `bisect_right(table, N)` is the index `run(At(seq=N))` stops before)."""
+        """Replay the records before index `stop` (a scrubber's position: `TimeTravel.index_of_seq`
+        gives the index `run(At(seq=N))` stops before)."""
         return self._run(None, max(stop, self.index), None)
 
     def _run(self, at: At | None, stop: int | None, on_step: Callable[[int, Record], None] | None) -> SessionCore:

@@ -126,12 +126,15 @@ def core_run(frames: list[tuple[str, bytes]], path: str | None, times: list[floa
     the event log), with the recording option declared (`path`: the ring and a file) or not:
     the overhead a session pays, measured where it is paid. Frame i arrives at `times[i]`, or
     at i / (3 * RATE) seconds (three frames an update)."""
-    from inspector.divergence import DivergenceOptions
+    import argparse
+
+    from inspector.cli import divergence_options
     from inspector.recording.session_recording import RecordingOptions
     from inspector.session_core import SessionConfig, SessionCore
 
+    # the engine as a `check` without flags runs it
     core = SessionCore(SessionConfig("bench.sock", "bench", resolve_blobs=False, keep_frame_bodies=False,
-                                     divergence=DivergenceOptions(),
+                                     divergence=divergence_options(argparse.Namespace()),
                                      recording=RecordingOptions(file=path) if path else None))
     # the core's clock is the monotonic clock, as live (the recording's start is read from it)
     t_start = time.monotonic()

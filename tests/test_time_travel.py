@@ -6,10 +6,10 @@ spread evenly; a seek costs a bounded amount of replay whatever the point."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import random
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,7 +17,7 @@ import pytest
 from slider_storm import core_run, gen_minute
 from test_v4_session_replay import ROOM, SLIDER, s2c
 
-from inspector.divergence import DivergenceOptions, SettleConfig
+from inspector.cli import divergence_options
 from inspector.recording.session_recording import RecordingOptions
 from inspector.replay_driver import Replay
 from inspector.session_core import SessionConfig, SessionCore
@@ -36,7 +36,7 @@ def real_v4(tmp_path_factory: Any) -> str:
     """Connection 5 of the real 2.9.0 capture through a core with the recording option."""
     path = str(tmp_path_factory.mktemp("tt") / "v4.rtirec")
     core = SessionCore(SessionConfig("replay.sock", ROOM, resolve_blobs=False, keep_frame_bodies=False,
-                                     divergence=DivergenceOptions(SettleConfig()),
+                                     divergence=divergence_options(argparse.Namespace()),
                                      recording=RecordingOptions(file=path)))
     frames = list(s2c(5))
     core.begin(4, t=frames[0][1])
@@ -140,12 +140,19 @@ def test_the_event_list_is_the_log_without_frames(storm: str) -> None:
         assert core.log._seq >= e.seq
 
 
-def test_replay_times_are_the_recordings(storm: Path | str) -> None:
+def test_replay_times_are_the_recordings(storm: str) -> None:
     """Event and key-history wall times come from the recording, not from the replay's clock."""
-    a, b = Replay(str(storm)).run(), Replay(str(storm)).run()
-    assert [e.wall for e in a.log.events()] == [e.wall for e in b.log.events()]
-    rec_start = Replay(str(storm)).meta.start_wall
-    assert all(abs(e.wall - rec_start) < 3600 for e in a.log.events())
+    rp = Replay(storm)
+    core = rp.run()
+    meta = rp.meta
+    events = core.log.events()
+    assert events and all(e.wall == pytest.approx(meta.start_wall + (e.t - meta.start_mono), abs=1e-6)
+                          for e in events)
+    assert core.history is not None
+    rows = [r for cid, key in core.history.history.series_keys() for r in core.history.history.series(cid, key)]
+    assert rows and all(r.wall == pytest.approx(meta.start_wall + (r.t - meta.start_mono), abs=1e-6) for r in rows)
+    assert [e.wall for e in Replay(storm).run().log.events()] == [e.wall for e in events]
+
 
 
 def test_the_window_opens_before_the_pass_ends_and_follows_it(qtbot: Any, storm: str) -> None:
