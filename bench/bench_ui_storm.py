@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -36,6 +37,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +49,7 @@ from PySide6.QtCore import QElapsedTimer, Qt, QTimer  # noqa: E402
 
 from inspector import events as ev  # noqa: E402
 from inspector.testbed import TestbedThread  # noqa: E402
-from inspector.testbed.notebook_doc import NotebookDoc  # noqa: E402
+from inspector.testbed.notebook_doc import NotebookDoc, bulk_positions  # noqa: E402
 from inspector.ui import sample_snapshots as ss  # noqa: E402
 from inspector.ui.app import make_app, run_qt  # noqa: E402
 from inspector.ui.main_window import InspectorWindow  # noqa: E402
@@ -67,9 +69,14 @@ def make_cells_doc(n_cells: int, seed: int = 7) -> bytes:
     doc = NotebookDoc.new("storm-notebook")
     doc.set_metadata_snapshot({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                                "language_info": {"name": "python"}, "runt": {"schema_version": "1"}})
-    for i in range(n_cells):
-        doc.append_cell("code", "\n".join(f"value_{i}_{j} = compute({rnd.randint(0, 10**6)}, step={j})"
-                                          for j in range(5)))
+    positions = bulk_positions(n_cells)
+    # As a notebook opened from disk: a few large changes (one append per cell re-reads every
+    # position before it, which made a 10k-cell room take minutes to build).
+    for start in range(0, n_cells, 50):
+        with doc.doc.transaction() as tx:
+            for i in range(start, min(start + 50, n_cells)):
+                src = "\n".join(f"value_{i}_{j} = compute({rnd.randint(0, 10**6)}, step={j})" for j in range(5))
+                doc.add_cell(f"cell-{i:05d}", "code", src, positions[i], tx=tx)
     return doc.save()
 
 
@@ -167,6 +174,10 @@ class StallProbe:
         self.timer.timeout.connect(self._tick)
         self._last = 0
         self._last_cpu = 0.0
+        self.sampler: StackSampler | None = None
+        if os.environ.get("STORM_TRACE"):
+            self.sampler = StackSampler()
+            self.sampler.start()
 
     def start(self) -> None:
         self.lateness.clear()
@@ -188,7 +199,41 @@ class StallProbe:
         self.cpu.append(used)
         if late > 20 and os.environ.get("STORM_TRACE"):
             print(f"    stall {late:.0f} ms at {now / 1e9:.3f} s, GUI thread CPU {used:.0f} ms", file=sys.stderr)
+            if self.sampler is not None:
+                self.sampler.report(late / 1000 + PROBE_MS / 1000)
         self._last, self._last_cpu = now, cpu
+
+
+class StackSampler(threading.Thread):
+    """STORM_TRACE=1: what the GUI thread was doing in a stall. Samples its stack every
+    millisecond (the switch interval is lowered so the sampler gets the GIL mid-callback) and,
+    on a stall, prints the project frames seen most often in it."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.main = threading.main_thread().ident
+        self.samples: collections.deque[tuple[float, tuple[str, ...]]] = collections.deque(maxlen=5000)
+        self.running = True
+        sys.setswitchinterval(0.001)
+
+    def run(self) -> None:
+        while self.running:
+            frame = sys._current_frames().get(self.main)
+            names: list[str] = []
+            while frame is not None and len(names) < 40:
+                code = frame.f_code
+                if "/inspector/" in code.co_filename:
+                    names.append(f"{os.path.basename(code.co_filename)}:{code.co_name}")
+                frame = frame.f_back
+            self.samples.append((time.perf_counter(), tuple(names)))
+            time.sleep(0.001)
+
+    def report(self, span_s: float) -> None:
+        since = time.perf_counter() - span_s
+        got = [names for t, names in list(self.samples) if t >= since and names]
+        counts = collections.Counter(" < ".join(n[:4]) for n in got)
+        for stack, n in counts.most_common(4):
+            print(f"      {n:3d} samples: {stack}", file=sys.stderr)
 
 
 class ValueWatch:
@@ -289,12 +334,20 @@ async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int
         watch = ValueWatch(window, f"comms/{target}/state/value", final)
         probe = StallProbe()
         refreshes0 = window.controller.refreshes
+        prof = None
+        if args.profile:
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
         probe.start()
         fut = asyncio.run_coroutine_threadsafe(drive_storm(bed, nid, plan, args.rate), bed.loop)
         t_last = await asyncio.wrap_future(fut)
         await wait_for(lambda: watch.seen_at is not None or watch.shown(), 10, "the final value in the tree")
         watch.check()
         stalls = probe.stop()
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(args.profile)
         watch.close()
         result = figures(stalls, (watch.seen_at or time.perf_counter()) - t_last)
         session = window.controller.session
@@ -422,6 +475,7 @@ def main() -> int:
     ap.add_argument("--cells", type=int, default=1000)
     ap.add_argument("--comms", type=int, default=200)
     ap.add_argument("--runs", type=int, default=1, help="repeat the storm (a fresh room and attach each time)")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the GUI thread over the storm into FILE")
     ap.add_argument("--synthetic", action="store_true", help="generated snapshots instead of a testbed room")
     args = ap.parse_args()
     if args.comms < 4:

@@ -76,6 +76,8 @@ class SessionHistory:
         self._per_comm: dict[str, dict[str, Any]] = {}
         self._comm_blocks: dict[str, dict[str, Any]] = {}  # comm -> its latency figures, as last built
         self._block: dict[str, Any] | None = None
+        self._found: list[Any] | None = None  # every watch's findings in key order, as last built
+        self._found_at: dict[tuple[str, str], list[Any]] = {}  # the keys that have findings, only
 
     # -- the input interface --------------------------------------------------------------------
 
@@ -148,7 +150,7 @@ class SessionHistory:
         from .hop_latency import HopFigures
 
         touched: set[str] = set()
-        for cid, key in self.history.series_keys():
+        for cid, key in self.history.take_touched():  # only keys that moved are looked at again
             w = self._watches.get((cid, key))
             if w is None:
                 w = self._watches[(cid, key)] = _Watch(cid, key, self.thresholds)
@@ -157,7 +159,14 @@ class SessionHistory:
                 continue
             before = [len(m.samples) for m in w.watch.hops]
             w.watch.feed(new)
-            w.found = w.watch.findings()  # only keys that moved are looked at again
+            had = w.found
+            w.found = w.watch.findings()
+            if w.found:
+                self._found_at[(cid, key)] = w.found
+            else:
+                self._found_at.pop((cid, key), None)
+            if had or w.found:
+                self._found = None
             for m, n in zip(w.watch.hops, before, strict=True):
                 for smp in m.samples[n:]:
                     self._room.setdefault(smp.hop, HopFigures()).add(smp.latency_s)
@@ -171,8 +180,9 @@ class SessionHistory:
                 "comms": dict(sorted(self._comm_blocks.items())),
             }
         block = {**self._block, "dropped_history": self.history.dropped}
-        found = [f for _ck, w in sorted(self._watches.items()) for f in w.found]
-        return block, found
+        if self._found is None:
+            self._found = [f for ck in sorted(self._found_at) for f in self._found_at[ck]]
+        return block, list(self._found)
 
     def apply_to(self, snap: Any) -> Any:
         """Fill a snapshot's `latency` block and `findings` (warnings: one view's facts)."""

@@ -109,6 +109,10 @@ class KeyHistory:
         self.bytes = 0
         self.dropped = 0  # entries evicted to stay under max_bytes, all keys
         self.appended = 0
+        self.count = 0  # entries held now (len() without a walk over every key)
+        # keys appended to since `take_touched` last ran: the findings' detectors look at those
+        # only, so a snapshot at 2,000 comms costs what moved, not every key of the room
+        self._touched: set[tuple[str, str]] = set()
         self._series: dict[tuple[str, str], _Series] = {}
         self._last: dict[tuple[str, str, str], Entry] = {}  # (comm, key, source) -> latest entry
 
@@ -125,13 +129,16 @@ class KeyHistory:
     def add(self, entry: Entry) -> None:
         if entry.size <= 0:
             entry = msgspec.structs.replace(entry, size=_charge(entry.value))
-        ser = self._series.get((entry.comm_id, entry.key))
+        ck = (entry.comm_id, entry.key)
+        ser = self._series.get(ck)
         if ser is None:
-            ser = self._series[(entry.comm_id, entry.key)] = _Series()
+            ser = self._series[ck] = _Series()
         ser.entries.append(entry)
         ser.bytes += entry.size
         self.bytes += entry.size
         self.appended += 1
+        self.count += 1
+        self._touched.add(ck)
         self._last[(entry.comm_id, entry.key, entry.source)] = entry
         if self.bytes > self.max_bytes:
             self._evict()
@@ -153,13 +160,17 @@ class KeyHistory:
             ser.dropped += 1
             self.bytes -= old.size
             self.dropped += 1
+            self.count -= 1
             if ser.entries:
                 heapq.heappush(heap, (-ser.bytes, ck))
 
     def clear_comm(self, comm_id: str) -> None:
         """Forget a comm entirely (not counted as dropped: the user asked)."""
         for ck in [ck for ck in self._series if ck[0] == comm_id]:
-            self.bytes -= self._series.pop(ck).bytes
+            gone = self._series.pop(ck)
+            self.bytes -= gone.bytes
+            self.count -= len(gone.entries)
+            self._touched.discard(ck)
         for lk in [lk for lk in self._last if lk[0] == comm_id]:
             del self._last[lk]
 
@@ -167,6 +178,11 @@ class KeyHistory:
 
     def comms(self) -> list[str]:
         return sorted({cid for cid, _ in self._series})
+
+    def take_touched(self) -> list[tuple[str, str]]:
+        """The keys appended to since the last call (in no set order), and forget them."""
+        out, self._touched = list(self._touched), set()
+        return out
 
     def series_keys(self) -> list[tuple[str, str]]:
         """Every (comm, key) with a history."""
@@ -256,7 +272,7 @@ class KeyHistory:
             yield from ser.entries
 
     def __len__(self) -> int:
-        return sum(len(s.entries) for s in self._series.values())
+        return self.count
 
     def summary(self) -> dict[str, Any]:
         return {"entries": len(self), "bytes": self.bytes, "max_bytes": self.max_bytes,

@@ -29,6 +29,7 @@ broadcasts by design.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
@@ -95,43 +96,64 @@ def _shape(c: CommView) -> tuple[bool, bool]:
 
 def classify(snapshot: Snapshot, kernel: KernelEvidence | None = None, *,
              first_seen: Mapping[str, float] | None = None, now: float | None = None,
-             window_s: float = WINDOW_S) -> LivenessReport:
+             window_s: float = WINDOW_S, memo: dict[str, tuple[Any, CommLiveness]] | None = None,
+             shapes: Mapping[str, tuple[bool, bool]] | None = None) -> LivenessReport:
     """Liveness of every comm of `snapshot`. `first_seen[comm_id]`: when the comm was first
     seen in its current shape (topology/state presence); without it a half comm is judged as
-    if it had just appeared (not yet loaded, or provisionally orphaned)."""
+    if it had just appeared (not yet loaded, or provisionally orphaned). `memo` (the tracker's):
+    each comm's verdict with what it was judged from, reused while that is unchanged, so a
+    storm on one slider does not judge 2,000 comms again; `shapes`: each comm's `_shape`."""
     kernel = kernel or KernelEvidence()
     now = snapshot.taken_at if now is None else now
     status = kernel.status if kernel.status is not None else snapshot.kernel.status
     alive = kernel_alive(status)
     feed = {f.comm_id: f for f in snapshot.feed.comms}
     v4 = snapshot.feed.baseline == "none"
+    kcomms = kernel.comms
     out: list[CommLiveness] = []
     for c in snapshot.comms:
-        topo, state = _shape(c)
-        seen = first_seen.get(c.comm_id) if first_seen else None
+        cid = c.comm_id
+        topo, state = shapes[cid] if shapes is not None else _shape(c)
+        seen = first_seen.get(cid) if first_seen else None
         young = seen is None or now - seen <= window_s
-        if not state and topo:
-            if young or not v4:
-                out.append(CommLiveness(c.comm_id, NOT_YET_LOADED, "topology without state", "documents",
-                                        topo, state, since=seen))
-            else:
-                out.append(CommLiveness(c.comm_id, ORPHANED, f"topology without state for {now - seen:.1f} s",
-                                        "documents", topo, state, since=seen))
-            continue
-        if not topo:
-            out.append(CommLiveness(c.comm_id, ORPHANED, "state without topology", "documents", topo, state,
-                                    provisional=young, since=seen))
-            continue
-        out.append(_bound(c.comm_id, status, alive, kernel, feed.get(c.comm_id), seen))
+        f = feed.get(cid)
+        if memo is not None:
+            # a half comm's reason names its age: judged again each time (they are few)
+            basis = (topo, state, seen, young, status, f, kcomms is not None and cid in kcomms, kernel.complete, v4)
+            hit = memo.get(cid)
+            if hit is not None and hit[0] == basis and topo and state:
+                out.append(hit[1])
+                continue
+        verdict = _judge(cid, topo, state, seen, young, now, v4, status, alive, kernel, f)
+        if memo is not None:
+            memo[cid] = (basis, verdict)
+        out.append(verdict)
+    if memo is not None and len(memo) > len(out) + 64:
+        for cid in set(memo) - {c.comm_id for c in snapshot.comms}:
+            del memo[cid]
     room = {c.comm_id for c in snapshot.comms}
     missing: list[str] = []
     reserved: list[str] = []
-    for cid, target in (kernel.comms or {}).items():
+    for cid, target in (kcomms or {}).items():
         if target and target.startswith(RESERVED_PREFIX):
             reserved.append(cid)
         elif cid not in room:
             missing.append(cid)
     return LivenessReport(tuple(out), status, alive, tuple(sorted(missing)), tuple(sorted(reserved)))
+
+
+def _judge(cid: str, topo: bool, state: bool, seen: float | None, young: bool, now: float, v4: bool,
+           status: str | None, alive: bool, kernel: KernelEvidence, feed: FeedCommView | None) -> CommLiveness:
+    if not state and topo:
+        if young or not v4:
+            return CommLiveness(cid, NOT_YET_LOADED, "topology without state", "documents", topo, state, since=seen)
+        assert seen is not None
+        return CommLiveness(cid, ORPHANED, f"topology without state for {now - seen:.1f} s",
+                            "documents", topo, state, since=seen)
+    if not topo:
+        return CommLiveness(cid, ORPHANED, "state without topology", "documents", topo, state,
+                            provisional=young, since=seen)
+    return _bound(cid, status, alive, kernel, feed, seen)
 
 
 def _bound(cid: str, status: str | None, alive: bool, kernel: KernelEvidence, feed: FeedCommView | None,
@@ -158,12 +180,23 @@ class LivenessTracker:
     def __init__(self, window_s: float = WINDOW_S) -> None:
         self.window_s = window_s
         self._seen: dict[str, tuple[tuple[bool, bool], float]] = {}
+        self._shapes: dict[str, tuple[CommView, tuple[bool, bool]]] = {}  # per comm: the view it was read from
+        self._memo: dict[str, tuple[Any, CommLiveness]] = {}
 
     def update(self, snapshot: Snapshot, kernel: KernelEvidence | None = None,
                now: float | None = None) -> LivenessReport:
         now = snapshot.taken_at if now is None else now
-        current = {c.comm_id: _shape(c) for c in snapshot.comms}
-        self._seen = {cid: (shape, self._seen[cid][1] if cid in self._seen and self._seen[cid][0] == shape else now)
+        shapes = self._shapes
+        current: dict[str, tuple[bool, bool]] = {}
+        for c in snapshot.comms:
+            hit = shapes.get(c.comm_id)
+            if hit is None or hit[0] is not c:
+                hit = shapes[c.comm_id] = (c, _shape(c))
+            current[c.comm_id] = hit[1]
+        if len(shapes) > len(current) + 64:
+            self._shapes = {cid: shapes[cid] for cid in current}
+        seen = self._seen
+        self._seen = {cid: (shape, old[1] if (old := seen.get(cid)) is not None and old[0] == shape else now)
                       for cid, shape in current.items()}
         return classify(snapshot, kernel, first_seen={k: v[1] for k, v in self._seen.items()}, now=now,
-                        window_s=self.window_s)
+                        window_s=self.window_s, memo=self._memo, shapes=current)

@@ -47,7 +47,9 @@ class Profile:
     path_depth: int = 2  # how deep the dirty paths of its replicas go (3: single entry fields)
     typed_bootstrap: bool = False  # the bootstrap and session control come as typed 0x07 frames
     sources: tuple[str, ...] = ()  # the room's own comm views, named in snapshots before any engine
-    warm_after_join: bool = False  # index the documents for incremental reads right after the join
+    # index the documents for incremental reads right after the join, in slices (without it the
+    # first update after the join builds the index at once: 0.5-0.9 s at 10,000 cells)
+    warm_after_join: bool = True
 
     def comm_views(self, session: SessionCore) -> CommViews:
         """The comm views the divergence binding compares on this protocol."""

@@ -24,7 +24,7 @@ arrived. Findings are facts about one view of the room, not disagreements betwee
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -213,25 +213,57 @@ def _comm_refs(c: CommView) -> Found:
     return tuple(found)
 
 
+Raw = tuple[str, str, str, str, str | None]  # (holder, path, kind, target, trait)
+
+
 class _HolderCache:
     """References per holder, kept while the (immutable) view object is the same one: the
-    readers reuse unchanged views, so a slider storm re-reads one comm, not the room."""
+    readers reuse unchanged views (and the whole tuple of cells or comms when none changed),
+    so a slider storm re-reads one comm, not the room."""
 
     def __init__(self) -> None:
-        self._cells: dict[str, tuple[CellView, Found]] = {}
-        self._comms: dict[str, tuple[CommView, Found]] = {}
+        self._cells: dict[str, tuple[CellView, tuple[Raw, ...]]] = {}
+        self._comms: dict[str, tuple[CommView, tuple[Raw, ...], str]] = {}
+        self._cell_group: tuple[tuple[CellView, ...] | None, list[Raw]] = (None, [])
+        self._comm_group: tuple[tuple[CommView, ...] | None, list[Raw], dict[str, str]] = (None, [], {})
+        # the last edges with their inputs: a storm that moved no reference reuses the list
+        self.last: tuple[list[Raw], dict[str, str], frozenset[str] | None, list[Edge]] | None = None
 
-    def cell(self, cell: CellView) -> Found:
+    def cell(self, cell: CellView) -> tuple[Raw, ...]:
         hit = self._cells.get(cell.id)
         if hit is None or hit[0] is not cell:
-            hit = self._cells[cell.id] = (cell, _cell_refs(cell))
+            holder = f"cell:{cell.id}"
+            hit = self._cells[cell.id] = (cell, tuple((holder, *r) for r in _cell_refs(cell)))
         return hit[1]
 
-    def comm(self, c: CommView) -> Found:
+    def comm(self, c: CommView) -> tuple[Raw, ...]:
+        return self._comm(c)[1]
+
+    def _comm(self, c: CommView) -> tuple[CommView, tuple[Raw, ...], str]:
         hit = self._comms.get(c.comm_id)
         if hit is None or hit[0] is not c:
-            hit = self._comms[c.comm_id] = (c, _comm_refs(c))
-        return hit[1]
+            hit = self._comms[c.comm_id] = (c, tuple((c.comm_id, *r) for r in _comm_refs(c)), _comm_status(c))
+        return hit
+
+    def cells_of(self, cells: tuple[CellView, ...]) -> list[Raw]:
+        if self._cell_group[0] is not cells:
+            out: list[Raw] = []
+            for cell in cells:
+                out.extend(self.cell(cell))
+            self._cell_group = (cells, out)
+        return self._cell_group[1]
+
+    def comms_of(self, comms: tuple[CommView, ...]) -> tuple[list[Raw], dict[str, str]]:
+        """The comms' references and each comm's status."""
+        if self._comm_group[0] is not comms:
+            out: list[Raw] = []
+            status: dict[str, str] = {}
+            for c in comms:
+                _c, refs, st = self._comm(c)
+                out.extend(refs)
+                status[c.comm_id] = st
+            self._comm_group = (comms, out, status)
+        return self._comm_group[1], self._comm_group[2]
 
     def prune(self, snapshot: Snapshot) -> None:
         if len(self._cells) > len(snapshot.cells) + 64:
@@ -242,13 +274,17 @@ class _HolderCache:
             self._comms = {k: v for k, v in self._comms.items() if k in keep}
 
 
-def extract(snapshot: Snapshot, cache: _HolderCache | None = None) -> Iterator[tuple[str, str, str, str, str | None]]:
+def extract(snapshot: Snapshot, cache: _HolderCache | None = None) -> Iterator[Raw]:
     """(holder, path, kind, target, trait) for every reference in the snapshot."""
+    if cache is not None:
+        yield from cache.cells_of(snapshot.cells)
+        yield from cache.comms_of(snapshot.comms)[0]
+        return
     for cell in snapshot.cells:
-        for path, kind, target, trait in (cache.cell(cell) if cache else _cell_refs(cell)):
+        for path, kind, target, trait in _cell_refs(cell):
             yield f"cell:{cell.id}", path, kind, target, trait
     for c in snapshot.comms:
-        for path, kind, target, trait in (cache.comm(c) if cache else _comm_refs(c)):
+        for path, kind, target, trait in _comm_refs(c):
             yield c.comm_id, path, kind, target, trait
 
 
@@ -278,16 +314,27 @@ Edge = tuple[str, str, str, str, str | None, str]  # holder, path, kind, target,
 
 def edges(snapshot: Snapshot, executions: Collection[str] | None = None,
           cache: _HolderCache | None = None) -> list[Edge]:
-    """Every reference of the snapshot with its target's status."""
-    comms = {c.comm_id: _comm_status(c) for c in snapshot.comms}
+    """Every reference of the snapshot with its target's status. With a cache, the same list
+    as last time when neither the references, the comms' statuses nor the executions moved."""
     execs = frozenset(executions) if executions is not None else known_executions(snapshot)
+    if cache is None:
+        comms = {c.comm_id: _comm_status(c) for c in snapshot.comms}
+        raw: Iterable[Raw] = extract(snapshot)
+    else:
+        comm_raw, comms = cache.comms_of(snapshot.comms)
+        raw = cache.cells_of(snapshot.cells) + comm_raw
+        last = cache.last
+        if last is not None and last[1] == comms and last[2] == execs and last[0] == raw:
+            return last[3]
     out: list[Edge] = []
-    for holder, path, kind, target, trait in extract(snapshot, cache):
+    for holder, path, kind, target, trait in raw:
         if kind == "capture":
             status = UNKNOWN if execs is None else (OK if target in execs else MISSING)
         else:
             status = comms.get(target, MISSING)
         out.append((holder, path, kind, target, trait, status))
+    if cache is not None:
+        cache.last = (raw, comms, execs, out)  # type: ignore[assignment]
     return out
 
 
@@ -355,12 +402,18 @@ class ReferenceTracker:
         self.first_seen: dict[tuple[str, str, str], float] = {}
         self.resolutions: list[Resolution] = []
         self._cache = _HolderCache()
+        self._found: list[Edge] | None = None  # the edges the last graph was built from
+        self._graph: ReferenceGraph | None = None
 
     def update(self, snapshot: Snapshot, now: float | None = None,
                executions: Collection[str] | None = None) -> ReferenceGraph:
         now = snapshot.taken_at if now is None else now
         found = edges(snapshot, executions, self._cache)
         self._cache.prune(snapshot)
+        if found is self._found and not self.first_seen and self._graph is not None:
+            # nothing moved and nothing is pending (no age to advance): the graph of last time
+            self._graph = msgspec.structs.replace(self._graph, taken_at=now)
+            return self._graph
         present: set[tuple[str, str, str]] = set()
         for holder, path, _kind, target, _trait, status in found:
             key = (holder, path, target)
@@ -377,4 +430,6 @@ class ReferenceTracker:
             del self.first_seen[key]
         del self.resolutions[:-self.history]
         graph = build_graph(snapshot, first_seen=self.first_seen, now=now, settle_s=self.settle_s, found=found)
-        return msgspec.structs.replace(graph, resolved=tuple(self.resolutions))
+        self._found = found
+        self._graph = msgspec.structs.replace(graph, resolved=tuple(self.resolutions))
+        return self._graph

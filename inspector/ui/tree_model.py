@@ -186,7 +186,9 @@ class DocumentTreeModel(QAbstractItemModel):
             old.writer, old.liveness = new.writer, new.liveness
         index = self.createIndex(old.row, 0, old)
         sub_changed = self._sync_children(old, index, new.children)
-        if display_changed or sub_changed or old.kind in ("statekey", "json"):
+        # a key whose value is the same needs no signal: at 30 keys a comm, one signal each was
+        # a repaint and a pass of the filter proxy for every unchanged key of the dragged slider
+        if display_changed or sub_changed or shown_changed:
             if self._populated and old.kind in _HIGHLIGHT_KINDS and (shown_changed or sub_changed):
                 self._mark(old)
             self.dataChanged.emit(index, self.createIndex(old.row, NCOLS - 1, old))
@@ -363,6 +365,8 @@ class FilterProxy(QSortFilterProxyModel):
         else:
             apply()
             self.invalidateFilter()
+        if isinstance(self, TreeFilterProxy):
+            self.setDynamicSortFilter(self.active)  # re-filter changed rows only while filtering
 
 
 class TreeFilterProxy(FilterProxy):
@@ -379,6 +383,9 @@ class TreeFilterProxy(FilterProxy):
         self._text = ""
         self._only_divergent = False
         self._liveness = ""
+        # Without a filter every row is accepted: re-filtering each changed row (and, recursive,
+        # its ancestors) on every dataChanged cost a Python call per row for nothing in a storm.
+        self.setDynamicSortFilter(False)
 
     def set_liveness(self, liveness: str) -> None:
         """Only comms of this liveness class ("" shows every row)."""

@@ -32,7 +32,6 @@ class V4Profile(Profile):
     doc_types = dict(DOC_FRAMES)
     typed_bootstrap = True
     sources = ("topology", "state", "echo")
-    warm_after_join = True
 
     def __init__(self) -> None:
         self.room: V4Room | None = None
