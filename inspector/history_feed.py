@@ -47,14 +47,13 @@ def _live_wall(t: float) -> float:
 class _Watch:
     """The incremental detectors of one key and how many of its entries they have seen."""
 
-    __slots__ = ("watch", "seen", "found")
+    __slots__ = ("watch", "seen")
 
     def __init__(self, comm_id: str, key: str, thresholds: Any) -> None:
         from .history_findings import KeyWatch
 
         self.watch = KeyWatch(comm_id, key, thresholds)
         self.seen = 0
-        self.found: list[Any] = []
 
 
 class SessionHistory:
@@ -77,7 +76,7 @@ class SessionHistory:
         self._comm_blocks: dict[str, dict[str, Any]] = {}  # comm -> its latency figures, as last built
         self._block: dict[str, Any] | None = None
         self._found: list[Any] | None = None  # every watch's findings in key order, as last built
-        self._found_at: dict[tuple[str, str], list[Any]] = {}  # the keys that have findings, only
+        self._found_at: dict[tuple[str, str], list[Any]] = {}  # each key's findings (keys with none left out)
 
     # -- the input interface --------------------------------------------------------------------
 
@@ -159,13 +158,11 @@ class SessionHistory:
                 continue
             before = [len(m.samples) for m in w.watch.hops]
             w.watch.feed(new)
-            had = w.found
-            w.found = w.watch.findings()
-            if w.found:
-                self._found_at[(cid, key)] = w.found
-            else:
-                self._found_at.pop((cid, key), None)
-            if had or w.found:
+            found = w.watch.findings()
+            had = self._found_at.pop((cid, key), None)
+            if found:
+                self._found_at[(cid, key)] = found
+            if had or found:
                 self._found = None
             for m, n in zip(w.watch.hops, before, strict=True):
                 for smp in m.samples[n:]:

@@ -198,5 +198,10 @@ class LivenessTracker:
         seen = self._seen
         self._seen = {cid: (shape, old[1] if (old := seen.get(cid)) is not None and old[0] == shape else now)
                       for cid, shape in current.items()}
-        return classify(snapshot, kernel, first_seen={k: v[1] for k, v in self._seen.items()}, now=now,
+        return classify(snapshot, kernel, first_seen=self.first_seen, now=now,
                         window_s=self.window_s, memo=self._memo, shapes=current)
+
+    @property
+    def first_seen(self) -> dict[str, float]:
+        """Per comm: when it was first seen in its current shape."""
+        return {k: v[1] for k, v in self._seen.items()}

@@ -24,7 +24,7 @@ arrived. Findings are facts about one view of the room, not disagreements betwee
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -236,9 +236,6 @@ class _HolderCache:
             hit = self._cells[cell.id] = (cell, tuple((holder, *r) for r in _cell_refs(cell)))
         return hit[1]
 
-    def comm(self, c: CommView) -> tuple[Raw, ...]:
-        return self._comm(c)[1]
-
     def _comm(self, c: CommView) -> tuple[CommView, tuple[Raw, ...], str]:
         hit = self._comms.get(c.comm_id)
         if hit is None or hit[0] is not c:
@@ -274,12 +271,9 @@ class _HolderCache:
             self._comms = {k: v for k, v in self._comms.items() if k in keep}
 
 
-def extract(snapshot: Snapshot, cache: _HolderCache | None = None) -> Iterator[Raw]:
-    """(holder, path, kind, target, trait) for every reference in the snapshot."""
-    if cache is not None:
-        yield from cache.cells_of(snapshot.cells)
-        yield from cache.comms_of(snapshot.comms)[0]
-        return
+def extract(snapshot: Snapshot) -> Iterator[Raw]:
+    """(holder, path, kind, target, trait) for every reference in the snapshot (`edges` with a
+    cache takes them from the cache instead)."""
     for cell in snapshot.cells:
         for path, kind, target, trait in _cell_refs(cell):
             yield f"cell:{cell.id}", path, kind, target, trait
@@ -319,7 +313,7 @@ def edges(snapshot: Snapshot, executions: Collection[str] | None = None,
     execs = frozenset(executions) if executions is not None else known_executions(snapshot)
     if cache is None:
         comms = {c.comm_id: _comm_status(c) for c in snapshot.comms}
-        raw: Iterable[Raw] = extract(snapshot)
+        raw = list(extract(snapshot))
     else:
         comm_raw, comms = cache.comms_of(snapshot.comms)
         raw = cache.cells_of(snapshot.cells) + comm_raw
@@ -334,7 +328,7 @@ def edges(snapshot: Snapshot, executions: Collection[str] | None = None,
             status = comms.get(target, MISSING)
         out.append((holder, path, kind, target, trait, status))
     if cache is not None:
-        cache.last = (raw, comms, execs, out)  # type: ignore[assignment]
+        cache.last = (raw, comms, execs, out)
     return out
 
 

@@ -294,3 +294,8 @@ def test_incremental_analysis_equals_the_whole_store_analysis() -> None:
         (f.kind, f.comm_id, f.source, f.count) for f in hf.detect(sh.history))
     assert {f.kind for f in found} >= {"value_regression", "slow_hop"}
     assert sh.analyse() == (block, found)  # nothing new: the same answer
+    sh.history.append("kernel", "c2", "value", 99, 80.0)  # only c2 moves: c1's findings stay
+    _block, again = sh.analyse()
+    assert sorted((f.kind, f.comm_id, f.source, f.count) for f in again) == sorted(
+        (f.kind, f.comm_id, f.source, f.count) for f in hf.detect(sh.history))
+    assert {f.comm_id for f in again if f.kind == "value_regression"} >= {"c1"}

@@ -154,7 +154,6 @@ def test_replay_times_are_the_recordings(storm: str) -> None:
     assert [e.wall for e in Replay(storm).run().log.events()] == [e.wall for e in events]
 
 
-
 def test_the_window_opens_before_the_pass_ends_and_follows_it(qtbot: Any, storm: str) -> None:
     from PySide6.QtTest import QAbstractItemModelTester
 

@@ -83,6 +83,28 @@ def test_live_update_changes_rows_in_place_and_keeps_expansion_and_selection(qtb
     qtbot.waitUntil(lambda: model.data(model.index_of(node), Qt.ItemDataRole.BackgroundRole) is None, timeout=4000)
 
 
+def test_a_value_update_signals_its_row_and_ancestors_not_the_unchanged_keys(qtbot):
+    """Each signal is a repaint and a pass of the filter proxy: a dragged slider must not
+    announce its 20 unchanged keys on every value."""
+    model = DocumentTreeModel()
+    _tester(model)
+    snap = ss.make_snapshot(n_cells=5, n_comms=10)
+    model.set_snapshot(snap)
+    changed: list[str] = []
+    model.dataChanged.connect(lambda tl, br, roles=(): changed.append(model.node(tl).path))
+    model.set_snapshot(ss.set_comm_value(snap, 6, 4242))
+    comm = f"comms/{ss.comm_id(6)}"
+    assert f"{comm}/state/value" in changed
+    assert set(changed) <= {f"{comm}/state/value", comm, "comms"}, changed
+    assert len(model.node_at(comm).children) > 5  # there were unchanged keys to skip
+    assert model.index_for_path(f"{comm}/state/value").siblingAtColumn(1).data() == "4242"
+    # a divergence reported again 10 ms older: every key's inputs moved, nothing shown did
+    model.set_snapshot(ss.diverge(model.snapshot, 6, 1, 2, since_ms=4200.0))
+    changed.clear()
+    model.set_snapshot(ss.diverge(model.snapshot, 6, 1, 2, since_ms=4210.0))
+    assert changed == []
+
+
 def test_structural_changes_insert_remove_and_move_rows(qtbot):
     model = DocumentTreeModel()
     _tester(model)

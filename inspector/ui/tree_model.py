@@ -186,8 +186,8 @@ class DocumentTreeModel(QAbstractItemModel):
             old.writer, old.liveness = new.writer, new.liveness
         index = self.createIndex(old.row, 0, old)
         sub_changed = self._sync_children(old, index, new.children)
-        # a key whose value is the same needs no signal: at 30 keys a comm, one signal each was
-        # a repaint and a pass of the filter proxy for every unchanged key of the dragged slider
+        # a key whose inputs moved but whose value and shown text did not (its divergence a few
+        # ms older, say) needs no signal: each one is a repaint and a pass of the filter proxy
         if display_changed or sub_changed or shown_changed:
             if self._populated and old.kind in _HIGHLIGHT_KINDS and (shown_changed or sub_changed):
                 self._mark(old)
@@ -365,8 +365,6 @@ class FilterProxy(QSortFilterProxyModel):
         else:
             apply()
             self.invalidateFilter()
-        if isinstance(self, TreeFilterProxy):
-            self.setDynamicSortFilter(self.active)  # re-filter changed rows only while filtering
 
 
 class TreeFilterProxy(FilterProxy):
@@ -386,6 +384,10 @@ class TreeFilterProxy(FilterProxy):
         # Without a filter every row is accepted: re-filtering each changed row (and, recursive,
         # its ancestors) on every dataChanged cost a Python call per row for nothing in a storm.
         self.setDynamicSortFilter(False)
+
+    def _change(self, apply: Callable[[], Any]) -> None:
+        super()._change(apply)
+        self.setDynamicSortFilter(self.active)  # re-filter changed rows only while filtering
 
     def set_liveness(self, liveness: str) -> None:
         """Only comms of this liveness class ("" shows every row)."""
