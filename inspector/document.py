@@ -299,6 +299,26 @@ class SyncSummary:
     changes: tuple[bytes, ...]
 
 
+def _uleb_bytes(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def apply_changes(doc: am.Document, heads: list[bytes], changes: list[bytes]) -> None:
+    """Apply raw change chunks (each `Change.raw_bytes`) to `doc`, whose heads become `heads`:
+    the binding has no `apply_changes`, so they go in as the one sync message that carries them
+    (type 0x42: the heads, no need, no have), received with a peer state used once."""
+    if not changes:
+        return
+    msg = b"".join([b"\x42", _uleb_bytes(len(heads)), *heads, _uleb_bytes(0), _uleb_bytes(0),
+                    _uleb_bytes(len(changes)), *(_uleb_bytes(len(c)) + c for c in changes)])
+    doc.receive_sync_message(am.SyncState(), am.Message.decode(msg))
+
+
 def parse_sync_message(body: bytes) -> SyncSummary:
     """Read the fields of an automerge sync message (types 0x42 and 0x43); counts are checked
     against the bytes left, so nothing is allocated beyond the message's own size."""

@@ -93,6 +93,28 @@ def test_a_seek_is_the_replay_from_the_start(which: str, request: pytest.Fixture
         assert same_as(tt.seek(stop), reference(path, stop)), f"record {stop} of {n}"
 
 
+@pytest.mark.parametrize("which", ["storm", "real_v4"])
+def test_a_seek_through_thinned_anchors_applies_the_changes_in_between(which: str,
+                                                                       request: pytest.FixtureRequest) -> None:
+    """Anchors every few changes, dropped by halves more than once, and restore points thinned
+    too: each document is rebuilt from a far anchor with the changes of every restore point
+    in between (those of the dropped ones included), and is the replay's."""
+    path = request.getfixturevalue(which)
+    tt = TimeTravel(path, every_s=0.001, max_copies=12, anchor_changes=4, max_anchors=2, loaded_docs=1)
+    tt.finish()
+    anchors = [c for c in tt._copies if c.anchor is not None]
+    assert tt.anchor_changes > 4 and len([c for c in anchors if not c.first]) <= 2
+    assert any(c.anchor is None and any(c.changes.values()) for c in tt._copies)
+    n = len(tt.replay)
+    rnd = random.Random(3)
+    for stop in [n, n // 3, n // 3 + 1, *[rnd.randrange(1, n + 1) for _ in range(6)]]:
+        core = tt.seek(stop)
+        ref = Replay(path).run_to(stop)
+        assert {ft: rep.heads for ft, rep in core.replicas.items()} == \
+            {ft: rep.heads for ft, rep in ref.replicas.items()}, f"record {stop} of {n}"
+        assert same_as(core, state(ref)), f"record {stop} of {n}"
+
+
 def test_the_pass_itself_is_untouched_by_seeks(storm: str) -> None:
     tt = TimeTravel(storm, every_s=0.002, max_copies=8)
     tt.advance(0.05)

@@ -16,6 +16,7 @@ import msgspec
 
 from .recording_file import RecordingWriter, encoded, frame_record
 from .records import (
+    KIND_CODES,
     Checkpoint,
     Connection,
     Frame,
@@ -25,9 +26,11 @@ from .records import (
     Meta,
     Record,
     Timer,
+    encode_record,
 )
 from .ring import RecordingRing
 
+FRAME = KIND_CODES[Frame]
 CHECKPOINT_BUDGET = 20  # at least this many times a checkpoint's cost between two of them
 CheckpointSource = Callable[[float, float], Checkpoint | None]  # (mono, wall) -> checkpoint
 
@@ -55,7 +58,7 @@ class Recorder:
         self.checkpoint_source = checkpoint
         self.checkpoint_interval = checkpoint_interval
         self.file: RecordingWriter | None = None
-        self._last_checkpoint: float | None = None
+        self._due = float("-inf")  # when the interval wants the next checkpoint (-inf: none yet)
         self._sinks: list[Sink] = [ring] if ring is not None else []
         self._in_checkpoint = False
 
@@ -66,7 +69,7 @@ class Recorder:
         if mono is None or wall is None:  # the core gives both: the clock is read only when it does not
             mono, wall = self._times(mono, wall)
         rec = Frame(conn, direction, kind, mono, wall, bytes(payload), len(payload))
-        self._emit(rec)
+        self._emit_body(FRAME, mono, encode_record(rec))  # the per-frame path: no lookup by type
         return rec
 
     def kernel(self, msg: dict[str, Any], mono: float | None = None, wall: float | None = None,
@@ -110,7 +113,7 @@ class Recorder:
             self._cp_cost = self._cp_done - t0
         if cp is None:
             return False
-        self._last_checkpoint = mono
+        self._due = mono + self.checkpoint_interval
         self._since_checkpoint = 0
         code, mono, body = encoded(cp)
         self._fan(code, mono, body)
@@ -153,17 +156,20 @@ class Recorder:
         return (time.monotonic() if mono is None else mono), (time.time() if wall is None else wall)
 
     def _emit(self, rec: Record, mono: float | None = None) -> None:
-        code, mono, body = encoded(rec, mono)
+        self._emit_body(*encoded(rec, mono))
+
+    def _emit_body(self, code: int, mono: float, body: bytes) -> None:
         self._last_mono = mono
         # a checkpoint goes before the record: it holds what the core applied of the records
         # before this one, which is the contract (apply a record before handing over the next)
-        if self.checkpoint_source is not None and not self._in_checkpoint:
-            due = (self._last_checkpoint is None or mono - self._last_checkpoint >= self.checkpoint_interval
-                   or self._since_checkpoint >= self.checkpoint_records)
+        # (asked before every record: numbers compared, nothing called until one is due)
+        if self.checkpoint_source is not None and not self._in_checkpoint and (
+                mono >= self._due or self._since_checkpoint >= self.checkpoint_records
+                or (self.ring is not None and mono >= self.ring.checkpoint_due)):
             # the ring's requests are what keeps it bounded: they are not deferred (they come at
             # most every eighth of its bounds)
-            if (due and time.perf_counter() - self._cp_done >= CHECKPOINT_BUDGET * self._cp_cost) or \
-                    (self.ring is not None and self.ring.wants_checkpoint(mono)):
+            if (self.ring is not None and mono >= self.ring.checkpoint_due) or \
+                    time.perf_counter() - self._cp_done >= CHECKPOINT_BUDGET * self._cp_cost:
                 self.checkpoint_now(mono)
         self._since_checkpoint += 1
         data = frame_record(code, mono, body)  # framed once for every sink (the per-frame path: no call more)

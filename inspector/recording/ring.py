@@ -44,6 +44,10 @@ class RecordingRing:
         self.size = 0
         self.dropped_records = 0
         self.complete = True  # nothing dropped yet: the ring holds the session from its start
+        # when the open segment wants a checkpoint to start the next: from this time on
+        # (-inf: now, nothing held or its bytes are an eighth of the bound); kept as one number
+        # because the recorder asks before every record
+        self.checkpoint_due = float("-inf")
 
     def append_encoded(self, code: int, mono: float, body: bytes) -> None:
         self.append_framed(code, frame_record(code, mono, body), mono)
@@ -52,11 +56,14 @@ class RecordingRing:
         segs = self._segments
         if code == CHECKPOINT or not segs:
             segs.append(_Segment(mono, from_checkpoint=code == CHECKPOINT))
+            self.checkpoint_due = mono + self.max_age / SEGMENT_FRACTION
         seg = segs[-1]
         seg.data += data
         seg.count += 1
         seg.last = mono
         self.size += len(data)
+        if len(seg.data) * SEGMENT_FRACTION >= self.max_bytes:
+            self.checkpoint_due = float("-inf")
         # only whole segments go, so there is something to trim only once a second one exists
         if len(segs) > 1 and (self.size > self.max_bytes or segs[1].start <= mono - self.max_age):
             self._trim(mono)
@@ -71,12 +78,7 @@ class RecordingRing:
 
     def wants_checkpoint(self, now: float) -> bool:
         """True when the open segment is big or old enough that a checkpoint should start the next."""
-        segs = self._segments
-        if not segs:
-            return True
-        seg = segs[-1]  # asked before every record: plain attribute reads, no property
-        return (len(seg.data) * SEGMENT_FRACTION >= self.max_bytes
-                or (now - seg.start) * SEGMENT_FRACTION >= self.max_age)
+        return now >= self.checkpoint_due
 
     def __len__(self) -> int:
         return sum(s.count for s in self._segments)
