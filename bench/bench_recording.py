@@ -12,9 +12,13 @@ socket: the socket costs the same with or without the recorder).
       per-record write cost;
   (c) a synthetic 30-minute recording of the storm: time to open it (index and check every
       record) against reading its bytes, and seek latency to random points (nearest checkpoint +
-      replay to the point) against replaying from the start.
+      replay to the point) against replaying from the start;
+  (e) the overhead counted in instructions (valgrind's cachegrind, when installed): the same
+      storm through the core with and without the recording option, and the setup alone, each
+      in its own process. Counts repeat to ~0.1 % where times on a shared machine vary by 10 %
+      from run to run; they leave out the kernel's side of each `write`, given next to them.
 
-    python bench/bench_recording.py [--minutes 30] [--seeks 200]
+    python bench/bench_recording.py [--minutes 30] [--seeks 200] [--no-instructions]
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ import base64
 import json
 import os
 import random
+import re
+import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -228,11 +235,55 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+INSTRUCTION_STORM_S = 10.0  # seconds of storm run under valgrind (~25 s of valgrind each)
+
+
+def child(mode: str, seconds: float) -> None:
+    """What one counted process does: build the storm, warm up; then (`base`/`rec`) run it
+    through the core."""
+    frames = gen_minute(seconds)
+    with tempfile.TemporaryDirectory(prefix="rti-bench-ir-") as d:
+        # every mode warms up both ways first: imports and first uses are nobody's cost
+        warm = gen_minute(1.0)
+        core_run(warm, None)
+        core_run(warm, os.path.join(d, "warm.rtirec"))
+        if mode != "setup":
+            core_run(frames, os.path.join(d, "r.rtirec") if mode == "rec" else None)
+
+
+def instructions(mode: str) -> int:
+    out = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                          sys.executable, __file__, "--child", mode], capture_output=True, text=True, check=True)
+    found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind: {out.stderr[-500:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def instruction_figures() -> None:
+    if shutil.which("valgrind") is None:
+        print("(e) instructions: valgrind is not installed here; skipped")
+        return
+    setup, base, rec = (instructions(mode) for mode in ("setup", "base", "rec"))
+    frames = gen_minute(INSTRUCTION_STORM_S)
+    n_in = sum(1 for d, _ in frames if d == "in")
+    core, extra = base - setup, rec - base
+    print(f"(e) instructions (cachegrind, {INSTRUCTION_STORM_S:g} s of storm, {n_in} daemon frames): the core "
+          f"{core / n_in / 1e3:.0f} k per daemon frame; the recording option adds {extra / n_in / 1e3:.1f} k "
+          f"= {100 * extra / core:.1f} % (target <= 10 %); user space only, the kernel's side of the "
+          f"{len(frames)} writes is in the recorder's figure above")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=int, default=30)
     ap.add_argument("--seeks", type=int, default=200)
+    ap.add_argument("--no-instructions", action="store_true", help="skip the counts under valgrind")
+    ap.add_argument("--child", choices=("setup", "base", "rec"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        child(args.child, INSTRUCTION_STORM_S)
+        return
     with tempfile.TemporaryDirectory(prefix="rti-bench-rec-") as d:
         frames = gen_minute()
         print(f"storm: {RATE} updates/s, {len(frames)} frames in a measured minute")
@@ -273,6 +324,8 @@ def main() -> None:
         print(f"    measured inside one run (every recording hook timed; median of 3 runs): {hooks * 1e6:.1f} us of "
               f"{per * 1e6:.0f} us per daemon frame in the recording = {100 * hooks / (per - hooks):.1f} % overhead "
               f"(target <= 10 %)")
+        if not args.no_instructions:
+            instruction_figures()
         replay_figures(core_path, min(args.seeks, 20))
         path = os.path.join(d, "long.rtirec")
         n, gen = synthetic(args.minutes, path)
