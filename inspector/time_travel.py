@@ -234,6 +234,10 @@ class TimeTravel:
         point depend on where one looked before. The pass never takes a snapshot, so its copies
         give what one replay from the start to the point gives."""
         stop = max(0, min(stop, self.replay.index))
+        if stop == self.replay.index and self.replay.done:
+            # the end is the pass's own core, which takes no copies any more: nothing to restore
+            # (what the window shows when the pass ends, which was a whole seek in one turn)
+            return self.replay.core
         cur = self._cursor
         if cur is not None and cur.index == stop:
             return cur.core  # the same point again
