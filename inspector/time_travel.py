@@ -171,8 +171,10 @@ class TimeTravel:
             self._thin()
         # restore points live until thinned and make no garbage: out of the collector's full
         # walks, which otherwise come each time the heap grew by a quarter and take longer each
-        # time (0.4 s at the end of a 30-minute recording, every one of them collecting nothing)
-        gc.freeze()
+        # time (0.4 s at the end of a 30-minute recording, every one of them collecting nothing).
+        # Not while a seek's core is held: the next seek drops it, and frozen it would never go
+        if self._cursor is None:
+            gc.freeze()
         self.copy_seconds += time.perf_counter() - t0
         self._since_copy = 0.0
 
