@@ -198,7 +198,7 @@ def test_feed_only_comm_and_unparsable_state_are_shown(qtbot):
     assert model.index_for_path("comms/broken").siblingAtColumn(2).data() == "doc only"
 
 
-def test_initial_sync_is_not_highlighted_and_fading_rows_repaint_per_parent(qtbot):
+def test_initial_sync_is_not_highlighted_and_fading_rows_repaint_in_runs(qtbot):
     model = DocumentTreeModel(fade_ms=300)
     _tester(model)
     bg = Qt.ItemDataRole.BackgroundRole
@@ -223,3 +223,24 @@ def test_initial_sync_is_not_highlighted_and_fading_rows_repaint_per_parent(qtbo
     model._fade_tick()
     assert 1 <= len(signals) <= 2
     qtbot.waitUntil(lambda: model.data(new_cell, bg) is None, timeout=3000)
+
+
+def test_two_far_apart_changes_fade_with_a_signal_each_not_the_rows_between(qtbot):
+    """A storm moving the first and the last comm: each fade step repaints those two rows, not
+    the span between them (that span was the whole viewport: 15 ms a step at 1,000 cells)."""
+    model = DocumentTreeModel(fade_ms=300)
+    _tester(model)
+    base = ss.make_snapshot(n_cells=5, n_comms=40, connection="live")
+    model.set_snapshot(base)
+    comms = list(base.comms)
+    comms[0] = ss.make_comm(0, value=101)
+    comms[-1] = ss.make_comm(len(comms) - 1, value=102)
+    model.set_snapshot(msgspec.structs.replace(base, comms=tuple(comms)))
+    signals: list[tuple[int, int, str]] = []
+    model.dataChanged.connect(lambda tl, br, *_: signals.append((tl.row(), br.row(), model.node(tl.parent()).path)))
+    model._fade_tick()
+    under_comms = sorted((a, b) for a, b, parent in signals if parent == "comms")
+    assert len(under_comms) == 2 and all(b - a <= 3 for a, b in under_comms), signals
+    first, last = model.index_for_path(f"comms/{comms[0].comm_id}"), model.index_for_path(f"comms/{comms[-1].comm_id}")
+    assert under_comms[0][0] <= first.row() <= under_comms[0][1]
+    assert under_comms[1][0] <= last.row() <= under_comms[1][1]

@@ -35,6 +35,24 @@ _FADE_ROLES = [Qt.ItemDataRole.BackgroundRole]
 _LOADING = ("connecting", "syncing")
 
 
+
+FADE_RUN_GAP = 3  # fading rows this close share one signal (the rows between repaint for nothing)
+FADE_MAX_RUNS = 16  # past this many runs under one parent, one span (a sync that changed most rows)
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted row numbers as (first, last) runs: neighbours within FADE_RUN_GAP join a run; more
+    than FADE_MAX_RUNS runs become the one span from the first to the last."""
+    runs: list[list[int]] = []
+    for r in rows:
+        if runs and r - runs[-1][1] <= FADE_RUN_GAP:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    if len(runs) > FADE_MAX_RUNS:
+        return [(rows[0], rows[-1])]
+    return [(a, b) for a, b in runs]
+
 class DocumentTreeModel(QAbstractItemModel):
     def __init__(self, parent: Any = None, fade_ms: int = 1600) -> None:
         super().__init__(parent)
@@ -223,10 +241,12 @@ class DocumentTreeModel(QAbstractItemModel):
     def _fade_tick(self) -> None:
         now = time.monotonic()
         limit = self.fade_ms / 1000
-        # One dataChanged per parent, spanning its fading rows, and for the background only: the
+        # One dataChanged per run of neighbouring fading rows, and for the background only: the
         # view pays a search through its visible rows per signal, so one signal per row froze the
-        # window for a second after a sync that changed 1,000 rows (or an attach).
-        spans: dict[int, list[Any]] = {}
+        # window for a second after a sync that changed 1,000 rows (or an attach); and one span
+        # per parent repainted every row between two far-apart ones (the whole viewport when a
+        # storm moves a comm at the top and one at the bottom), 15 ms a tick at 1,000 cells.
+        rows: dict[int, tuple[Any, list[int]]] = {}
         for key, node in list(self._recent.items()):
             parent = node.parent
             if parent is None:
@@ -235,17 +255,16 @@ class DocumentTreeModel(QAbstractItemModel):
             if now - node.changed_at > limit:
                 del self._recent[key]
                 node.changed_at = 0.0
-            span = spans.get(id(parent))
-            if span is None:
-                spans[id(parent)] = [parent, node.row, node.row]
-            elif node.row < span[1]:
-                span[1] = node.row
-            elif node.row > span[2]:
-                span[2] = node.row
-        for parent, first, last in spans.values():
+            entry = rows.get(id(parent))
+            if entry is None:
+                rows[id(parent)] = (parent, [node.row])
+            else:
+                entry[1].append(node.row)
+        for parent, fading in rows.values():
             kids = parent.children
-            self.dataChanged.emit(self.createIndex(first, 0, kids[first]),
-                                  self.createIndex(last, NCOLS - 1, kids[last]), _FADE_ROLES)
+            for first, last in _runs(sorted(fading)):
+                self.dataChanged.emit(self.createIndex(first, 0, kids[first]),
+                                      self.createIndex(last, NCOLS - 1, kids[last]), _FADE_ROLES)
         if not self._recent:
             self._fade.stop()
 
