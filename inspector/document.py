@@ -784,10 +784,20 @@ class ObjectPaths:
             if v != am.ObjType.Text:
                 stack.append((exid, child, v == am.ObjType.Map))
 
+    def _find(self, doc: am.Document, obj: ObjKey) -> tuple[str, ...] | None:
+        """Go on with the warm-up's slices until `obj` is placed (or the index is whole): a read
+        during the warm-up costs what is left to reach its objects, not a rebuild from scratch."""
+        stack = self._build
+        paths = self._paths
+        while stack and obj not in paths:
+            self._visit(doc, stack.pop(), stack)
+        if not stack:
+            self.stale = False
+            self._build = None
+        return paths.get(obj)
+
     def dirty(self, doc: am.Document, before: list[bytes]) -> set[tuple[str, ...]]:
         """Paths the changes since `before` touched; {ALL} when one cannot be placed."""
-        if self.stale:
-            self.rebuild(doc)
         return self.dirty_from(guarded("reading new changes", doc.get_changes, before), doc)
 
     def dirty_from(self, changes: Iterable[Any], doc: am.Document | None = None,
@@ -800,7 +810,10 @@ class ObjectPaths:
         if self.stale:
             if doc is None:
                 return {ALL}
-            self.rebuild(doc)  # from the document as it is now; the new changes' make ops agree
+            if self._build is None:
+                self.rebuild(doc)  # from the document as it is now; the new changes' make ops agree
+            # else the slices of a warm-up are under way: what they placed is placed for good, and
+            # an object they have not reached yet is looked for by going on with them (`_find`)
         last: dict[ObjKey, dict[str, tuple[ChangeOps, int]]] = {}
         sources = out._sources
         try:
@@ -811,6 +824,8 @@ class ObjectPaths:
                         parent: tuple[str, ...] | None = ()
                     else:
                         parent = self._paths.get(obj)
+                        if parent is None and self._build is not None and doc is not None:
+                            parent = self._find(doc, obj)
                         if parent is None:
                             self.fallbacks += 1
                             return {ALL}
