@@ -2,7 +2,9 @@
 
 The default run measures the real thing end to end:
 
-* the testbed daemon (no kernel) runs on its own event loop in a thread and serves a room of
+* the testbed daemon (no kernel) runs in its own process, as a daemon does (`--daemon-thread`:
+  on its own event loop in a thread of this process, where its automerge calls hold this
+  process's GIL and show up as the window's stalls), and serves a room of
   1,000 cells (~5-line sources) and 200 comms (IntSliders with ~1 KB states sharing a layout
   and a style model), opened through the room's IOPub path so the daemon's CommState, the
   document's `comms/` map and the feed all hold them;
@@ -23,6 +25,7 @@ when a target is missed. `--synthetic` drives the window with generated snapshot
 (no daemon, no session): the UI's own cost alone.
 
     python bench/bench_ui_storm.py [--seconds 5] [--rate 60] [--cells 1000] [--comms 200] [--runs 1]
+                                   [--daemon-thread]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -154,6 +158,58 @@ async def drive_storm(bed: TestbedThread, nid: str, plan: list[tuple[str, int]],
         await room._on_iopub({"msg_type": "comm_msg", "content": {
             "comm_id": cid, "data": {"method": "update", "state": {"value": value}, "buffer_paths": []}}})
     return time.perf_counter()
+
+
+class DaemonProcess:
+    """The testbed in a process of its own (`--serve`): it builds the room, then runs a storm
+    plan when asked and answers with the time its last update was written (perf_counter: the
+    monotonic clock on Linux, the same in both processes)."""
+
+    def __init__(self, sock: str, cells: int, comms: int, run: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", sock, "--cells", str(cells),
+                                      "--comms", str(comms), "--serve-run", str(run)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    async def reply(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline)
+        if not line:
+            raise RuntimeError(f"the daemon process ended (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    async def storm(self, plan: list[tuple[str, int]], rate: float) -> float:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": "storm", "plan": plan, "rate": rate}) + "\n")
+        self.proc.stdin.flush()
+        return float((await self.reply())["t_last"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def serve(sock: str, cells: int, comms: int, run: int) -> int:
+    """`--serve`: the daemon side of the storm, in this process (see DaemonProcess)."""
+    bed = TestbedThread(sock, auto_launch=False, write_daemon_json=False, keep_alive=60.0).start()
+    try:
+        assert bed.testbed is not None and bed.loop is not None
+        t0 = time.perf_counter()
+        nid = bed.call(bed.testbed.load_saved_doc, make_cells_doc(cells), f"storm-room-{run}")
+        ids = bed.call(open_comms, bed, nid, comms)
+        print(json.dumps({"nid": nid, "ids": ids, "room_s": time.perf_counter() - t0}), flush=True)
+        for line in sys.stdin:
+            req = json.loads(line)
+            plan = [(cid, int(v)) for cid, v in req["plan"]]
+            fut = asyncio.run_coroutine_threadsafe(drive_storm(bed, nid, plan, float(req["rate"])), bed.loop)
+            print(json.dumps({"t_last": fut.result()}), flush=True)
+    finally:
+        bed.stop()
+    return 0
 
 
 # -- measuring on the GUI loop -----------------------------------------------------------------------
@@ -307,18 +363,25 @@ def figures(probe: tuple[list[float], list[float]], visible_s: float | None) -> 
 
 async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int) -> dict[str, Any]:
     d = tempfile.mkdtemp(prefix="rti-storm-", dir="/tmp")
-    bed = TestbedThread(os.path.join(d, "rt.sock"), auto_launch=False, write_daemon_json=False,
-                        keep_alive=60.0).start()
+    sock = os.path.join(d, "rt.sock")
+    bed: TestbedThread | None = None
+    daemon: DaemonProcess | None = None
     try:
-        assert bed.testbed is not None and bed.loop is not None
-        t0 = time.perf_counter()
-        saved = make_cells_doc(args.cells)
-        nid = bed.call(bed.testbed.load_saved_doc, saved, f"storm-room-{run}")
-        ids = bed.call(open_comms, bed, nid, args.comms)
-        room_s = time.perf_counter() - t0
+        if args.daemon_thread:
+            bed = TestbedThread(sock, auto_launch=False, write_daemon_json=False, keep_alive=60.0).start()
+            assert bed.testbed is not None and bed.loop is not None
+            t0 = time.perf_counter()
+            saved = make_cells_doc(args.cells)
+            nid = bed.call(bed.testbed.load_saved_doc, saved, f"storm-room-{run}")
+            ids = bed.call(open_comms, bed, nid, args.comms)
+            room_s = time.perf_counter() - t0
+        else:
+            daemon = DaemonProcess(sock, args.cells, args.comms, run)
+            ready = await daemon.reply()
+            nid, ids, room_s = ready["nid"], ready["ids"], ready["room_s"]
 
         t0 = time.perf_counter()
-        window.attach(bed.socket_path, nid)
+        window.attach(sock, nid)
         target = ids[0]
         await wait_for(lambda: window.state == "live" and window.snapshot is not None
                        and window.snapshot.notebook_id == nid and len(window.snapshot.cells) == args.cells and len(window.snapshot.comms) == args.comms
@@ -340,8 +403,13 @@ async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int
             prof = cProfile.Profile()
             prof.enable()
         probe.start()
-        fut = asyncio.run_coroutine_threadsafe(drive_storm(bed, nid, plan, args.rate), bed.loop)
-        t_last = await asyncio.wrap_future(fut)
+        if bed is not None:
+            assert bed.loop is not None
+            t_last = await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(drive_storm(bed, nid, plan, args.rate), bed.loop))
+        else:
+            assert daemon is not None
+            t_last = await daemon.storm(plan, args.rate)
         await wait_for(lambda: watch.seen_at is not None or watch.shown(), 10, "the final value in the tree")
         watch.check()
         stalls = probe.stop()
@@ -363,7 +431,10 @@ async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int
         await window.controller.stop()
         return result
     finally:
-        bed.stop()
+        if bed is not None:
+            bed.stop()
+        if daemon is not None:
+            daemon.stop()
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -450,7 +521,9 @@ async def synthetic_storm(window: InspectorWindow, args: argparse.Namespace, run
 def report(r: dict[str, Any], args: argparse.Namespace, run: int) -> bool:
     ok_stall = r["max_stall_ms"] < TARGET_STALL_MS
     ok_visible = r["final_value_visible_ms"] < TARGET_VISIBLE_MS
-    mode = "synthetic snapshots" if args.synthetic else "testbed room over the socket"
+    mode = "synthetic snapshots" if args.synthetic else (
+        "testbed room over the socket, daemon in a thread of this process" if args.daemon_thread
+        else "testbed room over the socket, daemon in its own process")
     print(f"run {run}: {r['updates']} updates at {args.rate:.0f}/s for {args.seconds:g} s on {args.cells} cells / "
           f"{args.comms} comms ({mode})")
     if not args.synthetic:
@@ -477,9 +550,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1, help="repeat the storm (a fresh room and attach each time)")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the GUI thread over the storm into FILE")
     ap.add_argument("--synthetic", action="store_true", help="generated snapshots instead of a testbed room")
+    ap.add_argument("--daemon-thread", action="store_true",
+                    help="the testbed in a thread of this process (its GIL holds count as the window's stalls)")
+    ap.add_argument("--serve", metavar="SOCK", help=argparse.SUPPRESS)  # the daemon process's side
+    ap.add_argument("--serve-run", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.comms < 4:
         ap.error("--comms must be at least 4")
+    if args.serve:
+        return serve(args.serve, args.cells, args.comms, args.serve_run)
     make_app()
     home = tempfile.mkdtemp(prefix="rti-storm-home-")
     window = InspectorWindow(recent=RecentConnections(os.path.join(home, "recent.json")))
