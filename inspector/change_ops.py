@@ -74,6 +74,16 @@ def _uleb(data: bytes, pos: int) -> tuple[int, int]:
 uleb = _uleb  # also reads the counts of a sync message (document.py)
 
 
+def encode_uleb(n: int) -> bytes:
+    """An unsigned LEB128 number, as the sync messages and changes write their counts."""
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def _sleb(data: bytes, pos: int) -> tuple[int, int]:
     b = data[pos]
     if b < 0x40:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 from automerge import core as am
 
-from .change_ops import ACTION_PUT, ChangeFormatError, ChangeOps, decode_change, uleb
+from .change_ops import ACTION_PUT, ChangeFormatError, ChangeOps, decode_change, encode_uleb, uleb
 from .change_ops import MAGIC as CHUNK_MAGIC
 from .errors import MAX_DEPTH, BadFrame
 from .protocol.messages import decode_json
@@ -299,23 +299,14 @@ class SyncSummary:
     changes: tuple[bytes, ...]
 
 
-def _uleb_bytes(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def apply_changes(doc: am.Document, heads: list[bytes], changes: list[bytes]) -> None:
     """Apply raw change chunks (each `Change.raw_bytes`) to `doc`, whose heads become `heads`:
     the binding has no `apply_changes`, so they go in as the one sync message that carries them
     (type 0x42: the heads, no need, no have), received with a peer state used once."""
     if not changes:
         return
-    msg = b"".join([b"\x42", _uleb_bytes(len(heads)), *heads, _uleb_bytes(0), _uleb_bytes(0),
-                    _uleb_bytes(len(changes)), *(_uleb_bytes(len(c)) + c for c in changes)])
+    msg = b"".join([b"\x42", encode_uleb(len(heads)), *heads, encode_uleb(0), encode_uleb(0),
+                    encode_uleb(len(changes)), *(encode_uleb(len(c)) + c for c in changes)])
     doc.receive_sync_message(am.SyncState(), am.Message.decode(msg))
 
 

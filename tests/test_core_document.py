@@ -11,7 +11,7 @@ import pytest
 from automerge import core as am
 from scripted_daemon import build_doc, put_cell, put_comm
 
-from inspector.change_ops import ChangeFormatError, decode_change
+from inspector.change_ops import ChangeFormatError, decode_change, encode_uleb
 from inspector.document import ALL, DocReplica, NotebookReader
 
 S = am.ScalarType
@@ -122,13 +122,7 @@ def test_change_decoder_rejects_garbage() -> None:
 # --------------------------------------------------------------------------- hostile input
 
 
-def uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+uleb = encode_uleb
 
 
 def sync_message(heads: list[bytes], changes: list[bytes], have: list[bytes] = ()) -> bytes:

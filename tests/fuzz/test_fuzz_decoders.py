@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scripted_daemon import build_doc
 
-from inspector.change_ops import decode_change
+from inspector.change_ops import decode_change, encode_uleb
 from inspector.document import ALL, DocReplica, NotebookReader
 from inspector.errors import InspectorError
 from inspector.protocol import messages as m
@@ -256,13 +256,7 @@ def bloom_messages(draw: Any) -> bytes:
     return (bytes([0x42, 0, 0, 1, 0, len(bloom)]) + bloom + bytes([1]) + _leb(len(change)) + change)
 
 
-def _leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+_leb = encode_uleb
 
 
 @given(bloom_messages())
