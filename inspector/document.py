@@ -488,6 +488,11 @@ class DocReplica:
         self.linear = False
         self._seqs = None
 
+    def release(self) -> None:
+        """Let go of the document (time travel: a seek's replica that is done with, whose
+        cycles the collector may never reach); the replica is not used again."""
+        self._doc = None  # type: ignore[assignment]
+
     def adopt_identical(self, doc: am.Document) -> None:
         """Hold `doc`, the very document this replica held when it was copied (loaded again
         from its saved bytes: time travel), so what is known of its history stays true."""

@@ -83,6 +83,7 @@ class TimeTravel:
         self._since_copy = 0.0
         self._last_seen = 0
         self._cursor: Replay | None = None
+        self._frozen_cursor: Replay | None = None  # the seek's core a freeze took in, if any
         self.loaded_docs = loaded_docs
         # documents earlier seeks built, by (restore point's index, replica): the next seeks near
         # them start there instead of at the anchor
@@ -172,9 +173,10 @@ class TimeTravel:
         # restore points live until thinned and make no garbage: out of the collector's full
         # walks, which otherwise come each time the heap grew by a quarter and take longer each
         # time (0.4 s at the end of a 30-minute recording, every one of them collecting nothing).
-        # Not while a seek's core is held: the next seek drops it, and frozen it would never go
-        if self._cursor is None:
-            gc.freeze()
+        gc.freeze()
+        # a seek's core held now is frozen with the rest: when the next seek drops it, its
+        # documents (most of its memory) are let go by hand, as the collector never will
+        self._frozen_cursor = self._cursor
         self.copy_seconds += time.perf_counter() - t0
         self._since_copy = 0.0
 
@@ -207,7 +209,7 @@ class TimeTravel:
         """Drop the restore points and loaded documents (the window closed)."""
         self._copies.clear()
         self._docs.clear()
-        self._cursor = None
+        self._cursor = self._frozen_cursor = None
         # what the copies held was frozen: collected now, and what stays is frozen again (as
         # the application froze what it imported)
         gc.unfreeze()
@@ -244,8 +246,16 @@ class TimeTravel:
         if cur is not None and cur.index == stop:
             return cur.core  # the same point again
         k = bisect.bisect_right([c.index for c in self._copies], stop) - 1
+        self._drop_cursor()
         cur = self._cursor = self._restore(max(0, k))
         return cur.run_to(stop)
+
+    def _drop_cursor(self) -> None:
+        old, self._cursor = self._cursor, None
+        if old is not None and old is self._frozen_cursor:
+            self._frozen_cursor = None
+            for rep in old.core.replicas.values():
+                rep.release()
 
     def _restore(self, k: int) -> Replay:
         cur = copy_replay(self._copies[k].replay, docs=False)

@@ -262,3 +262,18 @@ def test_at_an_event_is_one_pass_and_the_same_room_as_the_scrubber(storm: str) -
             assert state(core) == reference(storm, rp.index), seq
     finally:
         replay_driver.SEQ_COPY_EVERY_S = old
+
+
+def test_a_seek_held_while_the_pass_freezes_its_copies_lets_go_of_its_documents(storm: str) -> None:
+    """The pass keeps its restore points out of the collector's walks (`gc.freeze`), which takes
+    in a seek's core held at that moment; when the next seek drops that core its documents are
+    let go at once (the collector would never free them), and the new seek is the replay's."""
+    tt = TimeTravel(storm, every_s=0.001)
+    tt.advance(0.02)
+    held = tt.seek(tt.records // 2)
+    assert all(rep.doc is not None for rep in held.replicas.values())
+    tt.finish()  # restore points taken (and frozen) while `held` is the current seek
+    stop = len(tt.replay) // 3
+    assert same_as(tt.seek(stop), reference(storm, stop))
+    assert held.replicas and all(rep.doc is None for rep in held.replicas.values())
+    tt.close()
