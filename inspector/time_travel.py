@@ -267,8 +267,7 @@ class TimeTravel:
         """A document of its own holding what replica `ft` held at restore point `k`: the
         nearest anchor or kept document at or before it, forked, and the changes since."""
         copies = self._copies
-        j = k
-        while True:
+        for j in range(k, -1, -1):
             c = copies[j]
             kept = self._docs.get((c.index, ft))
             if kept is not None:
@@ -278,7 +277,8 @@ class TimeTravel:
             if c.anchor is not None and ft in c.anchor:
                 base = c.anchor[ft]
                 break
-            j -= 1  # the first restore point of a document is an anchor: this ends
+        else:  # the restore point where a document first appears is an anchor, never dropped
+            raise AssertionError(f"no anchor for document {ft} at or before restore point {k}")
         doc = base.fork()
         changes = [ch for c in copies[j + 1: k + 1] for ch in c.changes[ft]]
         apply_changes(doc, copies[k].heads[ft], changes)

@@ -163,13 +163,12 @@ class Recorder:
         # a checkpoint goes before the record: it holds what the core applied of the records
         # before this one, which is the contract (apply a record before handing over the next)
         # (asked before every record: numbers compared, nothing called until one is due)
-        if self.checkpoint_source is not None and not self._in_checkpoint and (
-                mono >= self._due or self._since_checkpoint >= self.checkpoint_records
-                or (self.ring is not None and mono >= self.ring.checkpoint_due)):
+        if self.checkpoint_source is not None and not self._in_checkpoint:
             # the ring's requests are what keeps it bounded: they are not deferred (they come at
-            # most every eighth of its bounds)
-            if (self.ring is not None and mono >= self.ring.checkpoint_due) or \
-                    time.perf_counter() - self._cp_done >= CHECKPOINT_BUDGET * self._cp_cost:
+            # most every eighth of its bounds); the interval's and the count's wait for the budget
+            if (self.ring is not None and mono >= self.ring.checkpoint_due) or (
+                    (mono >= self._due or self._since_checkpoint >= self.checkpoint_records)
+                    and time.perf_counter() - self._cp_done >= CHECKPOINT_BUDGET * self._cp_cost):
                 self.checkpoint_now(mono)
         self._since_checkpoint += 1
         data = frame_record(code, mono, body)  # framed once for every sink (the per-frame path: no call more)

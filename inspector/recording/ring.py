@@ -3,7 +3,7 @@ by age, that can be saved as a recording ("save the last N minutes").
 
 Records are kept in segments that each start with a checkpoint, and only whole segments are
 dropped, so whatever the ring still holds is replayable from its first checkpoint. The ring asks
-for a checkpoint (`wants_checkpoint`) once the open segment holds an eighth of either bound, so
+for a checkpoint (`checkpoint_due`) once the open segment holds an eighth of either bound, so
 it keeps at least `max_age` seconds (when the bytes allow) and at most `max_bytes` plus what one
 oversized segment holds.
 """
@@ -75,10 +75,6 @@ class RecordingRing:
             self.size -= gone.size
             self.dropped_records += gone.count
             self.complete = False
-
-    def wants_checkpoint(self, now: float) -> bool:
-        """True when the open segment is big or old enough that a checkpoint should start the next."""
-        return now >= self.checkpoint_due
 
     def __len__(self) -> int:
         return sum(s.count for s in self._segments)

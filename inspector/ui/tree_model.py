@@ -34,8 +34,6 @@ _HIGHLIGHT_KINDS = ("cell", "comm", "statekey", "output", "json")
 _FADE_ROLES = [Qt.ItemDataRole.BackgroundRole]
 _LOADING = ("connecting", "syncing")
 
-
-
 FADE_RUN_GAP = 3  # fading rows this close share one signal (the rows between repaint for nothing)
 FADE_MAX_RUNS = 16  # past this many runs under one parent, one span (a sync that changed most rows)
 
@@ -52,6 +50,7 @@ def _runs(rows: list[int]) -> list[tuple[int, int]]:
     if len(runs) > FADE_MAX_RUNS:
         return [(rows[0], rows[-1])]
     return [(a, b) for a, b in runs]
+
 
 class DocumentTreeModel(QAbstractItemModel):
     def __init__(self, parent: Any = None, fade_ms: int = 1600) -> None:
