@@ -733,15 +733,14 @@ class ObjectPaths:
         """Index now (idle time) rather than on the next incremental read. With a budget, in
         slices of about that many seconds (a 10,000-cell room takes ~0.5 s to index, which the
         window must not spend in one go): True once the index is whole. A read that needs the
-        index before the slices are done builds it whole at once, as without slices."""
+        index before the slices are done goes on with them as far as its objects (`_find`)."""
         if not self.stale:
             return True
         if budget_s is None:
             self.rebuild(doc)
             return True
         if self._build is None:
-            self._paths.clear()
-            self._build = [(am.ROOT, (), True)]
+            self._start_build()
         stack = self._build
         end = time.perf_counter() + budget_s
         while stack:
@@ -753,6 +752,10 @@ class ObjectPaths:
         self.stale = False
         self._build = None
         return True
+
+    def _start_build(self) -> None:
+        self._paths.clear()
+        self._build = [(am.ROOT, (), True)]
 
     def rebuild(self, doc: am.Document) -> None:
         self.stale = False
@@ -806,10 +809,12 @@ class ObjectPaths:
         if self.stale:
             if doc is None:
                 return {ALL}
+            # indexed as the warm-up's slices do, from the document as it is now (the new
+            # changes' make ops agree): what they placed is placed for good, and an object not
+            # reached yet is looked for by going on with them (`_find`), so a read costs what it
+            # takes to reach its objects, not a whole rebuild
             if self._build is None:
-                self.rebuild(doc)  # from the document as it is now; the new changes' make ops agree
-            # else the slices of a warm-up are under way: what they placed is placed for good, and
-            # an object they have not reached yet is looked for by going on with them (`_find`)
+                self._start_build()
         last: dict[ObjKey, dict[str, tuple[ChangeOps, int]]] = {}
         sources = out._sources
         try:

@@ -357,3 +357,14 @@ def test_the_index_built_in_slices_is_the_index_built_at_once() -> None:
     while not part.warm(doc, budget_s=0.001):
         pass
     assert part._paths == whole._paths
+    # stale with no warm-up started yet (a read in the moments after the join): the same
+    cold = ObjectPaths(3)
+    cold.invalidate()
+    before = doc.get_heads()
+    with doc.transaction() as tx:
+        tx.put(cobj, "execution_count", am.ScalarType.Str, "5")
+    assert cold.dirty(doc, before) == {("cells", "c7", "execution_count")}
+    assert cold.stale and cold._build, "the read visited only what it needed"
+    while not cold.warm(doc, budget_s=0.001):
+        pass
+    assert cold._paths == whole._paths
