@@ -145,14 +145,20 @@ class PeerSession(SessionCore):
         await self._carry_out(self.bootstrap(payload, time.monotonic()))
 
     async def run(self) -> None:
-        """Connect and serve the connection until it closes or `stop()`; raises InspectorError."""
+        """Connect and serve the connection until it closes or `stop()`; raises InspectorError.
+        A rejoin the core asks for (a change re-requested) is a fresh connection within the run."""
         watcher: asyncio.Task[None] | None = None
         try:
-            if self._writer is None:
-                await self.connect()
-            if self.config.room_check_s:
-                watcher = asyncio.get_running_loop().create_task(self._watch_room(self.config.room_check_s))
-            await self._read_loop()
+            while True:
+                if self._writer is None:
+                    await self.connect()
+                if self.config.room_check_s and watcher is None:
+                    watcher = asyncio.get_running_loop().create_task(self._watch_room(self.config.room_check_s))
+                try:
+                    await self._read_loop()
+                    break
+                except _Rejoin:
+                    await self._disconnect()
         except InspectorError as exc:
             self.error = exc
             if not self._retrying:
@@ -279,6 +285,8 @@ class PeerSession(SessionCore):
             except ConnectionClosed as exc:
                 if self._stopping:
                     return
+                if self.rejoin is not None:
+                    raise _Rejoin from None
                 if self._gone:
                     raise Closed("the room was evicted or closed: the daemon no longer lists it") from None
                 raise Closed(f"the daemon closed the connection{'' if exc.clean else ' inside a frame'}") from None
@@ -287,11 +295,15 @@ class PeerSession(SessionCore):
             except (ConnectionError, OSError) as exc:
                 if self._stopping:
                     return
+                if self.rejoin is not None:
+                    raise _Rejoin from None
                 if self._gone:
                     raise Closed("the room was evicted or closed: the daemon no longer lists it") from None
                 raise Closed(f"connection lost: {exc}") from None
             await self._carry_out(self.receive(payload, time.monotonic()))
             self._activity.set()
+            if self.rejoin is not None:
+                raise _Rejoin
 
     async def _carry_out(self, step: Step) -> None:
         """Write what the core asked for, then arm its timer and the kernel tap it wants."""
@@ -327,6 +339,8 @@ class PeerSession(SessionCore):
             if self._writer is not None and not self._writer.is_closing():
                 self._writer.write(encode_typed(ft, body))
                 self.sent(ft, body, doc)
+        if self.rejoin is not None and self._writer is not None:
+            self._writer.close()  # the read loop ends and rejoins
         self._arm()
         self._follow_tap()
 
@@ -473,6 +487,10 @@ class PeerSession(SessionCore):
             self._activity.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._activity.wait(), remaining)
+
+
+class _Rejoin(Exception):  # noqa: N818 - a control signal of the read loop, never raised out of run()
+    """The core asked for a fresh join (`SessionCore.rejoin`)."""
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from .document import _NOT_OURS, ALL, DocReplica
+from .document import _NOT_OURS, ALL, DocReplica, SyncProblem
 from .errors import BadContent, BadFrame, InspectorError
 from .feed import CommFeed
 from .profiles import Profile, profile_for
@@ -80,6 +80,10 @@ class SessionConfig:
     # Seconds between checks that the daemon still lists the room (runtimed's `shutdown_notebook`
     # evicts a room without closing its peers' connections); None: never.
     room_check_s: float | None = 5.0
+    # Seconds a change the daemon sent may wait, unapplied, for a dependency before the session
+    # asks for it again by rejoining the room (the sync protocol never resends a change on the
+    # connection it was sent on); None: never re-request.
+    rerequest_after_s: float | None = 2.0
     # The event log's bound in bytes (events and kept frame bodies), beside its count bound.
     log_max_bytes: int = 64 * 1024 * 1024
     # The divergence engine (settle windows, kernel connection); None: no comparison at all.
@@ -136,6 +140,11 @@ class SessionCore:
         self._keepalive_at: float | None = None  # when the next keep-alive frame is due
         self.keepalives_sent = 0
         self.input_errors = 0  # inputs the boundary caught (content and protocol errors)
+        # Re-requests (docs/lifecycle.md): change hashes asked for again by a rejoin, over every
+        # connection (each at most once); `rejoin` says why the driver should rejoin now.
+        self.rerequested: set[str] = set()
+        self.rejoin: str | None = None
+        self._stuck_at: float | None = None  # when to look for changes still waiting to apply
         # lifecycle (docs/lifecycle.md): the room, the connection's gaps, the kernel's status
         self.room_state = "open"
         self.reconnect_at: float | None = None  # the driver's next attempt (same clock as inputs)
@@ -237,6 +246,8 @@ class SessionCore:
         self._synced = set()
         self._idle_at = None
         self._keepalive_at = None
+        self._stuck_at = None
+        self.rejoin = None
         self.resolver = resolver
         if self.divergence is not None:
             self.divergence.close()
@@ -436,6 +447,8 @@ class SessionCore:
             # loop runs between two ticks, so a big room's index never holds it for long
             if not all(rep.paths.warm(rep.doc, WARM_SLICE_S) for rep in self.replicas.values()):
                 self._idle_at = t
+        if self._stuck_at is not None and t >= self._stuck_at:
+            self._check_stuck(t)
         if self.integrity is not None and self.integrity.due(t):
             step.changed.add("integrity")  # a forward reference may have outstayed the settle window
         self._finish(step, t)
@@ -443,7 +456,7 @@ class SessionCore:
 
     def next_deadline(self) -> float | None:
         """When `tick` should next be called (the same clock as the inputs' times), or None."""
-        due = [d for d in (self._idle_at, self._keepalive_at,
+        due = [d for d in (self._idle_at, self._keepalive_at, self._stuck_at,
                            self.divergence.next_deadline() if self.divergence else None,
                            self.integrity.next_deadline() if self.integrity else None)
                if d is not None]
@@ -535,10 +548,7 @@ class SessionCore:
             reply, dirty = replica.receive(body)
         finally:
             for problem in replica.take_problems():  # a change held back is never silent
-                self.log.emit(ev.ERROR, f"{replica.name}: {problem.kind} change {problem.change_hash or '?'} "
-                              f"({problem.size} B): {problem.detail}",
-                              {"input": FrameType.name_of(ft), "problem": problem.to_json(),
-                               "size": problem.size, "sha256": problem.sha256, "decision": "continue"}, t=t)
+                self._problem(ft, replica, problem, t)
         if reply is not None:
             step.send.append((ft, reply, replica.name))
         # complete once we hold every head the daemon advertised (we never write, so equal)
@@ -560,6 +570,46 @@ class SessionCore:
             if self.divergence is not None:
                 self.divergence.on_doc(replica.frame_type, changed, t)
             step.changed |= changed | {f"doc:{replica.name}"}
+
+    def _problem(self, ft: int, replica: DocReplica, problem: SyncProblem, t: float) -> None:
+        """One change the replica could not take: an error event naming its bytes. Asked for again
+        (once per change, by a rejoin) when it is corrupt, or when it still waits for a dependency
+        `rerequest_after_s` later; a change that comes back bad after that is the daemon's own."""
+        h = problem.change_hash
+        again = h is not None and h in self.rerequested
+        can_ask = h is not None and not again and self.config.rerequest_after_s is not None
+        decision = "continue" if not can_ask else ("rejoin" if problem.kind == "corrupt" else "re-request if stuck")
+        self.log.emit(ev.ERROR, f"{replica.name}: {problem.kind} change {h or '?'} ({problem.size} B): {problem.detail}"
+                      + ("; again after it was re-requested: the daemon holds it this way" if again else ""),
+                      {"input": FrameType.name_of(ft), "problem": problem.to_json(), "size": problem.size,
+                       "sha256": problem.sha256, "decision": decision, "rerequested": again}, t=t)
+        if not can_ask:
+            return
+        assert self.config.rerequest_after_s is not None and h is not None
+        if problem.kind == "corrupt":
+            self._rerequest([h], t)
+        else:
+            due = t + self.config.rerequest_after_s
+            self._stuck_at = due if self._stuck_at is None else min(self._stuck_at, due)
+
+    def _rerequest(self, hashes: list[str], t: float) -> None:
+        self.rerequested.update(hashes)
+        if len(self.rerequested) > MAX_REREQUESTED:  # a daemon sending only bad changes: bounded
+            self.rerequested = set(list(self.rerequested)[-MAX_REREQUESTED:])
+        shown = ", ".join(h[:12] for h in hashes[:4]) + ("…" if len(hashes) > 4 else "")
+        self.rejoin = (f"re-requesting {len(hashes)} change(s) the replica could not apply ({shown}): rejoining "
+                       "the room for a fresh copy (the sync protocol does not send a change twice on one connection)")
+        self.log.emit(ev.LIFECYCLE, self.rejoin, {"rerequest": hashes, "decision": "rejoin"}, t=t)
+        self.notify({"connection"})
+
+    def _check_stuck(self, t: float) -> None:
+        """Changes still unapplied (a dependency never came) on a document short of the daemon's
+        heads, not yet asked for again: re-request them."""
+        self._stuck_at = None
+        stuck = [h for rep in self.replicas.values() if not rep.converged for h in rep.unapplied
+                 if h not in self.rerequested]
+        if stuck:
+            self._rerequest(stuck, t)
 
     def missing(self) -> list[str]:
         """What the join still waits for; empty once the room is complete (live)."""
@@ -771,6 +821,7 @@ KERNEL_PATHS = frozenset({"kernel", "presence", "doc:runtime_state", "connection
 
 WARM_SLICE_S = 0.008  # indexing a document at idle time: the work done in one tick
 INPUT_BYTES_KEPT = 4096  # of an offending input, in its error event (its size and sha256 name it whole)
+MAX_REREQUESTED = 10_000  # change hashes remembered as asked for again
 
 
 def _unexpected(exc: BaseException, what: str) -> InspectorError:

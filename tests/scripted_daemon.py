@@ -129,7 +129,8 @@ class ScriptedDaemon:
                  pool_pong: dict[str, Any] | None = None, refuse_v2_notebook: bool = False,
                  after_join: Callable[[ScriptedDaemon, Peer], Any] | None = None,
                  blob_port: int | None = None, rooms: list[dict[str, Any]] | None = None,
-                 handshake_delay: float = 0.0, stall_sync: bool = False) -> None:
+                 handshake_delay: float = 0.0, stall_sync: bool = False,
+                 sync_filter: Callable[[Peer, bytes], bytes] | None = None) -> None:
         self.path = path
         self.doc = doc
         self.notebook_id = notebook_id
@@ -145,6 +146,9 @@ class ScriptedDaemon:
         self.rooms = rooms
         self.handshake_delay = handshake_delay  # seconds before the notebook handshake reply
         self.stall_sync = stall_sync  # advertise heads in the first message, never send the changes
+        # rewrites each sync message as it leaves (after the daemon's sync state recorded it sent):
+        # a change lost on the way, which the daemon then never sends again on that connection
+        self.sync_filter = sync_filter
         self.peers: list[Peer] = []
         self.joined = asyncio.Event()
         self.connections = 0
@@ -210,7 +214,7 @@ class ScriptedDaemon:
                 "protocol": "v2", "protocol_version": 2, "daemon_version": self.daemon_version}).encode()))
             msg = self.doc.generate_sync_message(peer.state)
             if msg is not None:
-                await self.write(peer, encode_typed(0, msg.encode()))
+                await self.write_sync(peer, msg.encode())
             if self.comm_sync:
                 await self.broadcast_to(peer, {"event": "comm_sync", "comms": self.comm_sync})
             if self.presence_snapshot is not None:
@@ -256,8 +260,11 @@ class ScriptedDaemon:
             msg = self.doc.generate_sync_message(peer.state)
             if msg is None:
                 return
-            await self.write(peer, encode_typed(0, msg.encode()))
+            await self.write_sync(peer, msg.encode())
             return  # one message per wake-up, as the daemon does; the peer's reply drives the next
+
+    async def write_sync(self, peer: Peer, body: bytes) -> None:
+        await self.write(peer, encode_typed(0, self.sync_filter(peer, body) if self.sync_filter else body))
 
     async def change(self, fn: Callable[[Any], None]) -> None:
         with self.doc.transaction() as tx:

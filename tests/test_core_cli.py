@@ -294,3 +294,21 @@ def test_kernel_connection_auto_on_a_v2_daemon_is_one_line_not_silence() -> None
     lines = [ln for ln in res.stderr.splitlines() if "--kernel-connection auto is ignored" in ln]
     assert len(lines) == 1 and "this daemon speaks v2" in lines[0]
     assert json.loads(res.stdout)["sources"] == ["doc"]  # no comm_sync from this daemon: no feed view yet
+
+
+def test_snapshot_of_a_join_that_lost_a_change_asks_again_and_prints_the_whole_room() -> None:
+    """The join's message arrives without one change (the daemon counts it sent, so it never
+    sends it again there): the held-back change is re-requested by a rejoin, not printed short."""
+    from fuzz.test_hostile_daemon import losing, two_slider_moves
+
+    ref: list[ScriptedDaemon] = []
+    with daemon_thread(sync_filter=losing(ref, {0})) as d:
+        ref.append(d)
+        asyncio.run(two_slider_moves(d))  # before anyone joins: the daemon's loop has no peer to wake
+        res = run_cli("snapshot", "--socket", d.path, "--notebook", "nb-1", "--settle-ms", "200", "--events")
+        assert res.returncode == 0, res.stderr
+        snap = json.loads(res.stdout)
+        assert next(c for c in snap["comms"] if c["comm_id"] == "sl")["state"]["value"] == 52
+        said = [e["summary"] for e in snap["events"]]
+        assert any("unapplied change" in s for s in said) and any("re-requesting 1 change(s)" in s for s in said)
+        assert len(d.peers) == 2

@@ -121,3 +121,92 @@ async def test_a_change_automerge_keeps_out_is_held_by_the_replica_as_a_problem(
         assert problem["kind"] == "unapplied" and event.data["size"] == len(c2)
         assert problem["change_hash"] not in rep.heads
         assert s.state == LIVE  # a content problem: the session goes on
+
+
+def losing(daemon_ref: list[ScriptedDaemon], connections: set[int]) -> Any:
+    """A sync filter that drops, from the daemon's messages on the given connections (0: the
+    first), the change `daemon_ref[0].lost` names, after the daemon's sync state has counted it
+    sent: a change lost on the way, which automerge's daemon side never sends again there."""
+    from inspector.document import change_hash, chunks, parse_sync_message
+
+    def fn(peer: Any, body: bytes) -> bytes:
+        d = daemon_ref[0]
+        lost = getattr(d, "lost", None)
+        if lost is None or d.peers.index(peer) not in connections:
+            return body
+        summary = parse_sync_message(body)
+        every = [c for entry in summary.changes for c in chunks(entry)]  # an entry may hold several
+        kept = [c for c in every if change_hash(c) != lost]
+        return body if len(kept) == len(every) else sync_message(list(summary.heads), kept)
+
+    return fn
+
+
+async def two_slider_moves(d: ScriptedDaemon) -> tuple[bytes, bytes]:
+    """The daemon moves the slider twice in two changes (the second depends on the first) and
+    syncs them in one message; returns their hashes."""
+    import json
+
+    from automerge import core as am
+
+    sl = d.doc.get(d.doc.get(am.ROOT, "comms")[1], "sl")[1]
+    hashes = []
+    for value in (51, 52):
+        with d.doc.transaction() as tx:
+            tx.put(sl, "state", am.ScalarType.Str, json.dumps({**SLIDER["state"], "value": value}))
+        hashes.append(d.doc.get_heads()[0])
+    d.lost = hashes[0]  # type: ignore[attr-defined]
+    for p in d.peers:
+        await d.sync_peer(p)
+    return hashes[0], hashes[1]
+
+
+def slider_value(s: PeerSession) -> Any:
+    return next(c.state.get("value") for c in s.snapshot().comms if c.comm_id == "sl")
+
+
+async def test_a_change_lost_on_the_way_is_re_requested_by_a_rejoin_and_the_room_converges(sock_path: str) -> None:
+    ref: list[ScriptedDaemon] = []
+    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
+    async with ScriptedDaemon(sock_path, doc, sync_filter=losing(ref, {0})) as d:
+        ref.append(d)
+        session = PeerSession(SessionConfig(d.path, d.notebook_id, rerequest_after_s=0.3))
+        async with session.running():
+            await session.wait_settled(0.15, 10)
+            first, second = await two_slider_moves(d)
+            # the second move arrives without the first: held back, reported, then asked for again
+            await wait_until(lambda: len(d.peers) == 2, "a rejoin", timeout=10)
+            await session.wait_for(lambda snap: slider_value(session) == 52, 10)
+            events = session.log.events()
+            problem = next(e for e in events if e.kind == ev.ERROR and "problem" in e.data)
+            assert problem.data["problem"]["change_hash"] == second.hex() and problem.data["problem"]["kind"] == "unapplied"
+            assert problem.data["decision"] == "re-request if stuck"
+            rerequest = next(e for e in events if "rerequest" in e.data)
+            assert rerequest.kind == ev.LIFECYCLE and rerequest.data["rerequest"] == [second.hex()]
+            assert "rejoining the room" in rerequest.summary
+            await session.wait_settled(0.15, 10)
+            assert session.replicas[0].converged and first.hex() not in session.replicas[0].unapplied
+            assert session.state == LIVE and session.error is None and len(d.peers) == 2
+
+
+async def test_a_change_that_comes_back_bad_is_asked_for_once_and_the_room_stays_short_of_the_heads(
+        sock_path: str) -> None:
+    ref: list[ScriptedDaemon] = []
+    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
+    async with ScriptedDaemon(sock_path, doc, sync_filter=losing(ref, {0, 1, 2})) as d:
+        ref.append(d)
+        session = PeerSession(SessionConfig(d.path, d.notebook_id, rerequest_after_s=0.2))
+        async with session.running():
+            await session.wait_settled(0.15, 10)
+            _, second = await two_slider_moves(d)
+            again = await wait_until(lambda: next((e for e in session.log.events()
+                                                   if e.kind == ev.ERROR and e.data.get("rerequested")), None),
+                                     "the change reported again after the rejoin", timeout=10)
+            assert "again after it was re-requested" in again.summary and again.data["decision"] == "continue"
+            assert again.data["problem"]["change_hash"] == second.hex()
+            # nothing more is scheduled: no second re-request, no second rejoin
+            assert session._stuck_at is None and session.rejoin is None and len(d.peers) == 2
+            assert sum(1 for e in session.log.events() if "rerequest" in e.data) == 1
+            # judged against the daemon's heads: never called complete while short of them
+            assert slider_value(session) == 50 and session.state != LIVE
+            assert any("not at the daemon heads" in m for m in session.missing())

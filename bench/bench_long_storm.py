@@ -1,0 +1,227 @@
+"""A long widget storm against `watch` and the window: memory start/peak/end and how far behind.
+
+The testbed daemon (no kernel) runs in its own process with a room of `--cells` cells and
+`--comms` comms (the room of bench_ui_storm.py) and, for `--minutes`, feeds `--rate` comm
+updates a second into it as the kernel's IOPub would (mostly one slider dragged, every fourth
+update another comm). Two inspectors attach to the room over the Unix socket:
+
+* `runtimed-inspector watch` in its own process, as a user runs it (its output thrown away);
+* the desktop window in this process (offscreen Qt), as `gui` makes it.
+
+Every `--sample-s` seconds the bench reads each inspector's resident set (VmRSS, VmHWM) and
+CPU time from /proc, and how stale the window's tree is: the time since the first update it
+does not yet show was written (0 when it shows the last one). Printed: a row per sample and
+at the end start/peak/end RSS against the configured limits (event log, key history and the
+recorder's ring: 64 MiB each by default) plus what the document's own history adds, and the
+window's longest staleness against the daemon's batching (its peers are woken at most every
+50 ms) plus the window's 80 ms refresh coalescing.
+
+    QT_QPA_PLATFORM=offscreen python bench/bench_long_storm.py [--minutes 30] [--rate 60]
+                                                             [--cells 1000] [--comms 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_ui_storm as storm  # noqa: E402
+
+from inspector.ui.app import make_app, run_qt  # noqa: E402
+from inspector.ui.main_window import InspectorWindow  # noqa: E402
+from inspector.ui.recent import RecentConnections  # noqa: E402
+
+CLK = os.sysconf("SC_CLK_TCK")
+LIMITS_MIB = {"event log": 64, "key history": 64, "recorder ring": 64}
+# what may separate the newest update from the tree: the daemon's peer wake-up batching and
+# the window's refresh coalescing (controller.min_interval), with one refresh's own cost
+BEHIND_ALLOWED_S = 0.050 + 0.080 + 0.100
+
+
+def proc_mem(pid: int | str) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MiB."""
+    got = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                k, v = line.split(":")
+                got[k] = int(v.split()[0]) / 1024
+    return got.get("VmRSS", 0.0), got.get("VmHWM", 0.0)
+
+
+def proc_cpu(pid: int | str) -> float:
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def staleness(shown: str | None, plan_start: float, rate: float, n: int, target_at: list[int]) -> float:
+    """Seconds since the first update of the target slider that the tree does not show was
+    written (0 when it shows the newest one written so far)."""
+    now = time.perf_counter()
+    written = min(n - 1, int((now - plan_start) * rate))
+    shown_i = int(shown) - 1000 if shown is not None and shown.lstrip("-").isdigit() else -1
+    # the target's plan indexes in order; the first one after what is shown
+    import bisect
+    k = bisect.bisect_right(target_at, shown_i)
+    if k >= len(target_at) or target_at[k] > written:
+        return 0.0
+    return max(0.0, now - (plan_start + target_at[k] / rate))
+
+
+async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[str, Any]:
+    d = tempfile.mkdtemp(prefix="rti-long-", dir="/tmp")
+    sock = os.path.join(d, "rt.sock")
+    daemon = storm.DaemonProcess(sock, args.cells, args.comms, 1)
+    watch: subprocess.Popen[bytes] | None = None
+    try:
+        ready = await daemon.reply()
+        nid, ids = ready["nid"], ready["ids"]
+        target = ids[0]
+        watch = subprocess.Popen([sys.executable, "-m", "inspector", "watch", "--socket", sock, "--notebook", nid],
+                                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "watch.err"), "wb"))
+        window.attach(sock, nid)
+        await storm.wait_for(lambda: window.state == "live" and window.snapshot is not None
+                             and len(window.snapshot.cells) == args.cells and len(window.snapshot.comms) == args.comms
+                             and window.model.node(window.model.index_for_path(f"comms/{target}")) is not None,
+                             120, "the whole room in the tree")
+        storm.focus_comm(window, target)
+        window.tree.expandToDepth(0)
+        await asyncio.sleep(1.0)
+        n = int(args.minutes * 60 * args.rate)
+        plan = storm.storm_plan(n, ids)
+        target_at = [i for i, (cid, _) in enumerate(plan) if cid == target]
+        path = f"comms/{target}/state/value"
+
+        def shown() -> str | None:
+            idx = window.model.index_for_path(path)
+            node = window.model.node(idx)
+            return idx.siblingAtColumn(1).data() if node is not None and node.path == path else None
+
+        rows: list[dict[str, Any]] = []
+        probe = storm.StallProbe()
+        me = os.getpid()
+        cpu0 = {"window": proc_cpu(me), "watch": proc_cpu(watch.pid)}
+        plan_start = time.perf_counter()
+        storm_task = asyncio.ensure_future(daemon.storm(plan, args.rate))
+        probe.start()
+        stale: list[float] = []
+        next_sample = plan_start
+        t_prev = plan_start
+        while not storm_task.done():
+            await asyncio.sleep(0.25)
+            stale.append(staleness(shown(), plan_start, args.rate, n, target_at))
+            now = time.perf_counter()
+            if now >= next_sample:
+                if watch.poll() is not None:
+                    raise RuntimeError(f"watch ended (exit {watch.returncode}) after {now - plan_start:.0f} s")
+                lat, _cpu = probe.stop()
+                probe.start()
+                w_rss, w_hwm = proc_mem(me)
+                x_rss, x_hwm = proc_mem(watch.pid)
+                s = window.controller.session
+                log_mib = s.log.bytes_held / 2**20 if s is not None else 0.0
+                hist = s.history.history if s is not None and s.history is not None else None
+                rows.append({
+                    "t": now - plan_start, "window_rss": w_rss, "window_hwm": w_hwm, "watch_rss": x_rss,
+                    "watch_hwm": x_hwm, "window_cpu": proc_cpu(me) - cpu0["window"],
+                    "watch_cpu": proc_cpu(watch.pid) - cpu0["watch"], "stale_max": max(stale, default=0.0),
+                    "stall_max": max(lat, default=0.0), "log_mib": log_mib,
+                    "history_mib": (hist.bytes / 2**20) if hist is not None else 0.0,
+                    "interval": now - t_prev,
+                })
+                r = rows[-1]
+                print(f"  {r['t'] / 60:5.1f} min  window {r['window_rss']:6.0f} MiB (peak {r['window_hwm']:.0f})"
+                      f"  watch {r['watch_rss']:6.0f} MiB (peak {r['watch_hwm']:.0f})"
+                      f"  log {r['log_mib']:5.1f} MiB  history {r['history_mib']:5.1f} MiB"
+                      f"  CPU window {r['window_cpu'] / max(r['t'], 1e-9) * 100:3.0f} %"
+                      f" watch {r['watch_cpu'] / max(r['t'], 1e-9) * 100:3.0f} %"
+                      f"  stale max {r['stale_max'] * 1000:6.0f} ms  stall max {r['stall_max']:5.0f} ms", flush=True)
+                stale = []
+                t_prev = now
+                next_sample = now + args.sample_s
+        t_last = await storm_task
+        await storm.wait_for(lambda: shown() == str(plan[-1][1]), 30, "the final value in the tree")
+        final_visible = time.perf_counter() - t_last
+        await window.controller.stop()
+        watch_err = open(os.path.join(d, "watch.err"), "rb").read().decode(errors="replace")
+        return {"rows": rows, "final_visible_s": final_visible, "updates": n, "watch_err": watch_err[-2000:]}
+    finally:
+        if watch is not None and watch.poll() is None:
+            watch.terminate()
+            watch.wait(10)
+        daemon.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--rate", type=float, default=60.0)
+    ap.add_argument("--cells", type=int, default=1000)
+    ap.add_argument("--comms", type=int, default=200)
+    ap.add_argument("--sample-s", type=float, default=60.0)
+    args = ap.parse_args()
+    make_app()
+    home = tempfile.mkdtemp(prefix="rti-long-home-")
+    window = InspectorWindow(recent=RecentConnections(os.path.join(home, "recent.json")))
+    window.session_options = argparse.Namespace(allow_kernel_launch=True, quiet_ms=250, clear_ms=2000)
+    window.resize(1360, 860)
+    window.show()
+    out: dict[str, Any] = {}
+
+    async def go() -> None:
+        try:
+            out.update(await long_storm(window, args))
+        finally:
+            await window.shutdown()
+
+    print(f"{args.minutes:g} min storm at {args.rate:g} updates/s on {args.cells} cells / {args.comms} comms "
+          f"(daemon in its own process; watch and the window attached)", flush=True)
+    run_qt(go())
+    shutil.rmtree(home, ignore_errors=True)
+    rows = out["rows"]
+    limit = sum(LIMITS_MIB.values())
+    first, last = rows[0], rows[-1]
+    ok = True
+    for who in ("window", "watch"):
+        start, peak, end = first[f"{who}_rss"], max(r[f"{who}_hwm"] for r in rows), last[f"{who}_rss"]
+        # growth over the last third, when the log and the ring are full: the document's own
+        # history (and whatever else grows) at that rate
+        tail = [r for r in rows if r["t"] >= last["t"] * 2 / 3]
+        slope = ((tail[-1][f"{who}_rss"] - tail[0][f"{who}_rss"]) / max((tail[-1]["t"] - tail[0]["t"]) / 60, 1e-9)
+                 if len(tail) > 1 else 0.0)
+        bounded = end - start <= limit
+        ok &= bounded
+        print(f"{who}: RSS start {start:.0f} MiB, peak {peak:.0f} MiB, end {end:.0f} MiB; grew {end - start:.0f} MiB "
+              f"against limits of {limit} MiB ({', '.join(f'{k} {v}' for k, v in LIMITS_MIB.items())}); "
+              f"last third {slope:+.1f} MiB/min; CPU {last[f'{who}_cpu'] / last['t'] * 100:.0f} % of a core "
+              f"({'bounded' if bounded else 'NOT BOUNDED'})")
+    stale_all = [r["stale_max"] for r in rows]
+    behind = max(stale_all)
+    ok &= behind <= BEHIND_ALLOWED_S
+    print(f"window behind the newest update: worst {behind * 1000:.0f} ms, median of the per-sample worst "
+          f"{statistics.median(stale_all) * 1000:.0f} ms (allowed {BEHIND_ALLOWED_S * 1000:.0f} ms: daemon batching "
+          f"50 + refresh coalescing 80 + one refresh 100); final value visible {out['final_visible_s'] * 1000:.0f} ms "
+          f"after the last of {out['updates']} updates")
+    print(f"longest event-loop stall in any sample: {max(r['stall_max'] for r in rows):.0f} ms")
+    if out["watch_err"].strip():
+        print("watch stderr (tail):\n" + out["watch_err"])
+    print("PASS" if ok else "FAIL: a target was missed")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
