@@ -145,6 +145,9 @@ class SessionCore:
         self.rerequested: set[str] = set()
         self.rejoin: str | None = None
         self._stuck_at: float | None = None  # when to look for changes still waiting to apply
+        # frame type -> advertised head the replica lacks -> (first seen, later messages on that
+        # document that did not bring it): a change lost whole on the way raises no problem
+        self._missing_heads: dict[int, dict[str, tuple[float, int]]] = {}
         # lifecycle (docs/lifecycle.md): the room, the connection's gaps, the kernel's status
         self.room_state = "open"
         self.reconnect_at: float | None = None  # the driver's next attempt (same clock as inputs)
@@ -247,6 +250,7 @@ class SessionCore:
         self._idle_at = None
         self._keepalive_at = None
         self._stuck_at = None
+        self._missing_heads = {}
         self.rejoin = None
         self.resolver = resolver
         if self.divergence is not None:
@@ -551,6 +555,7 @@ class SessionCore:
                 self._problem(ft, replica, problem, t)
         if reply is not None:
             step.send.append((ft, reply, replica.name))
+        self._follow_missing_heads(ft, replica, t)
         # complete once we hold every head the daemon advertised (we never write, so equal)
         if ft not in self._synced and replica.converged:
             self._synced.add(ft)
@@ -602,14 +607,60 @@ class SessionCore:
         self.log.emit(ev.LIFECYCLE, self.rejoin, {"rerequest": hashes, "decision": "rejoin"}, t=t)
         self.notify({"connection"})
 
+    def _follow_missing_heads(self, ft: int, replica: DocReplica, t: float) -> None:
+        """Track the heads the daemon advertised that the replica lacks. A change lost whole on
+        the way (not a byte of it arrived) leaves no problem to report, only a head never reached;
+        once a later message on that document has come without it, it is due for a re-request
+        `rerequest_after_s` after it was first seen. One later message at least: a join whose
+        first message advertises the heads and whose second brings the changes is not stuck,
+        however slow that second message is. Automerge advertises the same heads again only
+        after hearing from us (a message in flight holds it back), so a second message naming
+        a head it did not bring is the daemon's word that it sent everything up to it; a head
+        that moves meanwhile starts over (a storm's lost change is caught as unapplied instead:
+        the next change depends on it)."""
+        if replica.converged or replica.advertised_heads is None:
+            self._missing_heads.pop(ft, None)
+            return
+        held = set(replica.heads)
+        before = self._missing_heads.get(ft, {})
+        now: dict[str, tuple[float, int]] = {}
+        for h in replica.advertised_heads[:MAX_MISSING_HEADS]:
+            if h in held:
+                continue
+            first, later = before.get(h, (t, -1))
+            now[h] = (first, later + 1)
+        self._missing_heads[ft] = now
+        if self.config.rerequest_after_s is None:
+            return
+        due = [first + self.config.rerequest_after_s for h, (first, later) in now.items()
+               if later >= 1 and h not in self.rerequested]
+        if due:
+            self._stuck_at = min(due) if self._stuck_at is None else min(self._stuck_at, *due)
+
     def _check_stuck(self, t: float) -> None:
-        """Changes still unapplied (a dependency never came) on a document short of the daemon's
-        heads, not yet asked for again: re-request them."""
+        """Changes still unapplied (a dependency never came), and advertised heads still not
+        held after a later message came without them (a change lost whole), on a document short
+        of the daemon's heads, not yet asked for again: re-request them."""
         self._stuck_at = None
+        assert self.config.rerequest_after_s is not None
         stuck = [h for rep in self.replicas.values() if not rep.converged for h in rep.unapplied
                  if h not in self.rerequested]
+        later_due: list[float] = []
+        for ft, heads in self._missing_heads.items():
+            rep = self.replicas.get(ft)
+            if rep is None or rep.converged:
+                continue
+            for h, (first, later) in heads.items():
+                if later < 1 or h in self.rerequested or h in stuck:
+                    continue
+                if t - first >= self.config.rerequest_after_s:
+                    stuck.append(h)
+                else:
+                    later_due.append(first + self.config.rerequest_after_s)
         if stuck:
             self._rerequest(stuck, t)
+        elif later_due:
+            self._stuck_at = min(later_due)
 
     def missing(self) -> list[str]:
         """What the join still waits for; empty once the room is complete (live)."""
@@ -822,6 +873,7 @@ KERNEL_PATHS = frozenset({"kernel", "presence", "doc:runtime_state", "connection
 WARM_SLICE_S = 0.008  # indexing a document at idle time: the work done in one tick
 INPUT_BYTES_KEPT = 4096  # of an offending input, in its error event (its size and sha256 name it whole)
 MAX_REREQUESTED = 10_000  # change hashes remembered as asked for again
+MAX_MISSING_HEADS = 64  # advertised heads followed per document (a daemon advertising thousands)
 
 
 def _unexpected(exc: BaseException, what: str) -> InspectorError:

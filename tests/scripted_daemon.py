@@ -130,7 +130,7 @@ class ScriptedDaemon:
                  after_join: Callable[[ScriptedDaemon, Peer], Any] | None = None,
                  blob_port: int | None = None, rooms: list[dict[str, Any]] | None = None,
                  handshake_delay: float = 0.0, stall_sync: bool = False,
-                 sync_filter: Callable[[Peer, bytes], bytes] | None = None) -> None:
+                 sync_filter: Callable[[Peer, bytes], bytes] | None = None, reply_delay: float = 0.0) -> None:
         self.path = path
         self.doc = doc
         self.notebook_id = notebook_id
@@ -149,6 +149,7 @@ class ScriptedDaemon:
         # rewrites each sync message as it leaves (after the daemon's sync state recorded it sent):
         # a change lost on the way, which the daemon then never sends again on that connection
         self.sync_filter = sync_filter
+        self.reply_delay = reply_delay  # seconds before answering a peer's sync message (a slow daemon)
         self.peers: list[Peer] = []
         self.joined = asyncio.Event()
         self.connections = 0
@@ -227,6 +228,8 @@ class ScriptedDaemon:
                 payload = await read_frame(reader)
                 peer.received.append((payload[0], payload[1:]))
                 if payload[0] == 0 and not self.stall_sync:
+                    if self.reply_delay:
+                        await asyncio.sleep(self.reply_delay)
                     self.doc.receive_sync_message(peer.state, am.Message.decode(payload[1:]))
                     await self.sync_peer(peer)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError, FrameError):

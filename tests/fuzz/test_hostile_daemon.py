@@ -189,6 +189,51 @@ async def test_a_change_lost_on_the_way_is_re_requested_by_a_rejoin_and_the_room
             assert session.state == LIVE and session.error is None and len(d.peers) == 2
 
 
+async def test_a_change_lost_whole_is_re_requested_once_a_later_message_comes_without_it(sock_path: str) -> None:
+    """One move, its only change dropped: nothing arrives to report, only a head never reached."""
+    import json
+
+    from automerge import core as am
+
+    ref: list[ScriptedDaemon] = []
+    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
+    async with ScriptedDaemon(sock_path, doc, sync_filter=losing(ref, {0})) as d:
+        ref.append(d)
+        session = PeerSession(SessionConfig(d.path, d.notebook_id, rerequest_after_s=0.3))
+        async with session.running():
+            await session.wait_settled(0.15, 10)
+            sl = d.doc.get(d.doc.get(am.ROOT, "comms")[1], "sl")[1]
+            with d.doc.transaction() as tx:
+                tx.put(sl, "state", am.ScalarType.Str, json.dumps({**SLIDER["state"], "value": 61}))
+            lost = d.doc.get_heads()[0]
+            d.lost = lost  # type: ignore[attr-defined]
+            for p in d.peers:
+                await d.sync_peer(p)
+            await wait_until(lambda: len(d.peers) == 2, "a rejoin", timeout=10)
+            await session.wait_for(lambda snap: slider_value(session) == 61, 10)
+            events = session.log.events()
+            assert not any(e.kind == ev.ERROR and "problem" in e.data for e in events)  # nothing came to report
+            rerequest = next(e for e in events if "rerequest" in e.data)
+            assert rerequest.kind == ev.LIFECYCLE and rerequest.data["rerequest"] == [lost.hex()]
+            await session.wait_settled(0.15, 10)
+            assert session.replicas[0].converged and session.state == LIVE and session.error is None
+            assert sum(1 for e in session.log.events() if "rerequest" in e.data) == 1 and len(d.peers) == 2
+
+
+async def test_a_slow_join_is_waited_for_not_taken_for_a_lost_change(sock_path: str) -> None:
+    """The first message advertises the heads, the changes come a round later after 0.8 s: longer
+    than the re-request delay, yet no message came without them, so nothing is re-requested."""
+    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
+    async with ScriptedDaemon(sock_path, doc, reply_delay=0.8) as d:
+        session = PeerSession(SessionConfig(d.path, d.notebook_id, rerequest_after_s=0.2))
+        async with session.running():
+            await session.wait_for(lambda snap: session.state == LIVE, 10)
+            assert slider_value(session) == 50 and session.replicas[0].converged
+            await session.wait_settled(0.3, 10)
+            assert not any("rerequest" in e.data for e in session.log.events())
+            assert len(d.peers) == 1 and session.rejoin is None
+
+
 async def test_a_change_that_comes_back_bad_is_asked_for_once_and_the_room_stays_short_of_the_heads(
         sock_path: str) -> None:
     ref: list[ScriptedDaemon] = []
