@@ -158,6 +158,28 @@ def test_event_log_is_bounded_by_bytes_and_says_what_it_holds() -> None:
     assert log.frames_in == 10  # counters count everything, kept or not
 
 
+def test_event_log_counts_what_small_events_really_hold() -> None:
+    """A storm's events are small dicts and strings: what the log says it holds is what the
+    process holds for them (measured by tracemalloc), not a third of it."""
+    import gc
+    import tracemalloc
+
+    log = ev.EventLog(maxlen=100_000, max_bytes=1 << 40)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(5_000):
+        log.emit(ev.DIVERGENCE, f"comm c{i % 200}: lag -> in_sync",
+                 {"comm_id": f"c{i % 200}", "before": ["lag"], "after": ["in_sync"],
+                  "divergences": [{"kind": "state_mismatch", "detail": f"value {i} against {i + 1}",
+                                   "keys": [{"key": "value", "values": {"doc": i, "feed": i + 1}}]}]},
+                 target=f"comms/c{i % 200}")
+        log.frame("in", 9, "comms_sync", 180, b"")
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert 0.8 <= log.bytes_held / held <= 1.6, (log.bytes_held, held)
+
+
 # -- reconnects, gaps, the room gone -------------------------------------------------------------
 
 
