@@ -119,7 +119,7 @@ async def proxied(real_socket: str):
 
 
 def slider(s: PeerSession) -> Any:
-    return next((c.state.get("value") for c in s.snapshot().comms if c.model_name == "IntSliderModel"), None)
+    return next(((c.state or {}).get("value") for c in s.snapshot().comms if c.model_name == "IntSliderModel"), None)
 
 
 @pytest.mark.parametrize("source, final", [
