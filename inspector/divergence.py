@@ -562,8 +562,9 @@ class Transition:
     def to_json(self) -> dict[str, Any]:
         import msgspec
 
+        # through msgpack: plain lists and dicts all the way down (to_builtins keeps tuples)
         return {"comm_id": self.comm_id, "before": list(self.before), "after": list(self.after),
-                "divergences": [msgspec.to_builtins(d) for d in self.divergences]}
+                "divergences": msgspec.msgpack.decode(msgspec.msgpack.encode(self.divergences))}
 
 
 @dataclass

@@ -28,7 +28,7 @@ LIFECYCLE = "lifecycle"  # room evicted/closed, reconnected after a gap, kernel 
 KINDS = (FRAME, DOC_CHANGED, BROADCAST, PRESENCE, CONNECTION, DIVERGENCE, RESPONSE, CONTROL, ERROR, LIFECYCLE)
 
 
-class FrameRecord(msgspec.Struct, frozen=True):
+class FrameRecord(msgspec.Struct, frozen=True, gc=False):
     seq: int
     t: float  # monotonic seconds
     direction: str  # "in" | "out"
@@ -42,24 +42,56 @@ class FrameRecord(msgspec.Struct, frozen=True):
         return self  # immutable: a copy of the session (time travel) shares it
 
 
-class Event(msgspec.Struct, frozen=True):
+_pack = msgspec.msgpack.Encoder().encode
+_unpack = msgspec.msgpack.Decoder().decode
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One event. Its data is held packed (msgpack bytes, decoded on each read of `data`): a log
+    of 50,000 events then holds no objects the cyclic collector must walk, whose full passes
+    otherwise stall a long storm's event loop for 100-300 ms. Data that does not come back
+    equal from msgpack (a tuple, a struct, a set) is held as it is. Neither holds the event, so
+    the event is no part of a reference cycle (`gc=False`)."""
+
     seq: int
     t: float  # monotonic seconds
     wall: float  # seconds since the epoch
     kind: str
     summary: str
-    data: dict[str, Any] = {}
+    held: Any = b""  # the data: packed bytes, or the dict itself
     target: str | None = None  # tree path the event touches, e.g. "comms/<id>" or "cells/<id>"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        held = self.held
+        if type(held) is bytes:
+            return _unpack(held) if held else {}
+        return held
 
     def __deepcopy__(self, memo: dict) -> Any:
         return self  # immutable: a copy of the session (time travel) shares it
 
     def to_json(self) -> dict[str, Any]:
-        out = msgspec.to_builtins(self)
-        data = out.get("data")
-        if isinstance(data, dict) and "body" in data:
-            data.pop("body")
-        return out
+        data = self.data
+        if "body" in data:
+            data = {k: v for k, v in data.items() if k != "body"}
+        return msgspec.to_builtins({"seq": self.seq, "t": self.t, "wall": self.wall, "kind": self.kind,
+                                    "summary": self.summary, "data": data, "target": self.target})
+
+
+def pack_data(data: dict[str, Any]) -> Any:
+    """What an event holds for `data`: msgpack bytes when they decode back equal, else the dict."""
+    if not data:
+        return b""
+    try:
+        packed = _pack(data)
+    except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+        return data
+    try:
+        same = _unpack(packed) == data
+    except (msgspec.DecodeError, ValueError, TypeError):
+        same = False
+    return packed if same else data
 
 
 SIZE_WALK_BUDGET = 2_000  # objects an event's size walk visits before it estimates the rest
@@ -99,8 +131,11 @@ def held_size(obj: Any, budget: int = SIZE_WALK_BUDGET) -> int:
 
 
 def _event_size(ev: Event) -> int:
-    """What an event holds in memory: the struct, its summary, target and data (walked)."""
-    return held_size(ev)
+    """What an event holds in memory: the struct, its summary, target and data (packed: the
+    bytes; held as it is: walked)."""
+    held = ev.held
+    data = sys.getsizeof(held) if type(held) is bytes else held_size(held)
+    return sys.getsizeof(ev) + sys.getsizeof(ev.summary) + (sys.getsizeof(ev.target) if ev.target else 0) + data
 
 
 def _frame_size(rec: FrameRecord) -> int:
@@ -166,7 +201,7 @@ class EventLog:
             self.bytes_held -= self._sizes.popleft()
         mono = time.monotonic() if t is None else t
         wall = time.time() if self.wall_of is None else self.wall_of(mono)
-        ev = Event(self._seq, mono, wall, kind, summary, data or {}, target)
+        ev = Event(self._seq, mono, wall, kind, summary, pack_data(data) if data else b"", target)
         self._events.append(ev)
         size = _event_size(ev)
         self._sizes.append(size)

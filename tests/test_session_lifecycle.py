@@ -180,6 +180,29 @@ def test_event_log_counts_what_small_events_really_hold() -> None:
     assert 0.8 <= log.bytes_held / held <= 1.6, (log.bytes_held, held)
 
 
+def test_event_log_holds_nothing_the_collector_walks_and_data_reads_back_as_emitted() -> None:
+    """A full collection walks every tracked object: a log of storm events must add none (they
+    stalled long storms 100-300 ms per pass). Data that would not come back equal stays as is."""
+    import gc
+
+    log = ev.EventLog(maxlen=100_000, max_bytes=1 << 40)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(10_000):
+        log.emit(ev.DIVERGENCE, f"comm c{i}: lag -> in_sync",
+                 {"comm_id": f"c{i}", "before": ["lag"], "after": ["in_sync"], "body": b"\x00\x01",
+                  "divergences": [{"kind": "state_mismatch", "keys": [{"key": "value", "values": {"doc": i}}]}]})
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+    e = log.events()[-1]
+    assert e.data == {"comm_id": "c9999", "before": ["lag"], "after": ["in_sync"], "body": b"\x00\x01",
+                      "divergences": [{"kind": "state_mismatch", "keys": [{"key": "value", "values": {"doc": 9999}}]}]}
+    assert "body" not in e.to_json()["data"] and e.to_json()["data"]["before"] == ["lag"]
+    odd = log.emit(ev.ERROR, "odd", {"pair": ("doc", "feed"), "ids": {1, 2}})
+    assert odd.data == {"pair": ("doc", "feed"), "ids": {1, 2}}  # a tuple and a set: held as they were
+    assert log.emit(ev.ERROR, "none").data == {}
+
+
 # -- reconnects, gaps, the room gone -------------------------------------------------------------
 
 
