@@ -362,6 +362,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
         session.log.subscribe(show)
         loop = asyncio.get_running_loop()
+
+        def settle(e: ev.Event) -> None:
+            if e.kind == ev.CONNECTION and e.data.get("state") == "live":
+                from .collector import settle_after_join
+
+                loop.call_soon(settle_after_join)  # after the join's own work, which is on the stack now
+
+        session.log.subscribe(settle)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

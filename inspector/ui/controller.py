@@ -60,6 +60,8 @@ class SessionController(QObject):
         self._tick.timeout.connect(self._on_tick)
         self.refreshes = 0
         self.last_detail = ""
+        self._settle_after_refresh = False  # a join completed: settle the collector once its tree is built
+        self.collector_pauses_ms: list[float] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -115,6 +117,11 @@ class SessionController(QObject):
         snap = self.session.snapshot()
         self.refreshes += 1
         self.snapshot_ready.emit(snap)
+        if self._settle_after_refresh and self.session.state == "live":
+            from ..collector import settle_after_join
+
+            self._settle_after_refresh = False
+            self.collector_pauses_ms.append(settle_after_join())  # the joined room's tree included
         return snap
 
     # -- connection state ----------------------------------------------------------------------
@@ -123,6 +130,8 @@ class SessionController(QObject):
         if event.kind == ev.CONNECTION and event.data.get("state"):
             # connection events without a state (the kernel tap's) leave the peer's state alone
             self.last_detail = event.data.get("detail", "")
+            if event.data.get("state") == "live":
+                self._settle_after_refresh = True
             self.state_changed.emit(event.data.get("state", ""), self.last_detail)
         elif event.kind == ev.ERROR and self.session is not None and self.session.state == "error":
             self.state_changed.emit("error", event.summary)
