@@ -142,23 +142,45 @@ def losing(daemon_ref: list[ScriptedDaemon], connections: set[int]) -> Any:
     return fn
 
 
-async def two_slider_moves(d: ScriptedDaemon) -> tuple[bytes, bytes]:
-    """The daemon moves the slider twice in two changes (the second depends on the first) and
-    syncs them in one message; returns their hashes."""
+@contextlib.asynccontextmanager
+async def losing_room(sock_path: str, connections: set[int], rerequest_after_s: float
+                      ) -> AsyncIterator[tuple[ScriptedDaemon, PeerSession]]:
+    """A slider room whose daemon loses `daemon.lost` on the given connections, and a session
+    attached to it, settled."""
+    ref: list[ScriptedDaemon] = []
+    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
+    async with ScriptedDaemon(sock_path, doc, sync_filter=losing(ref, connections)) as d:
+        ref.append(d)
+        session = PeerSession(SessionConfig(d.path, d.notebook_id, rerequest_after_s=rerequest_after_s))
+        async with session.running():
+            await session.wait_settled(0.15, 10)
+            yield d, session
+
+
+async def slider_moves(d: ScriptedDaemon, values: tuple[int, ...], lost: int = 0) -> list[bytes]:
+    """The daemon moves the slider once per value, one change each (each depending on the one
+    before), marks the `lost`-th as the one to lose, and syncs them in one message; returns
+    their hashes."""
     import json
 
     from automerge import core as am
 
     sl = d.doc.get(d.doc.get(am.ROOT, "comms")[1], "sl")[1]
     hashes = []
-    for value in (51, 52):
+    for value in values:
         with d.doc.transaction() as tx:
             tx.put(sl, "state", am.ScalarType.Str, json.dumps({**SLIDER["state"], "value": value}))
         hashes.append(d.doc.get_heads()[0])
-    d.lost = hashes[0]  # type: ignore[attr-defined]
+    d.lost = hashes[lost]  # type: ignore[attr-defined]
     for p in d.peers:
         await d.sync_peer(p)
-    return hashes[0], hashes[1]
+    return hashes
+
+
+async def two_slider_moves(d: ScriptedDaemon) -> tuple[bytes, bytes]:
+    """Two moves synced in one message, the first lost; returns their hashes."""
+    first, second = await slider_moves(d, (51, 52))
+    return first, second
 
 
 def slider_value(s: PeerSession) -> Any:
@@ -166,58 +188,36 @@ def slider_value(s: PeerSession) -> Any:
 
 
 async def test_a_change_lost_on_the_way_is_re_requested_by_a_rejoin_and_the_room_converges(sock_path: str) -> None:
-    ref: list[ScriptedDaemon] = []
-    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
-    async with ScriptedDaemon(sock_path, doc, sync_filter=losing(ref, {0})) as d:
-        ref.append(d)
-        session = PeerSession(SessionConfig(d.path, d.notebook_id, rerequest_after_s=0.3))
-        async with session.running():
-            await session.wait_settled(0.15, 10)
-            first, second = await two_slider_moves(d)
-            # the second move arrives without the first: held back, reported, then asked for again
-            await wait_until(lambda: len(d.peers) == 2, "a rejoin", timeout=10)
-            await session.wait_for(lambda snap: slider_value(session) == 52, 10)
-            events = session.log.events()
-            problem = next(e for e in events if e.kind == ev.ERROR and "problem" in e.data)
-            assert problem.data["problem"]["change_hash"] == second.hex() and problem.data["problem"]["kind"] == "unapplied"
-            assert problem.data["decision"] == "re-request if stuck"
-            rerequest = next(e for e in events if "rerequest" in e.data)
-            assert rerequest.kind == ev.LIFECYCLE and rerequest.data["rerequest"] == [second.hex()]
-            assert "rejoining the room" in rerequest.summary
-            await session.wait_settled(0.15, 10)
-            assert session.replicas[0].converged and first.hex() not in session.replicas[0].unapplied
-            assert session.state == LIVE and session.error is None and len(d.peers) == 2
+    async with losing_room(sock_path, {0}, 0.3) as (d, session):
+        first, second = await two_slider_moves(d)
+        # the second move arrives without the first: held back, reported, then asked for again
+        await wait_until(lambda: len(d.peers) == 2, "a rejoin", timeout=10)
+        await session.wait_for(lambda snap: slider_value(session) == 52, 10)
+        events = session.log.events()
+        problem = next(e for e in events if e.kind == ev.ERROR and "problem" in e.data)
+        assert problem.data["problem"]["change_hash"] == second.hex() and problem.data["problem"]["kind"] == "unapplied"
+        assert problem.data["decision"] == "re-request if stuck"
+        rerequest = next(e for e in events if "rerequest" in e.data)
+        assert rerequest.kind == ev.LIFECYCLE and rerequest.data["rerequest"] == [second.hex()]
+        assert "rejoining the room" in rerequest.summary
+        await session.wait_settled(0.15, 10)
+        assert session.replicas[0].converged and first.hex() not in session.replicas[0].unapplied
+        assert session.state == LIVE and session.error is None and len(d.peers) == 2
 
 
 async def test_a_change_lost_whole_is_re_requested_once_a_later_message_comes_without_it(sock_path: str) -> None:
     """One move, its only change dropped: nothing arrives to report, only a head never reached."""
-    import json
-
-    from automerge import core as am
-
-    ref: list[ScriptedDaemon] = []
-    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
-    async with ScriptedDaemon(sock_path, doc, sync_filter=losing(ref, {0})) as d:
-        ref.append(d)
-        session = PeerSession(SessionConfig(d.path, d.notebook_id, rerequest_after_s=0.3))
-        async with session.running():
-            await session.wait_settled(0.15, 10)
-            sl = d.doc.get(d.doc.get(am.ROOT, "comms")[1], "sl")[1]
-            with d.doc.transaction() as tx:
-                tx.put(sl, "state", am.ScalarType.Str, json.dumps({**SLIDER["state"], "value": 61}))
-            lost = d.doc.get_heads()[0]
-            d.lost = lost  # type: ignore[attr-defined]
-            for p in d.peers:
-                await d.sync_peer(p)
-            await wait_until(lambda: len(d.peers) == 2, "a rejoin", timeout=10)
-            await session.wait_for(lambda snap: slider_value(session) == 61, 10)
-            events = session.log.events()
-            assert not any(e.kind == ev.ERROR and "problem" in e.data for e in events)  # nothing came to report
-            rerequest = next(e for e in events if "rerequest" in e.data)
-            assert rerequest.kind == ev.LIFECYCLE and rerequest.data["rerequest"] == [lost.hex()]
-            await session.wait_settled(0.15, 10)
-            assert session.replicas[0].converged and session.state == LIVE and session.error is None
-            assert sum(1 for e in session.log.events() if "rerequest" in e.data) == 1 and len(d.peers) == 2
+    async with losing_room(sock_path, {0}, 0.3) as (d, session):
+        (lost,) = await slider_moves(d, (61,))
+        await wait_until(lambda: len(d.peers) == 2, "a rejoin", timeout=10)
+        await session.wait_for(lambda snap: slider_value(session) == 61, 10)
+        events = session.log.events()
+        assert not any(e.kind == ev.ERROR and "problem" in e.data for e in events)  # nothing came to report
+        rerequest = next(e for e in events if "rerequest" in e.data)
+        assert rerequest.kind == ev.LIFECYCLE and rerequest.data["rerequest"] == [lost.hex()]
+        await session.wait_settled(0.15, 10)
+        assert session.replicas[0].converged and session.state == LIVE and session.error is None
+        assert sum(1 for e in session.log.events() if "rerequest" in e.data) == 1 and len(d.peers) == 2
 
 
 async def test_a_slow_join_is_waited_for_not_taken_for_a_lost_change(sock_path: str) -> None:
@@ -236,22 +236,16 @@ async def test_a_slow_join_is_waited_for_not_taken_for_a_lost_change(sock_path: 
 
 async def test_a_change_that_comes_back_bad_is_asked_for_once_and_the_room_stays_short_of_the_heads(
         sock_path: str) -> None:
-    ref: list[ScriptedDaemon] = []
-    doc = build_doc([], schema=3, comms={"sl": SLIDER, "lay": LAYOUT})
-    async with ScriptedDaemon(sock_path, doc, sync_filter=losing(ref, {0, 1, 2})) as d:
-        ref.append(d)
-        session = PeerSession(SessionConfig(d.path, d.notebook_id, rerequest_after_s=0.2))
-        async with session.running():
-            await session.wait_settled(0.15, 10)
-            _, second = await two_slider_moves(d)
-            again = await wait_until(lambda: next((e for e in session.log.events()
-                                                   if e.kind == ev.ERROR and e.data.get("rerequested")), None),
-                                     "the change reported again after the rejoin", timeout=10)
-            assert "again after it was re-requested" in again.summary and again.data["decision"] == "continue"
-            assert again.data["problem"]["change_hash"] == second.hex()
-            # nothing more is scheduled: no second re-request, no second rejoin
-            assert session._stuck_at is None and session.rejoin is None and len(d.peers) == 2
-            assert sum(1 for e in session.log.events() if "rerequest" in e.data) == 1
-            # judged against the daemon's heads: never called complete while short of them
-            assert slider_value(session) == 50 and session.state != LIVE
-            assert any("not at the daemon heads" in m for m in session.missing())
+    async with losing_room(sock_path, {0, 1, 2}, 0.2) as (d, session):
+        _, second = await two_slider_moves(d)
+        again = await wait_until(lambda: next((e for e in session.log.events()
+                                               if e.kind == ev.ERROR and e.data.get("rerequested")), None),
+                                 "the change reported again after the rejoin", timeout=10)
+        assert "again after it was re-requested" in again.summary and again.data["decision"] == "continue"
+        assert again.data["problem"]["change_hash"] == second.hex()
+        # nothing more is scheduled: no second re-request, no second rejoin
+        assert session._stuck_at is None and session.rejoin is None and len(d.peers) == 2
+        assert sum(1 for e in session.log.events() if "rerequest" in e.data) == 1
+        # judged against the daemon's heads: never called complete while short of them
+        assert slider_value(session) == 50 and session.state != LIVE
+        assert any("not at the daemon heads" in m for m in session.missing())

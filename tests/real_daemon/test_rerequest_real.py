@@ -19,8 +19,8 @@ import pytest
 from waiting import wait_until
 
 from inspector import events as ev
-from inspector.change_ops import encode_uleb, uleb
-from inspector.document import chunks
+from inspector.change_ops import encode_uleb
+from inspector.document import chunks, parse_sync_message
 from inspector.protocol.framing import FrameDecoder, encode_frame
 from inspector.session import LIVE, PeerSession, SessionConfig
 
@@ -30,24 +30,12 @@ COMMS_SYNC = 0x09
 def without_changes(body: bytes) -> tuple[bytes, int]:
     """The sync message with its changes taken out (heads, need, have and anything after the
     changes kept as they were); returns it and how many change chunks were taken out."""
-    pos = 1
-    for _ in range(2):  # heads, need
-        n, pos = uleb(body, pos)
-        pos += 32 * n
-    n_have, pos = uleb(body, pos)
-    for _ in range(n_have):
-        n, pos = uleb(body, pos)
-        pos += 32 * n
-        n, pos = uleb(body, pos)
-        pos += n
-    start = pos
-    n_changes, pos = uleb(body, pos)
-    taken = 0
-    for _ in range(n_changes):
-        n, pos = uleb(body, pos)
-        taken += len(chunks(body[pos:pos + n]))
-        pos += n
-    return body[:start] + encode_uleb(0) + body[pos:], taken
+    changes = parse_sync_message(body).changes
+    if not changes:
+        return body, 0
+    section = encode_uleb(len(changes)) + b"".join(encode_uleb(len(c)) + c for c in changes)
+    i = body.rindex(section)  # the change list comes last but for what a newer format appends
+    return body[:i] + encode_uleb(0) + body[i + len(section):], sum(len(chunks(c)) for c in changes)
 
 
 class LosingProxy:
