@@ -630,37 +630,38 @@ class SessionCore:
             first, later = before.get(h, (t, -1))
             now[h] = (first, later + 1)
         self._missing_heads[ft] = now
-        if self.config.rerequest_after_s is None:
-            return
-        due = [first + self.config.rerequest_after_s for h, (first, later) in now.items()
-               if later >= 1 and h not in self.rerequested]
+        due = [d for _, d in self._lost_heads()]
         if due:
             self._stuck_at = min(due) if self._stuck_at is None else min(self._stuck_at, *due)
+
+    def _lost_heads(self) -> list[tuple[str, float]]:
+        """(head, when it is due for a re-request) for each advertised head still missing on a
+        document short of the daemon's heads after a later message came without it."""
+        after = self.config.rerequest_after_s
+        if after is None:
+            return []
+        out = []
+        for ft, heads in self._missing_heads.items():
+            rep = self.replicas.get(ft)
+            if rep is None or rep.converged:
+                continue
+            out += [(h, first + after) for h, (first, later) in heads.items()
+                    if later >= 1 and h not in self.rerequested]
+        return out
 
     def _check_stuck(self, t: float) -> None:
         """Changes still unapplied (a dependency never came), and advertised heads still not
         held after a later message came without them (a change lost whole), on a document short
         of the daemon's heads, not yet asked for again: re-request them."""
         self._stuck_at = None
-        assert self.config.rerequest_after_s is not None
         stuck = [h for rep in self.replicas.values() if not rep.converged for h in rep.unapplied
                  if h not in self.rerequested]
-        later_due: list[float] = []
-        for ft, heads in self._missing_heads.items():
-            rep = self.replicas.get(ft)
-            if rep is None or rep.converged:
-                continue
-            for h, (first, later) in heads.items():
-                if later < 1 or h in self.rerequested or h in stuck:
-                    continue
-                if t - first >= self.config.rerequest_after_s:
-                    stuck.append(h)
-                else:
-                    later_due.append(first + self.config.rerequest_after_s)
+        lost = self._lost_heads()
+        stuck += [h for h, due in lost if due <= t and h not in stuck]
         if stuck:
             self._rerequest(stuck, t)
-        elif later_due:
-            self._stuck_at = min(later_due)
+        elif lost:
+            self._stuck_at = min(due for _, due in lost)
 
     def missing(self) -> list[str]:
         """What the join still waits for; empty once the room is complete (live)."""

@@ -127,12 +127,12 @@ class SessionController(QObject):
     # -- connection state ----------------------------------------------------------------------
 
     def _on_event(self, event: ev.Event) -> None:
-        if event.kind == ev.CONNECTION and event.data.get("state"):
+        if event.kind == ev.CONNECTION and (data := event.data).get("state"):
             # connection events without a state (the kernel tap's) leave the peer's state alone
-            self.last_detail = event.data.get("detail", "")
-            if event.data.get("state") == "live":
+            self.last_detail = data.get("detail", "")
+            if data["state"] == "live":
                 self._settle_after_refresh = True
-            self.state_changed.emit(event.data.get("state", ""), self.last_detail)
+            self.state_changed.emit(data["state"], self.last_detail)
         elif event.kind == ev.ERROR and self.session is not None and self.session.state == "error":
             self.state_changed.emit("error", event.summary)
 
