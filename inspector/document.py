@@ -25,6 +25,7 @@ from .change_ops import ACTION_PUT, ChangeFormatError, ChangeOps, decode_change,
 from .change_ops import MAGIC as CHUNK_MAGIC
 from .errors import MAX_DEPTH, BadFrame
 from .protocol.messages import decode_json
+from .saved_form import SavedForm
 from .snapshot import CellView, CommView, OutputView
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -476,6 +477,7 @@ class DocReplica:
         # when not known (a loaded document). What tells a carried change held from new (`_applied_from`).
         self._seqs: dict[bytes, tuple[int, bytes]] | None = {}
         self.applied_read = {"message": 0, "automerge": 0}  # how the applied changes were learnt
+        self.saved_form = SavedForm()  # what a checkpoint holds (`saved`)
 
     @property
     def doc(self) -> am.Document:
@@ -487,6 +489,7 @@ class DocReplica:
         self._doc = doc
         self.linear = False
         self._seqs = None
+        self.saved_form.forget()
 
     def release(self) -> None:
         """Let go of the document (time travel: a seek's replica that is done with, whose
@@ -507,6 +510,13 @@ class DocReplica:
         """True when the replica holds exactly the heads the daemon advertised last."""
         return self.advertised_heads is not None and set(self.advertised_heads) == set(self.heads)
 
+    def saved(self) -> tuple[bytes, list[bytes]]:
+        """The document as `Document.load` takes it, and its heads: what a checkpoint holds,
+        without a full save on the caller's time each time (`SavedForm`)."""
+        heads = self.doc.get_heads()
+        return self.saved_form.form(self.doc, lambda: guarded(f"{self.name}: saving the document",
+                                                              self.doc.save)), heads
+
     def take_problems(self) -> list[SyncProblem]:
         out, self.problems = self.problems, []
         return out
@@ -518,6 +528,7 @@ class DocReplica:
         before = self.doc.get_heads()
         # unknown until this message's changes are read: a failure from here on leaves it unknown
         seqs, self._seqs = self._seqs, None
+        self.saved_form.moving()
         guarded(f"{self.name}: applying a sync message", self.doc.receive_sync_message, self.state, msg,
                 data=body)
         self.messages_in += 1
@@ -528,6 +539,7 @@ class DocReplica:
         applied: list[Any] = []
         if before == after:
             self._seqs = seqs
+            self.saved_form.moved(())
         else:
             # a join (nothing held before) is read back whole: decoding it here would cost more
             found = self._applied_from(summary, before, after, seqs) if seqs is not None and before else None
@@ -540,6 +552,8 @@ class DocReplica:
                 self.applied_read["automerge"] += 1
             else:
                 read = seqs = None  # not read: which changes the replica holds is no longer known
+            # when read: every change since `before`, in an order that respects their deps
+            self.saved_form.moved([bytes(ch.raw_bytes) for ch in applied] if read else None)
             if seqs is not None:
                 for ch in applied:
                     last = seqs.get(ch.actor_id)

@@ -71,11 +71,24 @@ class Pair:
         self.fed += 1
         if self.fed % 3 == 0:  # now and then: between calls the counts are carried by receive
             assert self.rep.change_actors() == self.ref.change_actors()
+        if self.fed % 4 == 0:  # a checkpoint now and then: the appended changes in between
+            saved_loads_back(self.rep)
         return r1
 
     def done(self) -> None:
         assert self.rep.change_actors() == self.ref.change_actors()
         assert self.rep.heads == self.ref.heads
+        for r in (self.rep, self.ref):
+            saved_loads_back(r)
+
+
+def saved_loads_back(rep: DocReplica) -> am.Document:
+    """What a checkpoint holds of `rep` loads into the very same document."""
+    saved, heads = rep.saved()
+    loaded = am.Document.load(saved)
+    assert heads == rep.doc.get_heads() == loaded.get_heads()
+    assert {c.hash for c in loaded.get_changes([])} == {c.hash for c in rep.doc.get_changes([])}
+    return loaded
 
 
 def pump(src: am.Document, s_src: am.SyncState, pair: Pair) -> None:
