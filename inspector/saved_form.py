@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-MIN_FULL_SAVE = 1024 * 1024  # a small document's changes are appended up to this many bytes
+MIN_FULL_SAVE = 256 * 1024  # a small document's changes are appended up to this many bytes (a checkpoint holds it)
 FORK_SAVES = sys.platform.startswith("linux") and hasattr(os, "fork")
 
 
