@@ -69,6 +69,8 @@ SEVERITY = {
 }
 
 REF_PREFIX = "IPY_MODEL_"
+_ABSENT = object()  # a key a state did not have
+_EXACT_SCALARS = frozenset({str, int, float, bool, type(None)})
 BURST_GAP_RESET_S = 20.0  # a view that gained no comm for this long starts a new burst
 _MODEL_KEYS = ("_model_module", "_model_name")
 
@@ -239,17 +241,37 @@ class CommSource:
                 del self.gone[k]
 
     def _record_history(self, view: ViewComm, old: ViewComm | None) -> None:
-        if not isinstance(view.state, dict):
+        """Per key, the values this view held, for `behind`. A key's history starts only when
+        its value first changes (seeded with the value it held, which is the old entry's):
+        a history of one value answers nothing, and a join puts thousands of keys once."""
+        state = view.state
+        if not isinstance(state, dict):
             return
-        per = self._history.setdefault(view.comm_id, {})
         old_state = old.state if old is not None and isinstance(old.state, dict) else None
-        for key, value in view.state.items():
-            if old_state is not None and key in old_state and json_equal(old_state[key], value):
-                continue
-            dq = per.get(key)
+        if old_state is None:
+            return  # first sight of the comm (or a reopen, whose history starts over)
+        per = self._history.get(view.comm_id)
+        for key, value in state.items():
+            if key in old_state:
+                before = old_state[key]
+                if json_equal(before, value):
+                    continue
+            else:
+                before = _ABSENT
+            dq = per.get(key) if per is not None else None
             if dq is None:
+                if per is None:
+                    per = self._history[view.comm_id] = {}
                 dq = per[key] = collections.deque(maxlen=self._history_len)
+                if before is not _ABSENT:
+                    dq.append(before)
             dq.append(value)
+        if old_state.keys() != state.keys():
+            for key in old_state.keys() - state.keys():  # a key gone: what it held stays known
+                if per is None:
+                    per = self._history[view.comm_id] = {}
+                if key not in per:
+                    per[key] = collections.deque([old_state[key]], maxlen=self._history_len)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -298,6 +320,9 @@ class CommSource:
 
 def json_equal(a: Any, b: Any) -> bool:
     """Deep JSON equality: key order ignored, 1 == 1.0, but true != 1."""
+    ta = type(a)
+    if ta is type(b) and ta in _EXACT_SCALARS:  # the common case, one comparison
+        return a == b or (ta is float and a != a and b != b)  # NaN equals NaN here
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, int | float) and isinstance(b, int | float):
@@ -321,17 +346,20 @@ def _model_field(v: str | None) -> str | None:
 
 
 def find_refs(value: Any, out: set[str] | None = None) -> set[str]:
-    """Every `IPY_MODEL_<id>` reference inside a JSON value."""
+    """Every `IPY_MODEL_<id>` reference inside a JSON value. A loop over a stack, not recursion:
+    a state's depth is the daemon's to choose, and a join walks every comm's state."""
     out = set() if out is None else out
-    if isinstance(value, str):
-        if value.startswith(REF_PREFIX) and len(value) > len(REF_PREFIX):
-            out.add(value[len(REF_PREFIX):])
-    elif isinstance(value, dict):
-        for v in value.values():
-            find_refs(v, out)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            find_refs(v, out)
+    n = len(REF_PREFIX)
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list | tuple) else (v,)
+        for x in items:
+            if isinstance(x, str):
+                if len(x) > n and x.startswith(REF_PREFIX):
+                    out.add(x[n:])
+            elif isinstance(x, dict | list | tuple):
+                stack.append(x)
     return out
 
 
