@@ -171,6 +171,7 @@ class CommSource:
         self._history: dict[str, dict[str, collections.deque]] = {}
         self._history_len = history
         self._listeners: list[Listener] = []
+        self._held: set[str] | None = None  # ids whose notification is held (`hold`)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -178,9 +179,22 @@ class CommSource:
         self._listeners.append(fn)
 
     def notify(self, ids: set[str]) -> None:
-        if ids:
+        if self._held is not None:
+            self._held |= ids
+        elif ids:
             for fn in list(self._listeners):
                 fn(self, ids)
+
+    def hold(self) -> None:
+        """Collect notifications instead of sending them (a join puts every comm: the listeners
+        then hear of them once, from `release`, not once per comm)."""
+        if self._held is None:
+            self._held = set()
+
+    def release(self) -> set[str]:
+        """Stop holding; the ids held (the caller notifies them)."""
+        held, self._held = self._held or set(), None
+        return held
 
     # -- mutations (each notifies) ----------------------------------------------------------
 

@@ -94,3 +94,49 @@ def test_a_value_put_once_has_no_history_and_a_lagging_view_is_told() -> None:
     src.put(_view("c", {"max": 10}, 1.0), now=4.0)  # the key goes: what it held stays known
     src.put(_view("c", {"value": 4, "max": 10}, 1.0), now=5.0)
     assert src.behind("c", "value", 3) == 1
+
+
+def test_the_inline_op_id_reader_agrees_with_the_generic_one_on_real_ids() -> None:
+    """Op ids read inline (v4 room readers) against the generic LEB walk, on a document whose
+    counters take one, two and three bytes, from two actors."""
+    from automerge import core as am
+
+    from inspector.document import exid_hex, parse_exid
+    from inspector.v4.room import _op_id, obj_hex
+
+    doc = am.Document(actor_id=b"\x01" * 16)
+    with doc.transaction() as tx:
+        m = tx.put_object(am.ROOT, "m", am.ObjType.Map)
+    other = doc.fork()
+    other.set_actor(b"\x02" * 16)
+    for i in range(17_000):  # counters past 16,383 take three LEB bytes
+        with doc.transaction() as tx:
+            tx.put(m, f"k{i % 300}", am.ScalarType.Int, i)
+    for i in range(200):  # one and two bytes, from another actor
+        with other.transaction() as tx:
+            tx.put(m, f"o{i}", am.ScalarType.Int, i)
+    doc.merge(other)
+    ids = [exid for (_v, exid) in doc.values(m)] + [m]
+    assert len(ids) == 501 and len({_op_id(e)[1] for e in ids}) == 2
+    for exid in ids:
+        actor, counter = parse_exid(exid)
+        assert _op_id(exid) == (counter, actor)
+        assert obj_hex(exid) == exid_hex(exid)
+    counters = [c for c, _ in map(_op_id, ids)]
+    assert min(counters) < 128 and any(128 <= c < 16384 for c in counters) and max(counters) >= 16384
+
+
+def test_held_notifications_reach_the_listeners_once_with_the_comms_that_went() -> None:
+    src, heard = CommSource("state"), []
+    src.subscribe(lambda s, ids: heard.append(set(ids)))
+    src.put(_view("gone", {"value": 1}, 1.0), now=1.0)
+    heard.clear()
+    src.hold()
+    for i in range(3):
+        src.put(_view(f"c{i}", {"value": i}, 1.0), now=2.0)
+    src.remove("gone", now=2.0)
+    assert heard == []  # nothing while held
+    src.notify(src.release() | set(src.comms))
+    assert heard == [{"c0", "c1", "c2", "gone"}]  # the closed comm is not lost
+    src.put(_view("c9", {"value": 9}, 1.0), now=3.0)
+    assert heard[-1] == {"c9"}  # released: one notification per put again

@@ -392,13 +392,19 @@ class V4CommViews(CommViews):
         room = self._room()
         if room is None:
             return
-        self.topology.refresh(room.runtime.comms, None, now)
-        self.state.refresh(room.comms.comms, room.runtime.comms, None, now, initial=True)
-        for cid in list(self.echo.reported):  # echoes that arrived during the join
-            self.echo.rebuild(cid, now)
-        for src in (self.topology, self.state, self.echo, self.kernel):
+        sources = (self.topology, self.state, self.echo, self.kernel)
+        for src in sources:  # every comm is put at once here: the engine hears of each once
+            src.hold()
+        try:
+            self.topology.refresh(room.runtime.comms, None, now)
+            self.state.refresh(room.comms.comms, room.runtime.comms, None, now, initial=True)
+            for cid in list(self.echo.reported):  # echoes that arrived during the join
+                self.echo.rebuild(cid, now)
+        finally:
+            held = [src.release() for src in sources]
+        for src, ids in zip(sources, held, strict=True):
             src.ready = True
-            src.notify(set(src.comms))
+            src.notify(ids | set(src.comms))
         self._lifecycle = _lifecycle(room)
         self._follow_agent(room, now)
 

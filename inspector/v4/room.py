@@ -64,9 +64,15 @@ def _op_id(exid: bytes) -> tuple[int, bytes] | None:
     """(counter, actor) of an op id. Common layout read inline (one byte of actor length,
     actor, counter): a 600-comm room has ~20,000 of them at join, so no generic LEB walk and
     no label decode per op (labels are cached by actor)."""
-    n = exid[1] if len(exid) > 2 else 0x80
-    if n < 0x80 and len(exid) > 2 + n:
+    size = len(exid)
+    n = exid[1] if size > 2 else 0x80
+    if n < 0x80 and size > 2 + n:
         actor = exid[2 : 2 + n]
+        rest = size - 2 - n  # a one-byte actor index, then a counter of one or two bytes
+        if rest == 2 and exid[-2] < 0x80 and exid[-1] < 0x80:
+            return exid[-1], actor
+        if rest == 3 and exid[-3] < 0x80 and exid[-2] >= 0x80 and exid[-1] < 0x80:
+            return (exid[-2] & 0x7F) | (exid[-1] << 7), actor
         counter = ctr = shift = 0
         for b in exid[2 + n :]:  # the last LEB128 number is the counter
             ctr |= (b & 0x7F) << shift
