@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import heapq
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +196,18 @@ class CommSource:
         """Stop holding; the ids held (the caller notifies them)."""
         held, self._held = self._held or set(), None
         return held
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many puts and removes, one notification at the end (within a hold: the hold's)."""
+        if self._held is not None:
+            yield
+            return
+        self.hold()
+        try:
+            yield
+        finally:
+            self.notify(self.release())
 
     # -- mutations (each notifies) ----------------------------------------------------------
 
@@ -410,18 +423,19 @@ class DocSource(CommSource):
         now = time.monotonic() if now is None else now
         self.touch(now)
         changed: set[str] = set()
-        if changed_ids is not None:
-            wanted = set(changed_ids)
-            by_id = {v.comm_id: v for v in views if v.comm_id in wanted}
-            for cid in wanted:
-                self._apply(cid, by_id.get(cid), now, changed)
-        else:
-            seen: set[str] = set()
-            for v in views:
-                seen.add(v.comm_id)
-                self._apply(v.comm_id, v, now, changed)
-            for cid in [c for c in self._views if c not in seen]:
-                self._apply(cid, None, now, changed)
+        with self.batch():
+            if changed_ids is not None:
+                wanted = set(changed_ids)
+                by_id = {v.comm_id: v for v in views if v.comm_id in wanted}
+                for cid in wanted:
+                    self._apply(cid, by_id.get(cid), now, changed)
+            else:
+                seen: set[str] = set()
+                for v in views:
+                    seen.add(v.comm_id)
+                    self._apply(v.comm_id, v, now, changed)
+                for cid in [c for c in self._views if c not in seen]:
+                    self._apply(cid, None, now, changed)
         return changed
 
     def _apply(self, cid: str, v: CommView | None, now: float, changed: set[str]) -> None:

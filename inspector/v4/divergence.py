@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,11 @@ class TopologySource(CommSource):
         self.touch(now)
         wanted = set(topo) | set(self._seen) if ids is None else ids
         changed = set()
+        with self.batch():
+            self._refresh(topo, wanted, changed, now)
+        return changed
+
+    def _refresh(self, topo: dict[str, Topology], wanted: Iterable[str], changed: set[str], now: float) -> None:
         for cid in wanted:
             t = topo.get(cid)
             old = self._seen.get(cid)
@@ -116,7 +122,6 @@ class TopologySource(CommSource):
                               state=None, changed_at=now, opened_at=now if reopened else prev.opened_at,
                               outputs=tuple(t.output_ids) if t.model_name == "OutputModel" else None,
                               writer=t.writer), now)
-        return changed
 
 
 class StateSource(CommSource):
@@ -133,7 +138,13 @@ class StateSource(CommSource):
         self.touch(now)
         key_now = 0.0 if initial else now
         wanted = (set(states) | set(self._seen) if ids is None else set(ids)) | set(force)
-        changed = set()
+        changed: set[str] = set()
+        with self.batch():
+            self._refresh(states, topo, wanted, force, changed, key_now, now)
+        return changed
+
+    def _refresh(self, states: dict[str, CommState], topo: dict[str, Topology], wanted: Iterable[str],
+                 force: set[str], changed: set[str], key_now: float, now: float) -> None:
         for cid in wanted:
             s = states.get(cid)
             old = self._seen.get(cid)
@@ -167,7 +178,6 @@ class StateSource(CommSource):
                 opened_at=prev.opened_at if prev is not None else now,
                 outputs=_outputs_of(s.state, mn if isinstance(mn, str) else None), writer=s.writer,
                 updates=(prev.updates + 1) if prev is not None else 0), now)
-        return changed
 
 
 @dataclass
