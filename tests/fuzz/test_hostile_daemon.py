@@ -184,7 +184,9 @@ async def two_slider_moves(d: ScriptedDaemon) -> tuple[bytes, bytes]:
 
 
 def slider_value(s: PeerSession) -> Any:
-    return next(c.state.get("value") for c in s.snapshot().comms if c.comm_id == "sl")
+    """The slider's value in the snapshot; None while it shows no slider (a rejoin's fresh
+    replicas before their first sync)."""
+    return next((c.state.get("value") for c in s.snapshot().comms if c.comm_id == "sl"), None)
 
 
 async def test_a_change_lost_on_the_way_is_re_requested_by_a_rejoin_and_the_room_converges(sock_path: str) -> None:
