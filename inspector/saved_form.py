@@ -2,15 +2,18 @@
 full save each time.
 
 automerge loads a saved document followed by change chunks, so `SavedForm` keeps the last full
-save with the raw changes applied since appended to it. A full save is taken again only when the
-appended bytes outweigh the last one (so the form stays within twice a full save plus
-`MIN_FULL_SAVE`, and full saves grow rarer as the history grows), and then in a forked child
-(`ForkedSave`) while the form keeps growing by appending; it is taken inline only when nothing
-is known to append to (the first checkpoint, a history not followed change by change).
+save with the raw changes applied since appended to it. A full save is taken again once the
+appended bytes outweigh the last one (full saves grow rarer as the history grows): inline when
+the last inline save was quick (`CHEAP_SAVE_S`), so a small room's checkpoints stay within twice
+a full save (on the real 2.9.0, a 75 s slider recording's comms document: 9-15 KB full saves
+against 218-459 KB of appended changes without this rule); otherwise, past `MIN_FULL_SAVE` as
+well, in a forked child (`ForkedSave`) while the form keeps growing by appending. It is also
+taken inline when nothing is known to append to (the first checkpoint, a history not followed
+change by change) and where the platform cannot fork.
 
-A full save needs a child because automerge's `Document.save()` holds the GIL for as long as it takes, which grows with the
-history (about a third of a second at 30,000 changes on a loaded machine): on the event loop
-that is a stall no thread can avoid. `fork()` gives a child a copy-on-write view of the document
+A slow full save needs a child because automerge's `Document.save()` holds the GIL for as
+long as it takes, which grows with the history (about a third of a second at 30,000 changes on
+a loaded machine): on the event loop that is a stall no thread can avoid. `fork()` gives a child a copy-on-write view of the document
 as it is at that instant; the child saves it into an unnamed temporary file and exits, and the
 parent picks the bytes up when it next asks (`result`), never blocking on it.
 
@@ -25,12 +28,14 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-MIN_FULL_SAVE = 256 * 1024  # a small document's changes are appended up to this many bytes (a checkpoint holds it)
+MIN_FULL_SAVE = 128 * 1024  # a slow-to-save document's changes are appended up to this many bytes
+CHEAP_SAVE_S = 0.010  # a full save this quick is taken inline again (the next is a little longer: < 16 ms)
 FORK_SAVES = sys.platform.startswith("linux") and hasattr(os, "fork")
 
 
@@ -142,6 +147,7 @@ class SavedForm:
         self._pending: ForkedSave | None = None
         self._pending_at = 0  # len(_after) when the pending save was forked
         self._moving = False
+        self._save_s: float | None = None  # how long the last inline full save took
         self.full_saves = 0  # inline
         self.forked_saves = 0
 
@@ -171,15 +177,17 @@ class SavedForm:
         if self._moving:
             self.forget()
         self._adopt_pending()
+        save = save or doc.save
         if self._base is None:
-            self._full((save or doc.save)(), 0)
-            self.full_saves += 1
-        elif self._pending is None and self._after_bytes > max(self._full_size, MIN_FULL_SAVE):
-            self._pending = ForkedSave.start(doc)
-            self._pending_at = len(self._after)
-            if self._pending is None:  # cannot fork here: inline
-                self._full((save or doc.save)(), len(self._after))
-                self.full_saves += 1
+            self._inline(save)
+        elif self._pending is None and self._after_bytes > self._full_size:
+            if self._save_s is not None and self._save_s <= CHEAP_SAVE_S:
+                self._inline(save)  # quick: keep the form within twice a full save
+            elif self._after_bytes > MIN_FULL_SAVE:
+                self._pending = ForkedSave.start(doc)
+                self._pending_at = len(self._after)
+                if self._pending is None:  # cannot fork here: inline
+                    self._inline(save)
         if self._joined < len(self._after):
             self._form += b"".join(self._after[self._joined:])
             self._joined = len(self._after)
@@ -198,6 +206,13 @@ class SavedForm:
         self._pending = None
         self._full(data, self._pending_at)
         self.forked_saves += 1
+
+    def _inline(self, save: Callable[[], bytes]) -> None:
+        t0 = time.perf_counter()
+        data = save()
+        self._save_s = time.perf_counter() - t0
+        self._full(data, len(self._after))
+        self.full_saves += 1
 
     def _full(self, data: bytes, at: int) -> None:
         """`data` is a full save of the document after the first `at` changes of `_after`."""

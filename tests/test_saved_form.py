@@ -33,7 +33,8 @@ def storm(n: int, seed: int):
         yield src, comms, pair.rep
 
 
-def test_a_checkpoint_appends_the_changes_since_the_last_full_save() -> None:
+def test_a_checkpoint_appends_the_changes_since_the_last_full_save(monkeypatch) -> None:
+    monkeypatch.setattr(saved_form, "CHEAP_SAVE_S", 0.0)
     src, comms, s_src, pair = joined()
     rep, rnd = pair.rep, random.Random(9)
     first, h0 = rep.saved()
@@ -53,6 +54,7 @@ def test_a_checkpoint_appends_the_changes_since_the_last_full_save() -> None:
 @pytest.mark.skipif(not saved_form.FORK_SAVES, reason="full saves are forked on Linux only")
 def test_once_the_appended_changes_outweigh_the_full_save_it_is_saved_again_in_a_child(monkeypatch) -> None:
     monkeypatch.setattr(saved_form, "MIN_FULL_SAVE", 0)
+    monkeypatch.setattr(saved_form, "CHEAP_SAVE_S", 0.0)  # every save counts as slow: the fork path
     rep = None
     for i, (_, _, rep) in enumerate(storm(200, 10)):
         rep.saved()
@@ -69,8 +71,25 @@ def test_once_the_appended_changes_outweigh_the_full_save_it_is_saved_again_in_a
     saved_loads_back(rep)
 
 
+def test_a_document_quick_to_save_is_saved_inline_once_the_changes_outweigh_it() -> None:
+    """A small room (the usual case): its checkpoints stay within twice a full save."""
+    sizes, ratios = [], []
+    for i, (_, _, rep) in enumerate(storm(300, 12)):
+        saved = rep.saved()[0]
+        if i % 10 == 0:
+            full = len(rep.doc.save())
+            sizes.append(len(saved))
+            ratios.append(len(saved) / full)
+    form = rep.saved_form
+    assert form.forked_saves == 0 and form._save_s is not None and form._save_s <= saved_form.CHEAP_SAVE_S
+    assert 3 < form.full_saves < 150  # again and again, yet not at every checkpoint
+    assert max(ratios) <= 2.1, ratios  # the form within twice a full save (plus the last change)
+    saved_loads_back(rep)
+
+
 def test_where_it_cannot_fork_the_full_save_is_taken_inline(monkeypatch) -> None:
     monkeypatch.setattr(saved_form, "MIN_FULL_SAVE", 0)
+    monkeypatch.setattr(saved_form, "CHEAP_SAVE_S", 0.0)  # every save counts as slow: the fork path
     monkeypatch.setattr(saved_form, "FORK_SAVES", False)
     sizes = []
     for _, _, rep in storm(200, 11):
@@ -84,6 +103,7 @@ def test_where_it_cannot_fork_the_full_save_is_taken_inline(monkeypatch) -> None
 @pytest.mark.skipif(not saved_form.FORK_SAVES, reason="full saves are forked on Linux only")
 def test_a_child_that_fails_is_replaced_by_an_inline_save(monkeypatch) -> None:
     monkeypatch.setattr(saved_form, "MIN_FULL_SAVE", 0)
+    monkeypatch.setattr(saved_form, "CHEAP_SAVE_S", 0.0)  # every save counts as slow: the fork path
     monkeypatch.setattr(saved_form, "_child", lambda doc, fd: os._exit(3))
     gen = storm(40, 12)
     for _, _, rep in gen:

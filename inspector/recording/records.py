@@ -85,7 +85,8 @@ class Connection(msgspec.Struct, tag="connection", frozen=True, array_like=True)
 
 
 class DocState(msgspec.Struct, frozen=True, array_like=True):
-    """One document at a checkpoint: `Document.save()` bytes and its heads (hex)."""
+    """One document at a checkpoint: what `Document.load` takes (a full save, possibly followed
+    by the changes applied since: `saved_form.SavedForm`) and its heads (hex)."""
 
     saved: bytes
     heads: list[str]
