@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -36,18 +37,18 @@ class Blob:
 async def http_get_blob(port: int, digest: str, timeout: float = 5.0, host: str = "127.0.0.1") -> Blob:
     if not HEX64.match(digest):
         raise BlobError(f"not a blob hash: {digest!r}")
-    opening = asyncio.open_connection(host, port)
+    # asyncio.timeout, not wait_for(coroutine): a loop stopping under us (the window closing)
+    # then raises before a coroutine is made, instead of leaving one never awaited
     try:
-        reader, writer = await asyncio.wait_for(opening, timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as exc:
         raise BlobError(f"blob server 127.0.0.1:{port} unreachable: {exc}") from None
-    except RuntimeError:
-        opening.close()  # no running loop: never started, close it instead of leaking it
-        raise
     try:
         writer.write(f"GET /blob/{digest} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        async with asyncio.timeout(timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
@@ -61,12 +62,14 @@ async def http_get_blob(port: int, digest: str, timeout: float = 5.0, host: str 
         length = int(headers.get("content-length", "-1"))
         if length > MAX_BLOB:
             raise BlobError(f"blob {digest[:12]}… is {length} bytes, over the 100 MiB limit")
-        body = await asyncio.wait_for(reader.readexactly(length) if length >= 0 else reader.read(MAX_BLOB), timeout)
+        async with asyncio.timeout(timeout):
+            body = await (reader.readexactly(length) if length >= 0 else reader.read(MAX_BLOB))
         return Blob(digest, headers.get("content-type", "application/octet-stream"), body)
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError, ValueError) as exc:
         raise BlobError(f"blob {digest[:12]}…: {type(exc).__name__}: {exc}") from None
     finally:
-        writer.close()
+        with contextlib.suppress(RuntimeError):  # the loop is closed (the app quit): it took the socket
+            writer.close()
 
 
 def _looks_base64(data: bytes) -> bool:

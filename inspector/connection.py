@@ -58,6 +58,7 @@ async def _connect(sock: socket.socket, path: str, timeout: float) -> None:
 async def close_writer(writer: asyncio.StreamWriter) -> None:
     try:
         writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
+        async with asyncio.timeout(1.0):  # not wait_for(coroutine): see blobs.http_get_blob
+            await writer.wait_closed()
     except (OSError, TimeoutError, ConnectionError):
         pass
