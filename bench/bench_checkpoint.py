@@ -20,30 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 from automerge import core as am
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from scripted_daemon import build_doc  # noqa: E402
-
-from inspector.document import DocReplica  # noqa: E402
+from bench_history import Ours, grow, pump  # the same room and sync loop as the per-update bench
 
 S = am.ScalarType
-
-
-def pump(src: am.Document, s_src: am.SyncState, rep: DocReplica) -> None:
-    for _ in range(10_000):
-        msg = src.generate_sync_message(s_src)
-        if msg is None:
-            return
-        reply, _dirty = rep.receive(msg.encode())
-        if reply is None:
-            return
-        src.receive_sync_message(s_src, am.Message.decode(reply))
-    raise RuntimeError("sync did not converge")
 
 
 def main() -> None:
@@ -52,27 +34,25 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1_800, help="changes between checkpoints (30 s at 60/s)")
     ap.add_argument("--comms", type=int, default=200)
     args = ap.parse_args()
-    comms = {f"w{k}": {"model_name": "IntSliderModel", "state": {"value": 0}, "seq": k} for k in range(args.comms)}
-    src = build_doc([{"id": "c1", "position": "80", "source": "x = 1"}], schema=3, comms=comms)
-    cmap = src.get(am.ROOT, "comms")[1]
-    objs = [src.get(cmap, f"w{k}")[1] for k in range(args.comms)]
-    rep, s_src = DocReplica("notebook", 0, 3), am.SyncState()
-    pump(src, s_src, rep)
+    src, objs = grow(0, "spread", args.comms)
+    peer, s_src = Ours(3), am.SyncState()
+    pump(src, s_src, peer)
+    rep = peer.rep
     print(f"checkpoint every {args.every} changes, {args.comms} comms; ms on the caller's thread")
     print(f"{'changes':>8} {'full ms':>8} {'form ms':>8} {'full KB':>8} {'form KB':>8}")
     worst_full = worst_form = 0.0
     for i in range(1, args.changes + 1):
         with src.transaction() as tx:
             tx.put(objs[i % args.comms], "state", S.Str, json.dumps({"value": i}))
-        pump(src, s_src, rep)
+        pump(src, s_src, peer)
         if i % args.every:
             continue
         t0 = time.perf_counter()
         full = rep.doc.save()
         t1 = time.perf_counter()
-        form, heads = rep.saved()
+        form = rep.saved()
         t2 = time.perf_counter()
-        if am.Document.load(form).get_heads() != heads or heads != rep.doc.get_heads():
+        if am.Document.load(form).get_heads() != rep.doc.get_heads():
             raise SystemExit(f"at {i} changes the saved form does not load back to the replica's heads")
         f_ms, s_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
         worst_full, worst_form = max(worst_full, f_ms), max(worst_form, s_ms)

@@ -293,12 +293,11 @@ class CommSource:
                 if before is not _ABSENT:
                     dq.append(before)
             dq.append(value)
-        if old_state.keys() != state.keys():
-            for key in old_state.keys() - state.keys():  # a key gone: what it held stays known
-                if per is None:
-                    per = self._history[view.comm_id] = {}
-                if key not in per:
-                    per[key] = collections.deque([old_state[key]], maxlen=self._history_len)
+        for key in old_state.keys() - state.keys():  # a key gone: what it held stays known
+            if per is None:
+                per = self._history[view.comm_id] = {}
+            if key not in per:
+                per[key] = collections.deque([old_state[key]], maxlen=self._history_len)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -510,12 +510,10 @@ class DocReplica:
         """True when the replica holds exactly the heads the daemon advertised last."""
         return self.advertised_heads is not None and set(self.advertised_heads) == set(self.heads)
 
-    def saved(self) -> tuple[bytes, list[bytes]]:
-        """The document as `Document.load` takes it, and its heads: what a checkpoint holds,
-        without a full save on the caller's time each time (`SavedForm`)."""
-        heads = self.doc.get_heads()
-        return self.saved_form.form(self.doc, lambda: guarded(f"{self.name}: saving the document",
-                                                              self.doc.save)), heads
+    def saved(self) -> bytes:
+        """The document as `Document.load` takes it: what a checkpoint holds, without a full
+        save on the caller's time each time (`SavedForm`)."""
+        return self.saved_form.form(self.doc, lambda: guarded(f"{self.name}: saving the document", self.doc.save))
 
     def take_problems(self) -> list[SyncProblem]:
         out, self.problems = self.problems, []

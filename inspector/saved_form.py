@@ -140,10 +140,7 @@ class SavedForm:
     def __init__(self) -> None:
         self._base: bytes | None = None  # the last full save (None: nothing to append to)
         self._after: list[bytes] = []  # raw changes applied since that save
-        self._after_bytes = 0
-        self._form = b""  # _base + the first `_joined` of `_after`
-        self._joined = 0
-        self._full_size = 0
+        self._after_bytes = 0  # their total size, kept as they come
         self._pending: ForkedSave | None = None
         self._pending_at = 0  # len(_after) when the pending save was forked
         self._moving = False
@@ -151,9 +148,14 @@ class SavedForm:
         self.full_saves = 0  # inline
         self.forked_saves = 0
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SavedForm:
+        # a copied replica (time travel) moves on its own: it starts with nothing to append
+        # to, and never shares a saving child
+        return SavedForm()
+
     def forget(self) -> None:
         """The document changed other than by changes told: the next `form` saves in full."""
-        self._base, self._after, self._after_bytes, self._form, self._joined = None, [], 0, b"", 0
+        self._base, self._after, self._after_bytes = None, [], 0
         self._moving = False
         if self._pending is not None:
             self._pending.cancel()
@@ -180,7 +182,7 @@ class SavedForm:
         save = save or doc.save
         if self._base is None:
             self._inline(save)
-        elif self._pending is None and self._after_bytes > self._full_size:
+        elif self._pending is None and self._after_bytes > len(self._base):
             if self._save_s is not None and self._save_s <= CHEAP_SAVE_S:
                 self._inline(save)  # quick: keep the form within twice a full save
             elif self._after_bytes > MIN_FULL_SAVE:
@@ -188,10 +190,8 @@ class SavedForm:
                 self._pending_at = len(self._after)
                 if self._pending is None:  # cannot fork here: inline
                     self._inline(save)
-        if self._joined < len(self._after):
-            self._form += b"".join(self._after[self._joined:])
-            self._joined = len(self._after)
-        return self._form
+        assert self._base is not None
+        return b"".join([self._base, *self._after])
 
     def _adopt_pending(self) -> None:
         if self._pending is None:
@@ -216,7 +216,6 @@ class SavedForm:
 
     def _full(self, data: bytes, at: int) -> None:
         """`data` is a full save of the document after the first `at` changes of `_after`."""
-        self._base, self._full_size = data, len(data)
+        self._base = data
         self._after = self._after[at:]
         self._after_bytes = sum(len(r) for r in self._after)
-        self._form, self._joined = data, 0

@@ -66,9 +66,19 @@ def test_a_loop_closed_mid_fetch_leaves_nothing_unawaited_or_unraisable() -> Non
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     port = listener.getsockname()[1]
+    listener.setblocking(False)
     loop = asyncio.new_event_loop()
     task = loop.create_task(http_get_blob(port, DIGEST, timeout=30))
-    loop.run_until_complete(asyncio.sleep(0.2))  # connected, waiting for the answer
+
+    async def request_read() -> socket.socket:
+        conn, _ = await loop.sock_accept(listener)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += await loop.sock_recv(conn, 4096)
+        return conn
+
+    # the server has the whole request: the fetch now waits for the answer
+    conn = loop.run_until_complete(asyncio.wait_for(request_read(), 10))
     assert not task.done()
     unraisable: list[str] = []
     old_hook = sys.unraisablehook
@@ -81,6 +91,7 @@ def test_a_loop_closed_mid_fetch_leaves_nothing_unawaited_or_unraisable() -> Non
             gc.collect()
     finally:
         sys.unraisablehook = old_hook
+        conn.close()
         listener.close()
     assert not [w for w in caught if "never awaited" in str(w.message)], [str(w.message) for w in caught]
     assert unraisable == []

@@ -46,9 +46,10 @@ def carries_changes(msg: bytes) -> bool:
     return changes > 0
 
 
-def doc_state(doc: Any) -> DocState:
-    """A checkpoint's view of one `automerge.core.Document`."""
-    return DocState(doc.save(), [bytes(h).hex() for h in doc.get_heads()])
+def doc_state(doc: Any, saved: bytes | None = None) -> DocState:
+    """A checkpoint's view of one `automerge.core.Document`; `saved`: its saved form when the
+    caller keeps one (`DocReplica.saved`), else a full save now."""
+    return DocState(doc.save() if saved is None else saved, [bytes(h).hex() for h in doc.get_heads()])
 
 
 class ConnDocs:

@@ -27,7 +27,8 @@ from typing import Any
 import msgspec
 
 from .recorder import Recorder
-from .records import IN, OUT, PREAMBLE, TYPED, UNTYPED, Checkpoint, DocState, Meta
+from .records import IN, OUT, PREAMBLE, TYPED, UNTYPED, Checkpoint, Meta
+from .replicas import doc_state
 from .ring import RecordingRing
 
 RING_BYTES = 64 * 1024 * 1024
@@ -156,10 +157,8 @@ class SessionRecording:
         reps = getattr(self.core, "replicas", None)
         if not reps or not self.conn:
             return None
-        docs = {}
-        for rep in reps.values():
-            saved, heads = rep.saved()  # no full save each time: see DocReplica.saved
-            docs[rep.name] = DocState(saved, [bytes(h).hex() for h in heads])
+        # no full save each time: see DocReplica.saved
+        docs = {rep.name: doc_state(rep.doc, rep.saved()) for rep in reps.values()}
         if not any(ds.heads for ds in docs.values()):
             return None  # nothing synced yet: replay starts at the connection's records
         return Checkpoint(mono, wall, self.conn, docs)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,29 +98,26 @@ class TopologySource(CommSource):
         self.touch(now)
         wanted = set(topo) | set(self._seen) if ids is None else ids
         changed = set()
-        with self.batch():
-            self._refresh(topo, wanted, changed, now)
+        with self.batch():  # one notification for the whole refresh
+            for cid in wanted:
+                t = topo.get(cid)
+                old = self._seen.get(cid)
+                if t is old:
+                    continue
+                changed.add(cid)
+                if t is None:
+                    del self._seen[cid]
+                    self.remove(cid, "close", now)
+                    continue
+                self._seen[cid] = t
+                prev = self.comms.get(cid)
+                reopened = prev is None or prev.order != t.seq
+                self.put(ViewComm(comm_id=cid, order=t.seq, target_name=t.target_name or None,
+                                  model_module=t.model_module or None, model_name=t.model_name or None,
+                                  state=None, changed_at=now, opened_at=now if reopened else prev.opened_at,
+                                  outputs=tuple(t.output_ids) if t.model_name == "OutputModel" else None,
+                                  writer=t.writer), now)
         return changed
-
-    def _refresh(self, topo: dict[str, Topology], wanted: Iterable[str], changed: set[str], now: float) -> None:
-        for cid in wanted:
-            t = topo.get(cid)
-            old = self._seen.get(cid)
-            if t is old:
-                continue
-            changed.add(cid)
-            if t is None:
-                del self._seen[cid]
-                self.remove(cid, "close", now)
-                continue
-            self._seen[cid] = t
-            prev = self.comms.get(cid)
-            reopened = prev is None or prev.order != t.seq
-            self.put(ViewComm(comm_id=cid, order=t.seq, target_name=t.target_name or None,
-                              model_module=t.model_module or None, model_name=t.model_name or None,
-                              state=None, changed_at=now, opened_at=now if reopened else prev.opened_at,
-                              outputs=tuple(t.output_ids) if t.model_name == "OutputModel" else None,
-                              writer=t.writer), now)
 
 
 class StateSource(CommSource):
@@ -139,45 +135,41 @@ class StateSource(CommSource):
         key_now = 0.0 if initial else now
         wanted = (set(states) | set(self._seen) if ids is None else set(ids)) | set(force)
         changed: set[str] = set()
-        with self.batch():
-            self._refresh(states, topo, wanted, force, changed, key_now, now)
+        with self.batch():  # one notification for the whole refresh
+            for cid in wanted:
+                s = states.get(cid)
+                old = self._seen.get(cid)
+                if s is old and cid not in force:
+                    continue
+                changed.add(cid)
+                if s is None:
+                    self._seen.pop(cid, None)
+                    self.changed_keys.pop(cid, None)
+                    self.remove(cid, "close", now)
+                    continue
+                self._seen[cid] = s
+                prev = self.comms.get(cid)
+                times = self.changed_keys.setdefault(cid, {})
+                old_state = prev.state if prev is not None and isinstance(prev.state, dict) else None
+                key_times = {}
+                for k, v in s.state.items():
+                    if old_state is not None and k in old_state and json_equal(old_state[k], v):
+                        key_times[k] = times.get(k, prev.opened_at)
+                    else:
+                        key_times[k] = times[k] = key_now
+                t = topo.get(cid)
+                mm, mn = s.state.get("_model_module"), s.state.get("_model_name")
+                self.put(ViewComm(
+                    comm_id=cid, order=None,
+                    # the CommsDoc holds no target: borrowed from the topology so only the model fields differ
+                    target_name=(t.target_name or None) if t is not None else None,
+                    model_module=mm if isinstance(mm, str) and mm else None,
+                    model_name=mn if isinstance(mn, str) and mn else None,
+                    state=s.state, key_times=key_times, changed_at=now,
+                    opened_at=prev.opened_at if prev is not None else now,
+                    outputs=_outputs_of(s.state, mn if isinstance(mn, str) else None), writer=s.writer,
+                    updates=(prev.updates + 1) if prev is not None else 0), now)
         return changed
-
-    def _refresh(self, states: dict[str, CommState], topo: dict[str, Topology], wanted: Iterable[str],
-                 force: set[str], changed: set[str], key_now: float, now: float) -> None:
-        for cid in wanted:
-            s = states.get(cid)
-            old = self._seen.get(cid)
-            if s is old and cid not in force:
-                continue
-            changed.add(cid)
-            if s is None:
-                self._seen.pop(cid, None)
-                self.changed_keys.pop(cid, None)
-                self.remove(cid, "close", now)
-                continue
-            self._seen[cid] = s
-            prev = self.comms.get(cid)
-            times = self.changed_keys.setdefault(cid, {})
-            old_state = prev.state if prev is not None and isinstance(prev.state, dict) else None
-            key_times = {}
-            for k, v in s.state.items():
-                if old_state is not None and k in old_state and json_equal(old_state[k], v):
-                    key_times[k] = times.get(k, prev.opened_at)
-                else:
-                    key_times[k] = times[k] = key_now
-            t = topo.get(cid)
-            mm, mn = s.state.get("_model_module"), s.state.get("_model_name")
-            self.put(ViewComm(
-                comm_id=cid, order=None,
-                # the CommsDoc holds no target: borrowed from the topology so only the model fields differ
-                target_name=(t.target_name or None) if t is not None else None,
-                model_module=mm if isinstance(mm, str) and mm else None,
-                model_name=mn if isinstance(mn, str) and mn else None,
-                state=s.state, key_times=key_times, changed_at=now,
-                opened_at=prev.opened_at if prev is not None else now,
-                outputs=_outputs_of(s.state, mn if isinstance(mn, str) else None), writer=s.writer,
-                updates=(prev.updates + 1) if prev is not None else 0), now)
 
 
 @dataclass
