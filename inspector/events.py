@@ -196,12 +196,20 @@ class EventLog:
     def emit(self, kind: str, summary: str, data: dict[str, Any] | None = None,
              target: str | None = None, t: float | None = None) -> Event:
         self._seq += 1
+        mono = time.monotonic() if t is None else t
+        wall = time.time() if self.wall_of is None else self.wall_of(mono)
+        return self._add(Event(self._seq, mono, wall, kind, summary, pack_data(data) if data else b"", target))
+
+    def adopt(self, ev: Event) -> Event:
+        """Append an event another log made (the session core's, shipped from its process),
+        keeping its number so key-history rows and recordings still name it."""
+        self._seq = ev.seq
+        return self._add(ev)
+
+    def _add(self, ev: Event) -> Event:
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
             self.bytes_held -= self._sizes.popleft()
-        mono = time.monotonic() if t is None else t
-        wall = time.time() if self.wall_of is None else self.wall_of(mono)
-        ev = Event(self._seq, mono, wall, kind, summary, pack_data(data) if data else b"", target)
         self._events.append(ev)
         size = _event_size(ev)
         self._sizes.append(size)
@@ -214,8 +222,12 @@ class EventLog:
     def frame(self, direction: str, frame_type: int | None, type_name: str, payload_size: int,
               body: bytes = b"", doc: str | None = None, t: float | None = None) -> FrameRecord:
         self._fseq += 1
-        rec = FrameRecord(self._fseq, time.monotonic() if t is None else t, direction, frame_type, type_name,
-                          payload_size, doc, bytes(body[: self.body_cap]))
+        return self.adopt_frame(FrameRecord(self._fseq, time.monotonic() if t is None else t, direction, frame_type,
+                                            type_name, payload_size, doc, bytes(body[: self.body_cap])))
+
+    def adopt_frame(self, rec: FrameRecord) -> FrameRecord:
+        """Append a frame record another log made, keeping its number (see `adopt`)."""
+        self._fseq = rec.seq
         if len(self._frames) == self._frames.maxlen:
             self.bytes_held -= self._fsizes.popleft()
         self._frames.append(rec)
@@ -223,11 +235,11 @@ class EventLog:
         self._fsizes.append(size)
         self.bytes_held += size
         self._trim()
-        if direction == "in":
-            self.bytes_in += payload_size
+        if rec.direction == "in":
+            self.bytes_in += rec.size
             self.frames_in += 1
         else:
-            self.bytes_out += payload_size
+            self.bytes_out += rec.size
             self.frames_out += 1
         return rec
 

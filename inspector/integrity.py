@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .divergence import CompareViews
 from .doc_pointers import PointerReport, check_snapshot_pointers
 from .liveness import ORPHANED, WINDOW_S, KernelEvidence, LivenessReport, LivenessTracker
 from .references import SETTLE_S, ReferenceGraph, ReferenceTracker
@@ -242,3 +243,15 @@ class SessionIntegrity:
 
     def apply_to(self, snapshot: Snapshot) -> Snapshot:
         return msgspec.structs.replace(snapshot, integrity=self.report(snapshot))
+
+
+SAVED = "saved"  # the source name of the saved notebook's widget state in a comparison
+
+
+def with_saved(views: CompareViews | None, saved: SavedState | None, comm_id: str) -> CompareViews | None:
+    """`views` with the saved notebook's widget state of the comm as one more source."""
+    model = saved.models.get(comm_id) if views is not None and saved is not None else None
+    if views is None or model is None:
+        return views
+    return CompareViews((*views.sources, SAVED), {**views.values, SAVED: {k: (v, None) for k, v in model.state.items()}},
+                        views.meta)

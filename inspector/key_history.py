@@ -16,7 +16,7 @@ import collections
 import heapq
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,9 @@ class KeyHistory:
         self._touched: set[tuple[str, str]] = set()
         self._series: dict[tuple[str, str], _Series] = {}
         self._last: dict[tuple[str, str, str], Entry] = {}  # (comm, key, source) -> latest entry
+        # told of every entry added: the session core in its own process ships them to the
+        # window's copy (set there only; a time-travel copy of a session never has one)
+        self.on_add: Callable[[Entry], None] | None = None
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -142,6 +145,8 @@ class KeyHistory:
         self._last[(entry.comm_id, entry.key, entry.source)] = entry
         if self.bytes > self.max_bytes:
             self._evict()
+        if self.on_add is not None:
+            self.on_add(entry)
 
     def _evict(self) -> None:
         # Down to 90 % at once so the heap is built rarely (amortised O(1) per append).

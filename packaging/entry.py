@@ -12,6 +12,7 @@ import multiprocessing
 import sys
 
 KERNEL_LAUNCHER = ["-m", "ipykernel_launcher"]
+CORE_PROCESS = ["-m", "inspector.core_process"]  # the window's session core (inspector/core_process.py)
 
 
 def _run_kernel(args: list[str]) -> int:
@@ -25,6 +26,10 @@ def _run_kernel(args: list[str]) -> int:
 def _run() -> int:
     if sys.argv[1:3] == KERNEL_LAUNCHER:
         return _run_kernel(sys.argv[3:])
+    if sys.argv[1:3] == CORE_PROCESS:
+        from inspector.core_process import child_main
+
+        return child_main(sys.argv[3:])
     from inspector.cli import main
 
     return main()

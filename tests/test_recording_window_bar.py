@@ -67,6 +67,7 @@ def test_record_and_save_the_ring(qtbot, tmp_path, loop, bed) -> None:
         until(loop, lambda: bar.record.isEnabled(), what="the recorder bar enabled")
         assert "the last 10 min, at most 64 MiB" in bar.limits.text()
         bar.record.setChecked(True)  # Record
+        loop.run_until_complete(bar.pending)  # the session's core answers from its own process
         assert bar.record.text() == "■ Stop recording" and asked
         tb(loop, bed, bed.testbed.run_cell, nid, 0)
         tb(loop, bed, bed.testbed.run_cell, nid, "s.value = 4")
@@ -79,6 +80,7 @@ def test_record_and_save_the_ring(qtbot, tmp_path, loop, bed) -> None:
         until(loop, lambda: slider_value() == 4, what="value 4")
         heads = win.controller.session.snapshot().heads
         bar.record.setChecked(False)  # Stop
+        loop.run_until_complete(bar.pending)
         assert bar.record.text() == "● Record"
         # the file starts mid-session (at Record): it opens from its checkpoint, to the same room
         core = Replay(target["path"]).run()
@@ -88,7 +90,7 @@ def test_record_and_save_the_ring(qtbot, tmp_path, loop, bed) -> None:
         # save the last minute of the ring
         target["path"] = str(tmp_path / "ring.rtirec")
         bar.minutes.setValue(1)
-        assert bar.save_ring() == target["path"]
+        assert loop.run_until_complete(bar.save_ring()) == target["path"]
         ring = Replay(target["path"]).run().snapshot()
         assert ring.heads == heads
     finally:

@@ -34,6 +34,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="FILE", help="write a PNG of the window (at --quit-after, else after 3 s)")
     p.add_argument("--quit-after", metavar="S", type=float, help="close the app after S seconds")
     p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)  # synthetic data, for docs
+    p.add_argument("--core-in-window", action="store_true",
+                   help="run the session on the window's thread instead of a child process "
+                        "(the window then freezes while a big room joins)")
     from ..check import add_kernel_option, add_settle_options
 
     add_kernel_option(p)

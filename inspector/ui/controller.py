@@ -23,9 +23,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace | None = None) -> PeerSession:
+def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace | None = None) -> Any:
     """A session exactly as the CLI makes one (with its divergence option), keeping frame bytes
-    for the hex view. `options` carries the gui command's flags (--kernel-connection, settle...)."""
+    for the hex view. `options` carries the gui command's flags (--kernel-connection, settle...).
+
+    Its core runs in a child process (`inspector.core_process`): automerge holds the GIL for the
+    whole of a join, which would freeze the window for seconds on a big room. `--core-in-window`
+    runs it on the window's loop instead (a `PeerSession`)."""
     from .. import cli
 
     args = argparse.Namespace(**vars(options)) if options is not None else argparse.Namespace()
@@ -33,6 +37,10 @@ def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace
     for name, default in (("allow_other_user", False), ("allow_kernel_launch", False), ("no_blobs", False)):
         if getattr(args, name, None) is None:
             setattr(args, name, default)
+    if not getattr(args, "core_in_window", False):
+        from ..core_process import ProcessSession
+
+        return ProcessSession(args, socket_path, notebook_id)
     session = cli.make_session(args)
     session.config.keep_frame_bodies = True
     return session

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..divergence import CompareViews
+from ..integrity import SAVED
 from ..snapshot import CommView, Divergence, FeedCommView, KeyDiff, OutputView
 from . import theme as th
 from .buffer_view import BufferView
@@ -502,7 +503,6 @@ class DetailPane(QWidget):
         task.add_done_callback(self._tasks.discard)
 
 
-SAVED = "saved"
 SOURCE_LABELS = {"doc": "Document", "feed": "Feed", "kernel": "Kernel", "topology": "Topology",
                  "state": "State", "echo": "Echo", SAVED: "Saved notebook"}
 SOURCE_TIPS = {
@@ -524,15 +524,6 @@ def _own_views(comm: CommView | None, feed: FeedCommView | None) -> CompareViews
     if feed is not None and isinstance(feed.state, dict):
         values["feed"] = {k: (v, None) for k, v in feed.state.items()}
     return CompareViews(("doc", "feed") if feed is not None else ("doc",), values)
-
-
-def with_saved(views: CompareViews | None, saved: Any, comm_id: str) -> CompareViews | None:
-    """`views` with the saved notebook's widget state of the comm as one more source."""
-    model = saved.models.get(comm_id) if views is not None and saved is not None else None
-    if views is None or model is None:
-        return views
-    return CompareViews((*views.sources, SAVED), {**views.values, SAVED: {k: (v, None) for k, v in model.state.items()}},
-                        views.meta)
 
 
 def _differ(values: list[Any]) -> bool:

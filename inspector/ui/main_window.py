@@ -36,13 +36,14 @@ from PySide6.QtWidgets import (
 
 from .. import __version__
 from ..errors import InspectorError
+from ..integrity import with_saved
 from ..snapshot import Snapshot
 from . import history_dock, sync_health
 from . import theme as th
 from .ages import aged
 from .attach import AttachView
 from .controller import SessionController, make_session
-from .detail import DetailPane, with_saved
+from .detail import DetailPane
 from .liveness_filter import liveness_filter
 from .recent import RecentConnections
 from .timeline import TimelineView

@@ -3,6 +3,8 @@ last N minutes" (the always-on ring, for the bug you just saw), with the ring's 
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import time
 from collections.abc import Callable
@@ -49,6 +51,8 @@ class RecorderBar(QToolBar):
         self.addWidget(self.save)
         self.addWidget(self.minutes)
         self.addWidget(self.limits)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.pending: asyncio.Task[Any] | None = None  # the last start, stop or save (tests await it)
         self.record.toggled.connect(self._on_record)
         self.save.clicked.connect(self.save_ring)
         self.refresh()
@@ -76,6 +80,9 @@ class RecorderBar(QToolBar):
         self.record.setText("■ Stop recording" if with_file else "● Record")
 
     def _on_record(self, on: bool) -> None:
+        self.pending = self._spawn(self._record(on))
+
+    async def _record(self, on: bool) -> None:
         rec = self._recording()
         if rec is None:
             self.refresh()
@@ -86,18 +93,24 @@ class RecorderBar(QToolBar):
                 self.refresh()
                 return
             try:
-                rec.start_file(path)
+                await _settled(rec.start_file(path))
             except (OSError, ValueError) as exc:
                 self.notify(f"Cannot record to {path}: {exc}")
             else:
                 self.notify(f"Recording to {os.path.basename(path)}")
         else:
-            path = rec.stop_file()
+            path = await _settled(rec.stop_file())
             if path:
                 self.notify(f"Recording saved: {path}")
         self.refresh()
 
-    def save_ring(self) -> str | None:
+    def save_ring(self) -> asyncio.Task[str | None]:
+        """Ask for a file and write the ring's last N minutes to it; the task gives the path
+        written (None: not written). The session's core may be in another process, so it waits."""
+        self.pending = self._spawn(self._save_ring())
+        return self.pending
+
+    async def _save_ring(self) -> str | None:
         rec = self._recording()
         if rec is None:
             return None
@@ -106,10 +119,21 @@ class RecorderBar(QToolBar):
         if path is None:
             return None
         try:
-            n = rec.save_ring(path, last=minutes * 60.0)
+            n = await _settled(rec.save_ring(path, last=minutes * 60.0))
         except (OSError, ValueError) as exc:
             self.notify(f"Cannot save the ring to {path}: {exc}")
             return None
         self.notify(f"Saved the last {minutes} min ({n} records) to {os.path.basename(path)}")
         self.refresh()
         return path
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_event_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+async def _settled(value: Any) -> Any:
+    """A recorder's answer: at once in the window's process, awaited from a child's."""
+    return await value if inspect.isawaitable(value) else value
