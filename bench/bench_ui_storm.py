@@ -60,6 +60,7 @@ from inspector.ui.main_window import InspectorWindow  # noqa: E402
 from inspector.ui.recent import RecentConnections  # noqa: E402
 
 TARGET_STALL_MS = 50.0
+TARGET_STALL_1K_MS = 16.0  # the target at 1,000 cells and fewer
 TARGET_VISIBLE_MS = 200.0
 PROBE_MS = 5
 
@@ -361,7 +362,22 @@ def figures(probe: tuple[list[float], list[float]], visible_s: float | None) -> 
 # -- the real storm ----------------------------------------------------------------------------------
 
 
-async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int) -> dict[str, Any]:
+def rss_mib(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(ln.split()[1]) / 1024 for ln in f if ln.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def child_pid(window: InspectorWindow) -> int | None:
+    proc = getattr(window.controller.session, "_proc", None)
+    return proc.pid if proc is not None else None
+
+
+async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int, mode: str = "process") -> dict[str, Any]:
     d = tempfile.mkdtemp(prefix="rti-storm-", dir="/tmp")
     sock = os.path.join(d, "rt.sock")
     bed: TestbedThread | None = None
@@ -380,6 +396,9 @@ async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int
             ready = await daemon.reply()
             nid, ids, room_s = ready["nid"], ready["ids"], ready["room_s"]
 
+        window.session_options.core_in_window = mode == "window"
+        join_probe = StallProbe()
+        join_probe.start()
         t0 = time.perf_counter()
         window.attach(sock, nid)
         target = ids[0]
@@ -388,6 +407,8 @@ async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int
                        and window.model.node(window.model.index_for_path(f"comms/{target}")) is not None,
                        60, "the whole room in the tree")
         attach_s = time.perf_counter() - t0
+        join = figures(join_probe.stop(), None)
+        rss_joined = rss_mib(os.getpid()), rss_mib(child_pid(window))
         focus_comm(window, target)
         window.tree.expandToDepth(0)
         await asyncio.sleep(0.5)  # let the join's own traffic settle before measuring
@@ -422,6 +443,8 @@ async def real_storm(window: InspectorWindow, args: argparse.Namespace, run: int
         div = session.snapshot().divergence if session is not None else []
         cur = window.tree.currentIndex()
         result.update({
+            "mode": mode, "join_max_stall_ms": join["max_stall_ms"], "join_p99_stall_ms": join["p99_stall_ms"],
+            "rss_joined": rss_joined, "rss_end": (rss_mib(os.getpid()), rss_mib(child_pid(window))),
             "updates": len(plan), "room_build_s": room_s, "attach_s": attach_s,
             "refreshes": window.controller.refreshes - refreshes0,
             "selection_kept": bool(cur.isValid() and cur.data() == "value"),
@@ -518,20 +541,32 @@ async def synthetic_storm(window: InspectorWindow, args: argparse.Namespace, run
 # -- main ----------------------------------------------------------------------------------------------
 
 
+def _mib(pair: tuple[float | None, float | None]) -> str:
+    win, child = pair
+    return f"window {win:.0f} MiB" + (f" + session core {child:.0f} MiB" if child is not None else " (core inside)")
+
+
 def report(r: dict[str, Any], args: argparse.Namespace, run: int) -> bool:
-    ok_stall = r["max_stall_ms"] < TARGET_STALL_MS
+    target = TARGET_STALL_1K_MS if args.cells <= 1000 else TARGET_STALL_MS
+    ok_stall = r["max_stall_ms"] < target
     ok_visible = r["final_value_visible_ms"] < TARGET_VISIBLE_MS
     mode = "synthetic snapshots" if args.synthetic else (
         "testbed room over the socket, daemon in a thread of this process" if args.daemon_thread
         else "testbed room over the socket, daemon in its own process")
-    print(f"run {run}: {r['updates']} updates at {args.rate:.0f}/s for {args.seconds:g} s on {args.cells} cells / "
+    core = {"process": "session core in a child process", "window": "session core on the window's loop (baseline)"}
+    print(f"run {run} [{core.get(r.get('mode', ''), 'synthetic')}]: {r['updates']} updates at {args.rate:.0f}/s for {args.seconds:g} s on {args.cells} cells / "
           f"{args.comms} comms ({mode})")
     if not args.synthetic:
         print(f"  room built in {r['room_build_s']:.1f} s, window attached (whole tree) in {r['attach_s']:.2f} s")
+        ok_join = r["join_max_stall_ms"] < target
+        ok_stall = ok_stall and ok_join
+        print(f"  event-loop stall during the join: max {r['join_max_stall_ms']:.1f} ms, p99 {r['join_p99_stall_ms']:.1f} ms "
+              f"(target max < {target:.0f} ms: {'OK' if ok_join else 'MISSED'})")
+        print(f"  memory after the join: {_mib(r['rss_joined'])}; after the storm: {_mib(r['rss_end'])}")
     print(f"  tree refreshes (coalesced): {r['refreshes']}   timeline rows: {r['timeline_rows']}")
     print(f"  event-loop stall ({r['ticks']} ticks of a {PROBE_MS} ms timer): max {r['max_stall_ms']:.1f} ms, "
           f"p99 {r['p99_stall_ms']:.1f} ms, median {r['median_stall_ms']:.2f} ms   "
-          f"(target max < {TARGET_STALL_MS:.0f} ms: {'OK' if ok_stall else 'MISSED'})")
+          f"(target max < {target:.0f} ms: {'OK' if r['max_stall_ms'] < target else 'MISSED'})")
     print(f"    GUI thread CPU in the longest stall: {r['worst_stall_cpu_ms']:.1f} ms; longest busy interval "
           f"(CPU between two ticks): {r['max_busy_ms']:.1f} ms")
     print(f"  final value visible {r['final_value_visible_ms']:.1f} ms after the last update was written "
@@ -552,6 +587,9 @@ def main() -> int:
     ap.add_argument("--synthetic", action="store_true", help="generated snapshots instead of a testbed room")
     ap.add_argument("--daemon-thread", action="store_true",
                     help="the testbed in a thread of this process (its GIL holds count as the window's stalls)")
+    ap.add_argument("--core", choices=("process", "window", "both"), default="both",
+                    help="where the window's session core runs: a child process (the app's default), the "
+                         "window's loop (--core-in-window, the baseline), or both in turn in this run")
     ap.add_argument("--serve", metavar="SOCK", help=argparse.SUPPRESS)  # the daemon process's side
     ap.add_argument("--serve-run", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -571,14 +609,29 @@ def main() -> int:
 
     async def go() -> None:
         try:
+            modes = ("process", "window") if args.core == "both" else (args.core,)
             for run in range(1, args.runs + 1):
-                results.append((run, await storm(window, args, run)))
+                for i, mode in enumerate(modes):
+                    if args.synthetic:
+                        results.append((run, await storm(window, args, run)))
+                        break
+                    results.append((run, await storm(window, args, run * 10 + i, mode)))
         finally:
             await window.shutdown()
 
     run_qt(go())
     shutil.rmtree(home, ignore_errors=True)
-    ok = all([report(r, args, run) for run, r in results])
+    oks = [report(r, args, run) for run, r in results]
+    ok = all(oks)
+    by_mode = {m: [r for _, r in results if r.get("mode") == m] for m in ("process", "window")}
+    if by_mode["process"] and by_mode["window"]:
+        for name, key in (("join", "join_max_stall_ms"), ("storm", "max_stall_ms")):
+            p = min(r[key] for r in by_mode["process"])
+            w = min(r[key] for r in by_mode["window"])
+            print(f"longest {name} stall, best run: child process {p:.1f} ms vs core on the window's loop "
+                  f"{w:.1f} ms ({w / max(p, 0.1):.1f}x shorter)")
+        # the baseline is measured, not judged: only the app's own mode must meet the targets
+        ok = all(report_ok for report_ok, (_, r) in zip(oks, results, strict=True) if r.get("mode") != "window")
     if len(results) > 1:
         stalls = [r["max_stall_ms"] for _, r in results]
         vis = [r["final_value_visible_ms"] for _, r in results]

@@ -79,7 +79,8 @@ class Status(msgspec.Struct, tag="status", array_like=True):
     replicas: list[ReplicaHealth]
     recorder: RecorderStatus | None
     has: list[str]  # which parts the session has: divergence, integrity, history, resolver
-    tap_received: int | None = None  # the kernel tap's messages so far; None: no tap running
+    tap: tuple[str, int] | None = None  # the kernel tap's state and messages so far; None: no tap
+    connections: int = 0  # connections made so far (a reconnect adds one)
 
 
 class LogBatch(msgspec.Struct, tag="log", array_like=True):
@@ -251,7 +252,7 @@ class Publisher:
         has = [n for n in ("divergence", "integrity", "history", "resolver") if getattr(s, n, None) is not None]
         tap = getattr(s, "tap", None)
         return Status(s.state, str(s.error) if s.error is not None else None, s.retry_at, reps, recorder, has,
-                      tap.received if tap is not None else None)
+                      (tap.state, tap.received) if tap is not None else None, s.connections)
 
     def watched(self) -> Watched:
         from .integrity import with_saved
@@ -404,6 +405,10 @@ class _Part:
 
 
 class _Divergence(_Part):
+    @property
+    def tap(self) -> _Tap | None:
+        return self.owner.tap  # the one tap the child's engine reads
+
     def key_views(self, comm_id: str, now: float | None = None) -> CompareViews | None:
         """The child's views of the comm (saved state included) as last shipped; asking for
         another comm watches it, and its views follow within one shipment."""
@@ -449,7 +454,8 @@ class _History(_Part):
 
 
 class _Tap:
-    def __init__(self, received: int) -> None:
+    def __init__(self, state: str, received: int) -> None:
+        self.state = state  # connecting | live | dead | ...
         self.received = received  # IOPub messages the child's kernel tap took
 
 
@@ -511,6 +517,7 @@ class ProcessSession:
         self.recording: _Recording | None = None
         self.resolver: _Resolver | None = None
         self.tap: _Tap | None = None
+        self.connections = 0
         self.watched: Watched | None = None
         self._watching = Watch(None, None)
         self.blobs: dict[str, bytes | None] = {}
@@ -665,7 +672,8 @@ class ProcessSession:
         self.state, self.error, self.retry_at = st.state, st.error, st.retry_at
         self.replicas = {r.name: _Replica(r.name, r.messages_in, range(r.unapplied), r.converged) for r in st.replicas}
         has = set(st.has)
-        self.tap = _Tap(st.tap_received) if st.tap_received is not None else None
+        self.tap = _Tap(*st.tap) if st.tap is not None else None
+        self.connections = st.connections
         self.divergence = _Divergence(self) if "divergence" in has else None
         self.integrity = _Integrity(self) if "integrity" in has else None
         self.resolver = _Resolver(self) if "resolver" in has else None

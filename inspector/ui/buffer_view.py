@@ -122,6 +122,7 @@ class BufferView(QWidget):
         lay.setContentsMargins(0, 4, 0, 0)
         lay.addWidget(split)
         self.shown: BufferRef | None = None
+        self._had_bytes = False
 
     def show_buffers(self, refs: list[BufferRef], focus: tuple[str, ...] | None = None) -> None:
         """The buffers of one comm; `focus` selects the one at that state path."""
@@ -138,9 +139,10 @@ class BufferView(QWidget):
 
     def _show(self, row: int) -> None:
         b = self.model.rows[row] if 0 <= row < len(self.model.rows) else None
-        if b == self.shown and b is not None:
+        if b == self.shown and b is not None and self._had_bytes:
             return
         self.shown = b
+        self._had_bytes = False
         if b is None:
             self.preview.clear()
             self.preview.setText("")
@@ -155,6 +157,7 @@ class BufferView(QWidget):
             self.preview.setText(f"no bytes to show: {why}")
             self.hex.setPlainText("")
             return
+        self._had_bytes = True  # until then each refresh asks again: the bytes may come later
         self.hex.setPlainText(hex_dump(data))
         img = QImage()
         if (b.media_type or "").startswith("image/") and img.loadFromData(data):
