@@ -154,6 +154,7 @@ class SnapshotAssembler:
         self._held: list[dict[str, Any]] = [{}, {}, {}]
         self._pending: list[dict[str, Any]] = [{}, {}, {}]
         self._order: list[list[str]] = [[], [], []]
+        self._parts: list[tuple[Any, ...]] = [(), (), ()]
         self.snapshot: Snapshot | None = None
 
     def reset(self) -> None:
@@ -169,12 +170,16 @@ class SnapshotAssembler:
             return None
         parts = []
         for i, order in enumerate((msg.cells, msg.comms, msg.feed)):
+            held, pending = self._held[i], self._pending[i]
+            if order is None and not pending:
+                parts.append(self._parts[i])  # the same tuple: the tree reuses the whole group at a glance
+                continue
             if order is not None:
                 self._order[i] = order
-            held, pending = self._held[i], self._pending[i]
             new = {k: pending[k] if k in pending else held[k] for k in self._order[i]}
             self._held[i], self._pending[i] = new, {}
             parts.append(tuple(new.values()))
+        self._parts = parts
         snap = msg.snap
         self.snapshot = msgspec.structs.replace(snap, cells=parts[0], comms=parts[1],
                                                 feed=msgspec.structs.replace(snap.feed, comms=parts[2]),
