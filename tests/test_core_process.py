@@ -11,11 +11,10 @@ import os
 import shutil
 import signal
 import tempfile
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from waiting import wait_until
 
 from inspector import events as ev
 from inspector.core_process import ProcessSession
@@ -34,15 +33,6 @@ def bed():
     yield thread
     thread.stop()
     shutil.rmtree(d, ignore_errors=True)
-
-
-async def _until(pred: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := pred()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 async def _tb(bed: TestbedThread, fn: Any, *args: Any) -> Any:
@@ -67,9 +57,9 @@ def test_a_child_core_shows_the_room_and_records_it(bed, tmp_path) -> None:
         heard: list[int] = []
         s.add_listener(lambda _paths: heard.append(1))
         task = asyncio.create_task(s.run_forever())
-        await _until(lambda: s.state == "live", "live")
+        await wait_until(lambda: s.state == "live", "live")
         assert s._proc is not None and s._proc.pid != os.getpid()
-        slider = await _until(lambda: _slider(s), "the slider")
+        slider = await wait_until(lambda: _slider(s), "the slider")
         assert slider.state["value"] == 3 and heard
         assert s.snapshot().cells[0].source == SLIDER
 
@@ -88,14 +78,14 @@ def test_a_child_core_shows_the_room_and_records_it(bed, tmp_path) -> None:
         await s.recording.start_file(path)
         assert s.recording.file == path
         await _tb(bed, bed.testbed.run_cell, nid, "s.value = 9")
-        await _until(lambda: (sl := _slider(s)) is not None and sl.state["value"] == 9, "value 9")
+        await wait_until(lambda: (sl := _slider(s)) is not None and sl.state["value"] == 9, "value 9")
         # the key history follows, entry by entry, into the window's own store
         hist = s.history.history
-        await _until(lambda: any(e.value == 9 for e in hist.series(slider.comm_id, "value")), "9 in the history")
+        await wait_until(lambda: any(e.value == 9 for e in hist.series(slider.comm_id, "value")), "9 in the history")
         # the compare table's views: asking watches the comm, the answer follows
         assert s.divergence is not None
         s.divergence.key_views(slider.comm_id)
-        views = await _until(lambda: s.divergence.key_views(slider.comm_id), "the slider's views")
+        views = await wait_until(lambda: s.divergence.key_views(slider.comm_id), "the slider's views")
         assert {"doc", "feed"} <= set(views.sources) and views.values["doc"]["value"][0] == 9
         heads = s.snapshot().heads
         saved = await s.recording.stop_file()
@@ -121,7 +111,7 @@ def test_a_child_that_dies_is_reported_and_nothing_is_left_running(bed) -> None:
         nid = await _tb(bed, bed.testbed.create_room, [SLIDER])
         s = _session(bed, nid)
         task = asyncio.create_task(s.run_forever())
-        await _until(lambda: s.state == "live", "live")
+        await wait_until(lambda: s.state == "live", "live")
         before = len(s.log)
         os.kill(s._proc.pid, signal.SIGKILL)
         await asyncio.wait_for(task, 10)  # run_forever ends: the controller shows the error

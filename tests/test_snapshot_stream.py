@@ -26,27 +26,16 @@ def _ship(enc: SnapshotEncoder, asm: SnapshotAssembler, snap: Snapshot) -> tuple
 def test_every_step_of_a_recorded_session_assembles_to_the_same_snapshot(name: str) -> None:
     rp = Replay(name)
     enc, asm = SnapshotEncoder(chunk=50), SnapshotAssembler()
-    core = rp.core
-    steps = 0
-    for rec in rp.inputs:
-        t = rec["t"]
-        rp._until(t)
-        op = rec["op"]
-        if op == "begin":
-            core.begin(rec["protocol_version"], t=t)
-        elif op == "bootstrap":
-            core.bootstrap(bytes.fromhex(rec["hex"]), t)
-        elif op == "receive":
-            core.receive(bytes.fromhex(rec["hex"]), t)
-        elif op == "kernel_comm":
-            core.kernel_comm(rec["msg_type"], rec["content"], [bytes.fromhex(b) for b in rec["buffers"]], t,
-                             rec.get("msg_id"))
-        else:
-            continue
-        snap = core.snapshot()
+    shipped: list[Snapshot] = []
+
+    def step(_rec: dict) -> None:
+        snap = rp.core.snapshot()
         got, _ = _ship(enc, asm, snap)
         assert got == snap
-        steps += 1
+        shipped.append(got)
+
+    rp.run(after=0.0, on_step=step)
+    steps, got, snap = len(shipped), shipped[-1], rp.core.snapshot()
     assert steps > 10
     assert len(got.comms) > 0 and got.divergence == snap.divergence and got.integrity == snap.integrity
 

@@ -42,7 +42,8 @@ class Replay:
             for d in sd.divergences(include_pending=False, now=t):
                 self.reported[(d.comm_id, d.kind)] = d
 
-    def run(self, after: float = 5.0) -> Replay:
+    def run(self, after: float = 5.0, on_step: Any = None) -> Replay:
+        """Every input in order; `on_step(rec)` after each one."""
         end = 0.0
         for rec in self.inputs:
             t = rec["t"]
@@ -60,6 +61,8 @@ class Replay:
             elif op == "kernel_event":
                 self.core.kernel_event(rec["what"], rec["payload"], t)
             self._collect(t)
+            if on_step is not None:
+                on_step(rec)
             end = t
         self._until(end + after)
         self._collect(end + after)
