@@ -45,7 +45,16 @@ from .divergence import CompareViews
 from .events import Event, EventLog, FrameRecord
 from .key_history import Entry, KeyHistory
 from .snapshot import DaemonView, FeedView, KernelView, Snapshot
-from .snapshot_stream import CellChunk, CommChunk, FeedChunk, Header, SnapshotAssembler, SnapshotEncoder
+from .snapshot_stream import (
+    NOT_SHIPPED,
+    UNSHIPPABLE,
+    CellChunk,
+    CommChunk,
+    FeedChunk,
+    Header,
+    SnapshotAssembler,
+    SnapshotEncoder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +160,29 @@ def framed(data: bytes) -> bytes:
 # -- the child -----------------------------------------------------------------------------------------
 
 def _safe_encode(enc: msgspec.msgpack.Encoder, msg: Any) -> bytes:
+    """`msg` as msgpack; an item msgpack cannot carry (an integer beyond 64 bits, nesting too
+    deep: hostile content) is shipped with that value replaced by a marker, never dropped."""
     try:
         return enc.encode(msg)
-    except (OverflowError, TypeError, msgspec.EncodeError):
-        # a value msgpack cannot carry (an integer beyond 64 bits from a hostile state): its text
-        return enc.encode(msgspec.convert(msgspec.to_builtins(msg, enc_hook=repr, str_keys=True), type(msg)))
+    except UNSHIPPABLE:
+        pass
+    if isinstance(msg, LogBatch):
+        return enc.encode(LogBatch([_shippable(e, "held") for e in msg.events], msg.frames))
+    if isinstance(msg, Entries):
+        return enc.encode(Entries([_shippable(e, "value") for e in msg.entries]))
+    if isinstance(msg, Watched):
+        return enc.encode(msgspec.structs.replace(msg, views=None))
+    if isinstance(msg, Reply):
+        return enc.encode(Reply(msg.id, None, f"the answer cannot be shipped: {NOT_SHIPPED}"))
+    raise CoreProcessError(f"cannot ship {type(msg).__name__}")
+
+
+def _shippable(item: Any, field: str) -> Any:
+    try:
+        msgspec.msgpack.encode(item)
+        return item
+    except UNSHIPPABLE:
+        return msgspec.structs.replace(item, **{field: NOT_SHIPPED})
 
 
 class Publisher:
@@ -198,8 +225,18 @@ class Publisher:
         self.writer.write(framed(_safe_encode(self._enc, msg)))
 
     async def run(self) -> None:
+        failed = ""
         while True:
-            self.ship()
+            try:
+                self.ship()
+            except Exception as exc:  # noqa: BLE001 - a bug here must not silence the window
+                why = f"{type(exc).__name__}: {exc}"
+                if why != failed:  # once per distinct failure, in the window's timeline
+                    failed = why
+                    log.exception("shipping to the window failed")
+                    self.session.log.emit(ev.ERROR, f"the session core could not ship an update: {why}",
+                                          {"type": type(exc).__name__})
+                self._dirty = True
             await self.writer.drain()
             await asyncio.sleep(SHIP_EVERY_S)
 

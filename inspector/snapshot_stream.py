@@ -113,25 +113,49 @@ class SnapshotEncoder:
     def _encode(self, msg: StreamMessage) -> bytes:
         try:
             return self._enc.encode(msg)
-        except (OverflowError, TypeError, msgspec.EncodeError):
-            # an integer beyond 64 bits in a hostile state: msgpack cannot carry it, so those
-            # values travel as their decimal text and the entry says so
+        except UNSHIPPABLE:
             return self._enc.encode(_textual(msg))
 
 
+# What msgpack cannot carry: an integer beyond 64 bits, or nesting deeper than the encoder's
+# limit (the readers stop at MAX_DEPTH, but a snapshot must never stop the stream).
+UNSHIPPABLE = (OverflowError, TypeError, RecursionError, msgspec.EncodeError)
+NOT_SHIPPED = "(not shipped to the window: nested too deep for the stream)"
+
+
 def _textual(msg: Any) -> Any:
+    """`msg` with what msgpack cannot carry replaced: big integers as their decimal text, values
+    nested too deep as a marker; each entry touched says so in its flags."""
     if isinstance(msg, Header):
-        return msgspec.structs.replace(msg, snap=msgspec.convert(_big_ints_as_text(msgspec.json.encode(msg.snap)),
-                                                                   Snapshot))
+        try:
+            snap = msgspec.convert(_big_ints_as_text(msgspec.json.encode(msg.snap)), Snapshot)
+        except UNSHIPPABLE:
+            snap = msgspec.structs.replace(msg.snap, metadata=NOT_SHIPPED, extra_root={}, documents=(),
+                                           warnings=(*msg.snap.warnings, NOT_SHIPPED))
+        return msgspec.structs.replace(msg, snap=snap)
     fixed = []
     for e in msg.entries:
         try:
             msgspec.msgpack.encode(e)
             fixed.append(e)
-        except (OverflowError, TypeError, msgspec.EncodeError):
+            continue
+        except UNSHIPPABLE:
+            pass
+        try:
             e = msgspec.convert(_big_ints_as_text(msgspec.json.encode(e)), type(e))
             fixed.append(msgspec.structs.replace(e, flags=(*e.flags, "big_int_as_text")))
+        except UNSHIPPABLE:
+            fixed.append(_not_shipped(e))
     return type(msg)(msg.keys, fixed)
+
+
+def _not_shipped(e: Any) -> Any:
+    # the entry's identity and place stay; its free-form values do not
+    free = {"state": NOT_SHIPPED, "metadata": NOT_SHIPPED, "extra": {}, "outputs": (), "key_writers": {},
+            "captured": None, "echo_shadow": None}
+    fields = {k: v for k, v in free.items() if k in e.__struct_fields__}
+    flags = {"flags": (*e.flags, "not_shipped")} if "flags" in e.__struct_fields__ else {}
+    return msgspec.structs.replace(e, **fields, **flags)
 
 
 def _big_ints_as_text(raw: bytes) -> Any:

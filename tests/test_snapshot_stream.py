@@ -120,3 +120,36 @@ def test_random_edits_assemble_to_the_snapshot_sent(rounds: list[list[tuple[str,
         snap = _snap(cells, comms, feed)
         got, _ = _ship(enc, asm, snap)
         assert got == snap
+
+
+def _deep(n: int) -> object:
+    x: object = []
+    for _ in range(n):
+        x = [x]
+    return x
+
+
+def test_content_nested_too_deep_for_the_stream_is_marked_and_the_rest_arrives() -> None:
+    enc, asm = SnapshotEncoder(), SnapshotAssembler()
+    snap = _snap([_cell(1)], [_comm(0, _deep(5_000)), _comm(1, 2)])
+    got, _ = _ship(enc, asm, snap)
+    hurt = got.comms[0]
+    assert hurt.comm_id == "m0" and hurt.seq == 0 and "not_shipped" in hurt.flags
+    assert "nested too deep" in hurt.state
+    assert got.comms[1] == snap.comms[1] and got.cells == snap.cells
+
+
+def test_the_log_and_the_history_ship_past_an_event_too_deep_to_encode() -> None:
+    from inspector.core_process import Entries, LogBatch, ToParent, _safe_encode
+    from inspector.events import Event
+    from inspector.key_history import Entry
+
+    enc = msgspec.msgpack.Encoder()
+    deep = Event(7, 1.0, 2.0, "broadcast", "a hostile broadcast", {"content": _deep(5_000)})
+    fine = Event(8, 1.1, 2.1, "frame", "in frame 10 B", b"")
+    out = msgspec.msgpack.decode(_safe_encode(enc, LogBatch([deep, fine], [])), type=ToParent)
+    assert [e.seq for e in out.events] == [7, 8] and out.events[1] == fine
+    assert out.events[0].summary == "a hostile broadcast" and "nested too deep" in out.events[0].held
+    entry = Entry("feed", "m0", "value", _deep(5_000), 1.0, 2.0)
+    got = msgspec.msgpack.decode(_safe_encode(enc, Entries([entry])), type=ToParent)
+    assert got.entries[0].comm_id == "m0" and "nested too deep" in got.entries[0].value
