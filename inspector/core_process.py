@@ -264,16 +264,12 @@ class Publisher:
             self._watch_due, self._watch_at = False, now
 
     def _new_frames(self) -> bool:
-        return self.session.log._fseq > self._frame_seq
+        return self.session.log.last_frame_seq > self._frame_seq
 
     def _take_frames(self) -> list[FrameRecord]:
-        out: list[FrameRecord] = []
-        for rec in reversed(self.session.log._frames):
-            if rec.seq <= self._frame_seq:
-                break
-            out.append(rec)
-        self._frame_seq = self.session.log._fseq
-        out.reverse()
+        lg = self.session.log
+        out = lg.frames_since(self._frame_seq)
+        self._frame_seq = lg.last_frame_seq
         return out
 
     def status(self) -> Status:
@@ -730,7 +726,7 @@ class ProcessSession:
         if proc is None:
             return
         try:
-            await asyncio.wait_for(proc.wait(), 6)
+            await asyncio.wait_for(proc.wait(), 2.5)  # within the window's 3 s for a stop
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -265,6 +265,20 @@ class EventLog:
             return rec if rec.seq == seq else None
         return None
 
+    def frames_since(self, seq: int) -> list[FrameRecord]:
+        """The kept frame records numbered above `seq`, oldest first (what is new since then)."""
+        out: list[FrameRecord] = []
+        for rec in reversed(self._frames):
+            if rec.seq <= seq:
+                break
+            out.append(rec)
+        out.reverse()
+        return out
+
+    @property
+    def last_frame_seq(self) -> int:
+        return self._fseq
+
     def events(self) -> list[Event]:
         return list(self._events)
 

@@ -125,3 +125,24 @@ def test_a_child_that_dies_is_reported_and_nothing_is_left_running(bed) -> None:
         await s.stop()  # stopping a dead child is quiet
 
     asyncio.run(main())
+
+
+def test_a_log_adopts_another_logs_records_with_their_numbers() -> None:
+    from inspector.events import EventLog
+
+    child, window = EventLog(), EventLog(max_bytes=4096)
+    for i in range(50):
+        child.frame("in", 0x03, "broadcast", 100 + i, b"x" * 64)
+        child.emit(ev.BROADCAST, f"b{i}", {"n": i})
+    new = child.frames_since(45)
+    assert [f.seq for f in new] == [46, 47, 48, 49, 50] and child.frames_since(50) == []
+    for f in child.frames():
+        window.adopt_frame(f)
+    for e in child.events():
+        window.adopt(e)
+    assert window.frames_in == 50 and window.bytes_in == sum(100 + i for i in range(50))
+    assert window.bytes_held <= 4096 and window.dropped > 0  # the window's own bound holds
+    kept = window.events()
+    assert kept[-1].seq == 50 and kept[-1].summary == "b49"
+    assert window.frame_by_seq(50) is not None and window.frame_by_seq(50).body == b"x" * 64
+    assert window.emit(ev.ERROR, "next").seq == 51  # numbering goes on from the adopted ones
