@@ -337,6 +337,17 @@ async def serve(sock: socket.socket, args: argparse.Namespace) -> int:
     session = make_session(args)
     session.config.keep_frame_bodies = True  # the window's hex view
     pub = Publisher(session, writer)
+    loop = asyncio.get_running_loop()
+
+    def settle(e: Event) -> None:
+        # as `watch` does, after each join: the collector's full passes skip the joined room (the
+        # pause is the child's, the window does not wait on it)
+        if e.kind == ev.CONNECTION and e.data.get("state") == "live":
+            from .collector import settle_after_join
+
+            loop.call_soon(settle_after_join)
+
+    session.log.subscribe(settle)
     run = asyncio.create_task(session.run_forever())
     shipping = asyncio.create_task(pub.run())
     dec = msgspec.msgpack.Decoder(ToChild)
@@ -532,6 +543,8 @@ class ProcessSession:
     `replicas` (their health), `snapshot()`, `add_listener`, `run_forever()`, `stop()`, and the
     parts `divergence`, `integrity`, `history`, `recording`, `resolver` once the child says it
     has them."""
+
+    core_elsewhere = True  # the replicas live in the child: this process holds only what it shows
 
     def __init__(self, args: argparse.Namespace, socket_path: str, notebook_id: str) -> None:
         self.args = args

@@ -126,10 +126,13 @@ class SessionController(QObject):
         self.refreshes += 1
         self.snapshot_ready.emit(snap)
         if self._settle_after_refresh and self.session.state == "live":
-            from ..collector import settle_after_join
+            from ..collector import freeze_survivors, settle_after_join
 
             self._settle_after_refresh = False
-            self.collector_pauses_ms.append(settle_after_join())  # the joined room's tree included
+            # the joined room's tree included; with the core in its own process the window makes
+            # little garbage, and a full collection here would be the join's longest pause
+            elsewhere = getattr(self.session, "core_elsewhere", False)
+            self.collector_pauses_ms.append(freeze_survivors() if elsewhere else settle_after_join())
         return snap
 
     # -- connection state ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import shiboken6
@@ -35,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
+from ..collector import freeze_survivors
 from ..errors import InspectorError
 from ..integrity import with_saved
 from ..snapshot import Snapshot
@@ -47,6 +49,7 @@ from .detail import DetailPane
 from .liveness_filter import liveness_filter
 from .recent import RecentConnections
 from .timeline import TimelineView
+from .tree_fill import FillPlan
 from .tree_model import DocumentTreeModel, TreeFilterProxy
 from .tree_nodes import LIVENESS_COL, WRITER_COL, Node, plural
 
@@ -193,6 +196,11 @@ class InspectorWindow(QMainWindow):
         self.controller.state_changed.connect(lambda *_: self.recorder_bar.refresh())
         self._set_state("idle", "not attached")
         # ages count on while the room is idle: the shown snapshot is re-aged once a second
+        self.fill = FillPlan()
+        self._fill_target: Snapshot | None = None
+        self._fill_timer = QTimer(self)
+        self._fill_timer.setSingleShot(True)
+        self._fill_timer.timeout.connect(self._fill_step)
         self._age_timer = QTimer(self)
         self._age_timer.setInterval(1000)
         self._age_timer.timeout.connect(self._tick_ages)
@@ -463,6 +471,8 @@ class InspectorWindow(QMainWindow):
         await self.controller.stop()
         if not same:
             self.model.clear()  # a different room: start from an empty tree
+            self._fill_target = None  # and no slice of the old room's left to show
+            self._fill_timer.stop()
             self.detail.show_node(None)
             self._diverged_ids = set()
         self.socket_path, self.notebook_id = socket_path, notebook_id
@@ -628,10 +638,36 @@ class InspectorWindow(QMainWindow):
         self.apply_snapshot(aged(snap))
 
     def apply_snapshot(self, snap: Snapshot) -> None:
+        """Show `snap`: the verdicts and the status at once, the tree in slices when it has
+        many rows to add (`tree_fill`), each slice in its own callback."""
+        self._fill_target = snap
+        if not self._fill_timer.isActive():
+            self._fill_step()
+
+    def _fill_step(self) -> None:
+        snap = self._fill_target
+        if snap is None:
+            return
+        if self.paused:  # the rest is shown on resume
+            self._held, self._fill_target = snap, None
+            return
+        t0 = time.perf_counter()
+        part, more = self.fill.next_part(snap, self.model.snapshot)
+        self._show_snapshot(snap, part, more)
+        if more:
+            self.fill.took((time.perf_counter() - t0) * 1000)
+            # the rows built so far live as long as the tree: out of the collector's full passes,
+            # which would otherwise walk all of them again at every step (100 ms at 3,000 cells)
+            freeze_survivors()
+            self._fill_timer.start(0)
+        else:
+            self._fill_target = None
+
+    def _show_snapshot(self, snap: Snapshot, part: Snapshot, filling: bool) -> None:
         first = self.model.rowCount() == 0
         self.snapshot = snap
         had_writers, had_liveness = self._has_writers(), self._has_liveness()
-        self.model.set_snapshot(snap)
+        self.model.set_snapshot(part, loading=filling)
         self.detail.set_integrity(snap.integrity, {c.comm_id: c.model_name for c in snap.comms if c.model_name})
         if first:
             self.tree.expand(self.proxy.mapFromSource(self.model.index_for_path("cells")))
@@ -641,7 +677,12 @@ class InspectorWindow(QMainWindow):
         if self.proxy.only_divergent:
             self._expand_shown_comms()
         self._update_status(snap)
-        self._sync_detail()
+        if filling:
+            self.status_doc.setText(f"filling the tree: {len(part.cells):,} of {plural(len(snap.cells), 'cell')}, "
+                                    f"{len(part.comms):,} of {plural(len(snap.comms), 'comm')} · "
+                                    + self.status_doc.text())
+        else:
+            self._sync_detail()  # once the tree is whole: a group's JSON redrawn each step costs more than the step
         self._update_empty()
 
     def _sync_detail(self, force: bool = False) -> None:

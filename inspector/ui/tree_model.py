@@ -71,15 +71,16 @@ class DocumentTreeModel(QAbstractItemModel):
 
     # -- public API ---------------------------------------------------------------------------
 
-    def set_snapshot(self, snap: Snapshot) -> None:
-        """Bring the rows in line with `snap` by a minimal set of row operations."""
+    def set_snapshot(self, snap: Snapshot, loading: bool = False) -> None:
+        """Bring the rows in line with `snap` by a minimal set of row operations. `loading`: a
+        part of a bigger snapshot (the tree filling in slices): its new rows do not light up."""
         self.snapshot = snap
         top = build_top(snap, self._by_path.get)
         self._sync_children(self._root, QModelIndex(), top)
         # Rows arriving with the initial sync are the notebook loading, not changes: only once
         # a snapshot past the sync is shown do new and changed rows light up (a whole notebook
         # lit up on attach says nothing, and fading 1,000 rows costs the view).
-        if snap.connection not in _LOADING:
+        if snap.connection not in _LOADING and not loading:
             self._populated = True
         if self._recent and not self._fade.isActive():
             self._fade.start()
@@ -130,6 +131,11 @@ class DocumentTreeModel(QAbstractItemModel):
 
     def _sync_children(self, parent: Node, pindex: QModelIndex, new: list[Node]) -> bool:
         old = parent.children
+        if old and len(new) > len(old) and new[:len(old)] == old:
+            # the same nodes with more after them (the tree filling in): one insertion at the end,
+            # without a walk over the thousands of rows already shown (Node compares by identity)
+            self._insert_run(parent, pindex, len(old), new[len(old):])
+            return True
         changed = False
         new_keys = {n.key for n in new}
         # 1. removals, bottom-up in contiguous ranges
@@ -173,20 +179,23 @@ class DocumentTreeModel(QAbstractItemModel):
             k = i
             while k < len(new) and new[k].key not in current:
                 k += 1
-            run = new[i:k]
-            self.beginInsertRows(pindex, i, k - 1)
-            old[i:i] = run
-            for n in run:
-                n.parent = parent
-                n.path = n.key if parent is self._root else f"{parent.path}/{n.key}"
-                self._index(n)
-                if self._populated:
-                    self._mark(n)
-            self._renumber(old, i)
-            self.endInsertRows()
+            self._insert_run(parent, pindex, i, new[i:k])
             changed = True
             i = k
         return changed
+
+    def _insert_run(self, parent: Node, pindex: QModelIndex, at: int, run: list[Node]) -> None:
+        old = parent.children
+        self.beginInsertRows(pindex, at, at + len(run) - 1)
+        old[at:at] = run
+        for n in run:
+            n.parent = parent
+            n.path = n.key if parent is self._root else f"{parent.path}/{n.key}"
+            self._index(n)
+            if self._populated:
+                self._mark(n)
+        self._renumber(old, at)
+        self.endInsertRows()
 
     def _merge(self, old: Node, pindex: QModelIndex, new: Node) -> bool:
         if old is new:

@@ -8,7 +8,9 @@ touches one comm costs one comm, not the whole notebook.
 
 from __future__ import annotations
 
+import collections
 import json
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -446,9 +448,20 @@ def divergences_by_comm(snap: Snapshot) -> dict[str, tuple[Divergence, ...]]:
 
 
 def _cells_group(snap: Snapshot, prev: Prev) -> Node:
-    cells = []
+    cells: list[Node] = []
     seen_cells: set[str] = set()
-    for c in snap.cells:
+    todo: tuple[CellView, ...] = snap.cells
+    old = prev("cells")
+    if old is not None and isinstance(old.sig, tuple) and len(old.sig) == 2 and old.sig[0] == "cells":
+        had = old.sig[1]
+        # the same cells with more after them (the tree filling in, cells appended): the shown
+        # nodes stay as they are and only the new ones are built, so a step costs its slice
+        if 0 < len(had) <= len(snap.cells) and snap.cells[:len(had)] == had and len(old.children) == len(had):
+            cells = list(old.children)
+            seen_cells = {n.key for n in cells}
+            todo = snap.cells[len(had):]
+    start = len(cells)
+    for c in todo:
         node = cell_node(c, prev)
         if node.key in seen_cells:  # a broken document can repeat an id; show every copy
             node.key = f"{node.key}#{len(cells)}"
@@ -456,7 +469,8 @@ def _cells_group(snap: Snapshot, prev: Prev) -> Node:
         cells.append(node)
     cg = Node("cells", "group", ("Cells", plural(len(cells), "cell"), _cell_counts(snap.cells), ""), badge=("group", "≡"),
               value=[c.id for c in snap.cells], sig=("cells", snap.cells), doc_path="cells")
-    cg.children = _place(cells, "cells")
+    _place(cells[start:], "cells")
+    cg.children = cells
 
     return cg
 
@@ -565,9 +579,7 @@ def _comms_sig(snap: Snapshot) -> tuple[Any, ...]:
 
 
 def _cell_counts(cells: tuple[CellView, ...]) -> str:
-    counts: dict[str, int] = {}
-    for c in cells:
-        counts[c.cell_type] = counts.get(c.cell_type, 0) + 1
+    counts = collections.Counter(map(operator.attrgetter("cell_type"), cells))  # at C speed: 10,000 cells
     return " · ".join(f"{n} {t}" for t, n in sorted(counts.items()))
 
 
