@@ -62,6 +62,7 @@ MAX_MESSAGE = 256 * 1024 * 1024  # a chunk of 500 entries; far above any room se
 SHIP_EVERY_S = 0.05  # the child coalesces snapshots and log batches to at most 20 per second
 STATUS_EVERY_S = 0.5
 WATCH_EVERY_S = 1.0  # the watched views' ages move on while the room is idle
+BATCH = 500  # events, frame records or key-history entries per message
 HIGH_WATER = 8 * 1024 * 1024  # the parent is slow: stop shipping snapshots until it reads
 
 
@@ -243,12 +244,18 @@ class Publisher:
     def ship(self, force: bool = False) -> None:
         """Whatever changed since the last call, in the order the parent needs it."""
         now = time.monotonic()
+        # in pieces: the window takes one message per callback, and a join's key history (a
+        # value for every key of 2,000 comms: 40,000 entries) took 300 ms as one
         if self._events or self._new_frames():
-            self.send(LogBatch(self._events[:], self._take_frames()))
+            events, frames = self._events[:], self._take_frames()
             self._events.clear()
+            for i in range(0, max(len(events), len(frames)), BATCH):
+                self.send(LogBatch(events[i:i + BATCH], frames[i:i + BATCH]))
         if self._entries:
-            self.send(Entries(self._entries[:]))
+            entries = self._entries[:]
             self._entries.clear()
+            for i in range(0, len(entries), BATCH):
+                self.send(Entries(entries[i:i + BATCH]))
         status = self.status()
         if force or status != self._last_status or now - self._status_at > STATUS_EVERY_S:
             self.send(status)
