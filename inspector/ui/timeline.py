@@ -6,6 +6,7 @@ costs one `beginInsertRows` per tick, not one per frame.
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import json
 from collections.abc import Callable
@@ -42,6 +43,12 @@ from .tree_model import FilterProxy
 
 COLUMNS = ("#", "Time", "Kind", "Doc / dir", "Size", "Summary")
 EventRole = Qt.ItemDataRole.UserRole + 1
+_TEXTS_KEPT = 4_096  # rows whose texts are kept: a few screens' worth, as the user scrolls
+_DISPLAY, _FOREGROUND, _FONT, _ALIGN, _TOOLTIP = (int(r) for r in (
+    Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.FontRole,
+    Qt.ItemDataRole.TextAlignmentRole, Qt.ItemDataRole.ToolTipRole))
+_EVENT = int(EventRole)
+_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 KIND_LABELS = {
     ev.FRAME: "Frames", ev.DOC_CHANGED: "Doc changes", ev.BROADCAST: "Broadcasts", ev.PRESENCE: "Presence",
@@ -118,6 +125,7 @@ class TimelineModel(QAbstractTableModel):
         super().__init__(parent)
         self._rows: list[ev.Event] = []
         self._pending: list[ev.Event] = []
+        self._texts: collections.OrderedDict[int, tuple[ev.Event, tuple[str, ...]]] = collections.OrderedDict()
         self.max_rows = max_rows
         self.log: ev.EventLog | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -185,47 +193,53 @@ class TimelineModel(QAbstractTableModel):
             return COLUMNS[section]
         return None
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = _DISPLAY) -> Any:
+        # every visible cell and role at each repaint, and a storm repaints often: roles compare
+        # as ints and a row's texts are made once (its data is packed: unpacking it is the cost)
         if not index.isValid():
             return None
         e = self._rows[index.row()]
         col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            if col == 0:
-                return str(e.seq)
-            if col == 1:
-                return _dt.datetime.fromtimestamp(e.wall).strftime("%H:%M:%S.%f")[:-3]
+        if role == _DISPLAY:
+            texts = self._texts.get(e.seq)
+            if texts is None or texts[0] is not e:
+                texts = self._texts[e.seq] = (e, _row_texts(e))
+                if len(self._texts) > _TEXTS_KEPT:
+                    self._texts.popitem(last=False)
+            return texts[1][col]
+        if role == _FOREGROUND:
             if col == 2:
-                # a manifest resolved through the blob store changes the tree, but it is no document change
-                return "blob lookup" if e.kind == ev.DOC_CHANGED and "resolved" in e.data else e.kind
-            if col == 3:
-                d = e.data
-                if e.kind == ev.FRAME:
-                    arrow = "→" if d.get("direction") == "out" else "←"
-                    ft = d.get("frame_type")
-                    # sync frames name their document; the others their type (session_control, …)
-                    what = d.get("doc") or (FrameType.name_of(ft) if isinstance(ft, int) else "")
-                    return f"{arrow} {what}".strip()
-                if e.kind == ev.DOC_CHANGED and "resolved" in d:
-                    return "blob store"
-                return d.get("doc") or d.get("event") or d.get("state") or ""
-            if col == 4:
-                size = e.data.get("size")
-                return f"{size:,}" if isinstance(size, int) else ""
-            return e.summary
-        if role == Qt.ItemDataRole.ForegroundRole and col == 2:
-            return kind_colour(e.kind)
-        if role == Qt.ItemDataRole.ForegroundRole and col in (0, 1):
-            return th.theme().muted_fg
-        if role == Qt.ItemDataRole.FontRole and col in (0, 1, 4):
-            return self._mono
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (0, 4):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole and col == 5:
-            return e.summary if len(e.summary) > 60 else None
-        if role == EventRole:
+                return kind_colour(e.kind)
+            return th.theme().muted_fg if col in (0, 1) else None
+        if role == _FONT:
+            return self._mono if col in (0, 1, 4) else None
+        if role == _ALIGN:
+            return _RIGHT if col in (0, 4) else None
+        if role == _TOOLTIP:
+            return e.summary if col == 5 and len(e.summary) > 60 else None
+        if role == _EVENT:
             return e
         return None
+
+
+def _row_texts(e: ev.Event) -> tuple[str, ...]:
+    d = e.data
+    kind = "blob lookup" if e.kind == ev.DOC_CHANGED and "resolved" in d else e.kind
+    if e.kind == ev.FRAME:
+        arrow = "→" if d.get("direction") == "out" else "←"
+        ft = d.get("frame_type")
+        # sync frames name their document; the others their type (session_control, …)
+        what = d.get("doc") or (FrameType.name_of(ft) if isinstance(ft, int) else "")
+        where = f"{arrow} {what}".strip()
+    elif e.kind == ev.DOC_CHANGED and "resolved" in d:
+        where = "blob store"  # a manifest resolved through the blob store: no document change
+    else:
+        where = d.get("doc") or d.get("event") or d.get("state") or ""
+    size = d.get("size")
+    return (str(e.seq), _dt.datetime.fromtimestamp(e.wall).strftime("%H:%M:%S.%f")[:-3], kind, str(where),
+            f"{size:,}" if isinstance(size, int) else "", e.summary)
+
+
 
 
 class TimelineFilter(FilterProxy):

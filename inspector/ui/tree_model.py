@@ -29,6 +29,10 @@ NodeRole = Qt.ItemDataRole.UserRole + 1
 PathRole = Qt.ItemDataRole.UserRole + 2
 StatusRole = Qt.ItemDataRole.UserRole + 3
 SearchRole = Qt.ItemDataRole.UserRole + 4
+_DISPLAY, _DECORATION, _FOREGROUND, _BACKGROUND, _FONT, _TOOLTIP = (int(r) for r in (
+    Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.ForegroundRole,
+    Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.FontRole, Qt.ItemDataRole.ToolTipRole))
+_NODE, _PATH, _STATUS, _SEARCH = (int(r) for r in (NodeRole, PathRole, StatusRole, SearchRole))
 
 _HIGHLIGHT_KINDS = ("cell", "comm", "statekey", "output", "json")
 _FADE_ROLES = [Qt.ItemDataRole.BackgroundRole]
@@ -320,53 +324,56 @@ class DocumentTreeModel(QAbstractItemModel):
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
         return _ROW_FLAGS if index.isValid() else _NO_FLAGS
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = _DISPLAY) -> Any:
+        # called for every visible cell and role at each repaint: roles compare as plain ints
+        # (comparing to Qt's enum members costs more than the rest of the call)
         if not index.isValid():
             return None
         node: Node = index.internalPointer()
         col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
+        if role == _DISPLAY:
             if col == LIVENESS_COL:
                 return node.liveness
             return node.writer if col == WRITER_COL else node.cols[col]
-        if role == Qt.ItemDataRole.DecorationRole:
+        if role == _DECORATION:
             if col == 0:
                 if node.status:
                     return th.status_icon(node.status)
                 if node.badge:
                     return th.badge_icon(*node.badge)
             return None
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return node.tooltip or None
-        if role == Qt.ItemDataRole.ForegroundRole:
+        if role == _FOREGROUND:
             t = th.theme()
-            if node.status == "diverged" and col in (0, 2):
+            status = node.status
+            if status == "diverged" and col in (0, 2):
                 return t.diverged_fg
-            if node.status == "pending" and col in (0, 2):
+            if status == "pending" and col in (0, 2):
                 return t.pending_fg
-            if node.status == "info" and col == 2:
+            if status == "info" and col == 2:
                 return t.info_fg
             if col == LIVENESS_COL and node.liveness:
                 return t.ok_fg if node.liveness == "live-bound" else (
                     t.diverged_fg if node.liveness == "orphaned" else t.muted_fg)
-            if col in (3, WRITER_COL) or (col == 2 and not node.status):
+            if col in (3, WRITER_COL) or (col == 2 and not status):
                 return t.muted_fg
             return None
-        if role == Qt.ItemDataRole.BackgroundRole:
-            return self._background(node)
-        if role == Qt.ItemDataRole.FontRole:
+        if role == _BACKGROUND:
+            return self._background(node) if node.status or node.changed_at else None
+        if role == _FONT:
             if node.kind == "group" and col == 0:
                 return self._bold
             if col in (1, 3, WRITER_COL) and node.kind != "group":
                 return self._mono
             return None
-        if role == NodeRole:
+        if role == _TOOLTIP:
+            return node.tooltip or None
+        if role == _NODE:
             return node
-        if role == PathRole:
+        if role == _PATH:
             return node.path
-        if role == StatusRole:
+        if role == _STATUS:
             return node.status
-        if role == SearchRole:
+        if role == _SEARCH:
             return node.search
         return None
 
