@@ -133,6 +133,9 @@ class Stop(msgspec.Struct, tag="stop", array_like=True):
 ToParent = CellChunk | CommChunk | FeedChunk | Header | Status | LogBatch | Entries | Watched | Reply
 ToChild = Watch | Call | Stop
 _LEN = struct.Struct(">I")
+# msgspec compiles a decoder's types on first use (~20 ms for these): done at import, when the
+# window starts, rather than at the first attach
+msgspec.msgpack.Decoder(ToParent)
 
 
 class CoreProcessError(Exception):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from .. import events as ev
+from ..core_process import ProcessSession  # at the window's start: its decoders take a while to build
 from ..snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ def make_session(socket_path: str, notebook_id: str, options: argparse.Namespace
         if getattr(args, name, None) is None:
             setattr(args, name, default)
     if not getattr(args, "core_in_window", False):
-        from ..core_process import ProcessSession
-
         return ProcessSession(args, socket_path, notebook_id)
     session = cli.make_session(args)
     session.config.keep_frame_bodies = True
