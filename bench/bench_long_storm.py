@@ -133,7 +133,8 @@ async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[
         rows: list[dict[str, Any]] = []
         probe = storm.StallProbe()
         me = os.getpid()
-        cpu0 = {"window": proc_cpu(me), "watch": proc_cpu(watch.pid)}
+        core = storm.child_pid(window)  # the window's session core, in its own process (None: inside)
+        cpu0 = {"window": proc_cpu(me), "watch": proc_cpu(watch.pid), "core": proc_cpu(core) if core else 0.0}
         gcp = GcPauses()
         plan_start = time.perf_counter()
         storm_task = asyncio.ensure_future(daemon.storm(plan, args.rate))
@@ -152,6 +153,7 @@ async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[
                 probe.start()
                 w_rss, w_hwm = proc_mem(me)
                 x_rss, x_hwm = proc_mem(watch.pid)
+                c_rss, c_hwm = proc_mem(core) if core else (0.0, 0.0)
                 d_rss, _ = proc_mem(daemon.proc.pid)
                 pauses = gcp.take()
                 s = window.controller.session
@@ -164,12 +166,14 @@ async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[
                     "stall_max": max(lat, default=0.0), "log_mib": log_mib,
                     "history_mib": (hist.bytes / 2**20) if hist is not None else 0.0,
                     "interval": now - t_prev, "daemon_rss": d_rss,
+                    "core_rss": c_rss, "core_hwm": c_hwm, "core_cpu": (proc_cpu(core) - cpu0["core"]) if core else 0.0,
                     "gc2_max": max(pauses[2], default=0.0), "gc2_n": len(pauses[2]),
                     "gc01_max": max(pauses[0] + pauses[1], default=0.0),
                 })
                 r = rows[-1]
                 print(f"  {r['t'] / 60:5.1f} min  window {r['window_rss']:6.0f} MiB (peak {r['window_hwm']:.0f})"
-                      f"  watch {r['watch_rss']:6.0f} MiB (peak {r['watch_hwm']:.0f})"
+                      + (f" + core {r['core_rss']:6.0f} MiB" if core else "")
+                      + f"  watch {r['watch_rss']:6.0f} MiB (peak {r['watch_hwm']:.0f})"
                       f"  log {r['log_mib']:5.1f} MiB  history {r['history_mib']:5.1f} MiB"
                       f"  CPU window {r['window_cpu'] / max(r['t'], 1e-9) * 100:3.0f} %"
                       f" watch {r['watch_cpu'] / max(r['t'], 1e-9) * 100:3.0f} %"
@@ -226,7 +230,7 @@ def main() -> int:
     print(f"daemon (the same document, and its CommState): RSS start {d_start:.0f} MiB, end {d_end:.0f} MiB; "
           f"grew {d_end - d_start:.0f} MiB: what the document's own history holds in a process")
     ok = True
-    for who in ("window", "watch"):
+    for who in ("window", "core", "watch") if first["core_rss"] else ("window", "watch"):
         start, peak, end = first[f"{who}_rss"], max(r[f"{who}_hwm"] for r in rows), last[f"{who}_rss"]
         # growth over the last third, when the log and the ring are full: the document's own
         # history (and whatever else grows) at that rate

@@ -74,6 +74,9 @@ def test_a_big_room_fills_in_slices_and_ends_as_the_tree_built_at_once(qtbot, tm
     node = w.model.node_at(f"comms/{snap.comms[350].comm_id}")
     assert node is not None and node.status == "diverged"
     assert not w.model._recent  # rows that arrived with the fill did not light up as changes
+    # the groups filled closed; then the comms (400 rows) opened, the cells (3,000) wait for the user
+    qtbot.waitUntil(lambda: w.tree.isExpanded(w.proxy.mapFromSource(w.model.index_for_path("comms"))), timeout=5_000)
+    assert not w.tree.isExpanded(w.proxy.mapFromSource(w.model.index_for_path("cells")))
 
 
 def test_a_newer_snapshot_during_the_fill_is_the_one_filled(qtbot, tmp_path) -> None:
