@@ -12,7 +12,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QTimer  # noqa: E402
-from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
+from test_ui_window import win  # noqa: E402, F401
 
 from inspector.ui import sample_snapshots as ss  # noqa: E402
 from inspector.ui.main_window import InspectorWindow  # noqa: E402
@@ -27,15 +27,8 @@ def _paths(model: DocumentTreeModel) -> list[str]:
     return [n.path for n in model.iter_nodes()]
 
 
-def test_a_big_room_fills_in_slices_and_ends_as_the_tree_built_at_once(qtbot, tmp_path) -> None:
-    w = InspectorWindow(recent=RecentConnections(tmp_path / "recent.json"))
-    qtbot.addWidget(w)
-    QAbstractItemModelTester(w.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
-    QAbstractItemModelTester(w.proxy, QAbstractItemModelTester.FailureReportingMode.Fatal)
-    w.resize(1280, 820)
-    w.show()
-    w.stack.setCurrentWidget(w.main_split)
-    w._set_state("live", "")
+def test_a_big_room_fills_in_slices_and_ends_as_the_tree_built_at_once(qtbot, win) -> None:  # noqa: F811
+    w = win  # the window test's fixture: shown, live, models checked by QAbstractItemModelTester
     snap = ss.diverge(ss.make_snapshot(n_cells=3_000, n_comms=400), 350, 1, 2)  # a comm shown last diverges
 
     steps: list[tuple[int, int, float]] = []  # (cells shown, comms shown, ms the step took)
