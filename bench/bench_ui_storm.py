@@ -145,7 +145,83 @@ async def open_comms(bed: TestbedThread, nid: str, n_comms: int) -> list[str]:
     return [cid for cid, state in room_comms(n_comms) if state["_model_name"] == "IntSliderModel"]
 
 
-async def drive_storm(bed: TestbedThread, nid: str, plan: list[tuple[str, int]], rate: float) -> float:
+class Stamps:
+    """When each planned update was really written by the daemon, and when the daemon generated
+    the first sync message to each peer that carries it: a file of float64 perf_counter times
+    (0: not yet) shared by the daemon process and the bench, so staleness can be told apart into
+    the daemon's own lag and the inspector's. Peers are slots keyed by the connecting process's
+    pid (SO_PEERCRED on the daemon's side of the socket)."""
+
+    SLOTS = 4
+
+    def __init__(self, path: str, n: int, create: bool = False) -> None:
+        import mmap
+        size = 8 * (self.SLOTS + n * (1 + self.SLOTS))
+        if create:
+            with open(path, "wb") as f:
+                f.truncate(size)
+        self.path = path
+        self._f = open(path, "r+b")
+        self._mm = mmap.mmap(self._f.fileno(), size)
+        self.n = n
+        self.pids = memoryview(self._mm)[: 8 * self.SLOTS].cast("q")
+        self._t = memoryview(self._mm)[8 * self.SLOTS:].cast("d")
+        self.written_count = 0  # the daemon's side only
+        self._covered = [0] * self.SLOTS
+
+    def written(self, i: int) -> float:
+        return self._t[i]
+
+    def sent(self, slot: int, i: int) -> float:
+        return self._t[self.n * (1 + slot) + i]
+
+    def slot_of(self, pid: int) -> int | None:
+        return next((k for k in range(self.SLOTS) if self.pids[k] == pid), None)
+
+    # -- the daemon's side --------------------------------------------------------------------
+
+    def mark_written(self, i: int, t: float) -> None:
+        self._t[i] = t
+        self.written_count = i + 1
+
+    def mark_sent(self, pid: int, t: float) -> None:
+        slot = self.slot_of(pid)
+        if slot is None:
+            slot = next((k for k in range(self.SLOTS) if self.pids[k] == 0), None)
+            if slot is None:
+                return
+            self.pids[slot] = pid
+            self._covered[slot] = self.written_count  # what was written before it joined came in its join
+        base = self.n * (1 + slot)
+        for j in range(self._covered[slot], self.written_count):
+            self._t[base + j] = t
+        self._covered[slot] = self.written_count
+
+
+def stamp_peer_sends(stamps: Stamps) -> None:
+    """In the daemon process: note each sync message a peer is sent (the time it was generated)."""
+    import socket as _socket
+    import struct as _struct
+
+    from inspector.testbed.room import Peer
+    orig = Peer.first_sync_frame
+
+    def first_sync_frame(self: Peer) -> bytes | None:
+        frame = orig(self)
+        if frame is not None:
+            pid = getattr(self, "_stamp_pid", None)
+            if pid is None:
+                sock = self.writer.get_extra_info("socket")
+                cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _struct.calcsize("3i"))
+                pid = self._stamp_pid = _struct.unpack("3i", cred)[0]
+            stamps.mark_sent(pid, time.perf_counter())
+        return frame
+
+    Peer.first_sync_frame = first_sync_frame  # type: ignore[method-assign]
+
+
+async def drive_storm(bed: TestbedThread, nid: str, plan: list[tuple[str, int]], rate: float,
+                      stamps: Stamps | None = None) -> float:
     """On the testbed loop: each planned update at its time, through the room's IOPub handler
     (CommState merge, document write + peer sync wakeup, `comm` broadcast). Returns the
     perf_counter time right after the last one was written."""
@@ -158,6 +234,8 @@ async def drive_storm(bed: TestbedThread, nid: str, plan: list[tuple[str, int]],
             await asyncio.sleep(delay)
         await room._on_iopub({"msg_type": "comm_msg", "content": {
             "comm_id": cid, "data": {"method": "update", "state": {"value": value}, "buffer_paths": []}}})
+        if stamps is not None:
+            stamps.mark_written(i, time.perf_counter())
     return time.perf_counter()
 
 
@@ -178,9 +256,9 @@ class DaemonProcess:
             raise RuntimeError(f"the daemon process ended (exit {self.proc.wait()})")
         return json.loads(line)
 
-    async def storm(self, plan: list[tuple[str, int]], rate: float) -> float:
+    async def storm(self, plan: list[tuple[str, int]], rate: float, stamps: str | None = None) -> float:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"op": "storm", "plan": plan, "rate": rate}) + "\n")
+        self.proc.stdin.write(json.dumps({"op": "storm", "plan": plan, "rate": rate, "stamps": stamps}) + "\n")
         self.proc.stdin.flush()
         return float((await self.reply())["t_last"])
 
@@ -206,7 +284,11 @@ def serve(sock: str, cells: int, comms: int, run: int) -> int:
         for line in sys.stdin:
             req = json.loads(line)
             plan = [(cid, int(v)) for cid, v in req["plan"]]
-            fut = asyncio.run_coroutine_threadsafe(drive_storm(bed, nid, plan, float(req["rate"])), bed.loop)
+            stamps = None
+            if req.get("stamps"):
+                stamps = Stamps(req["stamps"], len(plan))
+                bed.call(stamp_peer_sends, stamps)
+            fut = asyncio.run_coroutine_threadsafe(drive_storm(bed, nid, plan, float(req["rate"]), stamps), bed.loop)
             print(json.dumps({"t_last": fut.result()}), flush=True)
     finally:
         bed.stop()
