@@ -91,11 +91,43 @@ class GcPauses:
         return out
 
 
+class Arrivals:
+    """When the window's process first held each value of the target slider in its session's
+    snapshot (assembled from the session core's messages, before the tree refresh shows it)."""
+
+    def __init__(self, session: Any, target: str) -> None:
+        self.session, self.target = session, target
+        self.index: list[int] = []  # plan indexes, increasing
+        self.t: list[float] = []
+        self._at = 0
+        self.unsub = session.add_listener(self._changed)
+
+    def _changed(self, _paths: set[str]) -> None:
+        snap = self.session.snapshot()
+        comms = snap.comms if snap is not None else ()
+        if self._at >= len(comms) or comms[self._at].comm_id != self.target:
+            self._at = next((i for i, c in enumerate(comms) if c.comm_id == self.target), len(comms))
+            if self._at == len(comms):
+                return
+        state = comms[self._at].state
+        v = state.get("value") if isinstance(state, dict) else None
+        if isinstance(v, int) and (not self.index or v - 1000 > self.index[-1]):
+            self.index.append(v - 1000)
+            self.t.append(time.perf_counter())
+
+    def held_since(self, i: int) -> float:
+        """When plan update `i` (or a later one) was first held; 0 when not yet."""
+        import bisect
+        k = bisect.bisect_left(self.index, i)
+        return self.t[k] if k < len(self.t) else 0.0
+
+
 def staleness(shown: str | None, plan_start: float, rate: float, target_at: list[int],
-              stamps: storm.Stamps, slot: int | None) -> tuple[float, float, float, float]:
+              stamps: storm.Stamps, slot: int | None, arrivals: Arrivals) -> tuple[float, ...]:
     """How stale the tree's value of the target slider is, in seconds, split where the time
-    went: (total, daemon behind its schedule, daemon writing to sending, inspector). All four
-    are about the first update of the target the tree does not show yet, among those the daemon
+    went: (total, daemon behind its schedule, daemon writing to sending, inspector, of which
+    the session core up to the window's process holding it, and the window's refresh). All are
+    about the first update of the target the tree does not show yet, among those the daemon
     has written (zeros when it shows the newest written one). The total runs from that update's
     planned time; "daemon behind" is how late the daemon wrote it; "sending" from its write to
     the first sync message to the window's session core that carries it (or to now when none
@@ -105,16 +137,18 @@ def staleness(shown: str | None, plan_start: float, rate: float, target_at: list
     shown_i = int(shown) - 1000 if shown is not None and shown.lstrip("-").isdigit() else -1
     k = bisect.bisect_right(target_at, shown_i)
     if k >= len(target_at):
-        return 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     i = target_at[k]
     written = stamps.written(i)
     if not written:
-        return 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     planned = plan_start + i / rate
     sent = stamps.sent(slot, i) if slot is not None else 0.0
     if not sent:
-        return now - planned, max(0.0, written - planned), now - written, 0.0
-    return now - planned, max(0.0, written - planned), sent - written, now - sent
+        return now - planned, max(0.0, written - planned), now - written, 0.0, 0.0, 0.0
+    held = arrivals.held_since(i)
+    core_part, window_part = (held - sent, now - held) if held else (now - sent, 0.0)
+    return now - planned, max(0.0, written - planned), sent - written, now - sent, core_part, window_part
 
 
 async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[str, Any]:
@@ -126,6 +160,13 @@ async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[
         ready = await daemon.reply()
         nid, ids = ready["nid"], ready["ids"]
         target = ids[0]
+        if args.prehistory:
+            # a room that has been dragged for hours before anyone attaches: the same updates
+            # as fast as the daemon writes them (values below the storm's, so never "shown")
+            t0 = time.perf_counter()
+            await daemon.storm([(cid, -(i + 1)) for i, (cid, _) in enumerate(storm.storm_plan(args.prehistory, ids))],
+                               1e9)
+            print(f"prehistory: {args.prehistory} updates written in {time.perf_counter() - t0:.1f} s", flush=True)
         watch = subprocess.Popen([sys.executable, "-m", "inspector", "watch", "--socket", sock, "--notebook", nid],
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "watch.err"), "wb"))
         window.attach(sock, nid)
@@ -147,16 +188,18 @@ async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[
             return idx.siblingAtColumn(1).data() if node is not None and node.path == path else None
 
         rows: list[dict[str, Any]] = []
+        arrivals = Arrivals(window.controller.session, target)
         stamps = storm.Stamps(os.path.join(d, "stamps"), n, create=True)
         probe = storm.StallProbe()
         me = os.getpid()
         core = storm.child_pid(window)  # the window's session core, in its own process (None: inside)
-        cpu0 = {"window": proc_cpu(me), "watch": proc_cpu(watch.pid), "core": proc_cpu(core) if core else 0.0}
+        cpu0 = {"window": proc_cpu(me), "watch": proc_cpu(watch.pid), "core": proc_cpu(core) if core else 0.0,
+                "daemon": proc_cpu(daemon.proc.pid)}
         gcp = GcPauses()
         plan_start = time.perf_counter()
         storm_task = asyncio.ensure_future(daemon.storm(plan, args.rate, stamps.path))
         probe.start()
-        stale: list[tuple[float, float, float, float]] = []
+        stale: list[tuple[float, ...]] = []
         slot: int | None = None
         next_sample = plan_start
         t_prev = plan_start
@@ -164,7 +207,7 @@ async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[
             await asyncio.sleep(0.25)
             if slot is None:
                 slot = stamps.slot_of(core or me)
-            stale.append(staleness(shown(), plan_start, args.rate, target_at, stamps, slot))
+            stale.append(staleness(shown(), plan_start, args.rate, target_at, stamps, slot, arrivals))
             now = time.perf_counter()
             if now >= next_sample:
                 if watch.poll() is not None:
@@ -187,9 +230,14 @@ async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[
                     "daemon_late_max": max((x[1] for x in stale), default=0.0),
                     "daemon_send_max": max((x[2] for x in stale), default=0.0),
                     "inspector_max": max((x[3] for x in stale), default=0.0),
+                    "core_part_max": max((x[4] for x in stale), default=0.0),
+                    "window_part_max": max((x[5] for x in stale), default=0.0),
+                    "inspector_p50": statistics.median(x[3] for x in stale) if stale else 0.0,
+                    "inspector_p95": statistics.quantiles([x[3] for x in stale], n=20)[18] if len(stale) > 20 else 0.0,
                     "stall_max": max(lat, default=0.0), "log_mib": log_mib,
                     "history_mib": (hist.bytes / 2**20) if hist is not None else 0.0,
                     "interval": now - t_prev, "daemon_rss": d_rss,
+                    "daemon_cpu": proc_cpu(daemon.proc.pid) - cpu0["daemon"],
                     "core_rss": c_rss, "core_hwm": c_hwm, "core_cpu": (proc_cpu(core) - cpu0["core"]) if core else 0.0,
                     "gc2_max": max(pauses[2], default=0.0), "gc2_n": len(pauses[2]),
                     "gc01_max": max(pauses[0] + pauses[1], default=0.0),
@@ -202,7 +250,9 @@ async def long_storm(window: InspectorWindow, args: argparse.Namespace) -> dict[
                       f"  CPU window {r['window_cpu'] / max(r['t'], 1e-9) * 100:3.0f} %"
                       f" watch {r['watch_cpu'] / max(r['t'], 1e-9) * 100:3.0f} %"
                       f"  stale max {r['stale_max'] * 1000:6.0f} ms (daemon late {r['daemon_late_max'] * 1000:.0f},"
-                      f" sending {r['daemon_send_max'] * 1000:.0f}, inspector {r['inspector_max'] * 1000:.0f})"
+                      f" sending {r['daemon_send_max'] * 1000:.0f}, inspector {r['inspector_max'] * 1000:.0f};"
+                      f" inspector p50 {r['inspector_p50'] * 1000:.0f} p95 {r['inspector_p95'] * 1000:.0f};"
+                      f" core part {r['core_part_max'] * 1000:.0f}, window part {r['window_part_max'] * 1000:.0f})"
                       f"  stall max {r['stall_max']:5.0f} ms"
                       f"  full GCs {r['gc2_n']} (max {r['gc2_max']:.0f} ms; young max {r['gc01_max']:.0f})"
                       f"  daemon {r['daemon_rss']:5.0f} MiB", flush=True)
@@ -230,6 +280,8 @@ def main() -> int:
     ap.add_argument("--cells", type=int, default=1000)
     ap.add_argument("--comms", type=int, default=200)
     ap.add_argument("--sample-s", type=float, default=60.0)
+    ap.add_argument("--prehistory", type=int, default=0, metavar="N",
+                    help="the daemon writes N updates before the inspectors attach (a room with a long history)")
     args = ap.parse_args()
     make_app()
     home = tempfile.mkdtemp(prefix="rti-long-home-")
@@ -271,6 +323,9 @@ def main() -> int:
               f"+ the daemon's {d_end - d_start:.0f} MiB; "
               f"last third {slope:+.1f} MiB/min; CPU {last[f'{who}_cpu'] / last['t'] * 100:.0f} % of a core "
               f"({'bounded' if bounded else 'NOT BOUNDED'})")
+    print(f"CPU of the daemon {last['daemon_cpu'] / last['t'] * 100:.0f} % of a core; all four processes "
+          f"{sum(last[f'{w}_cpu'] for w in ('window', 'core', 'watch', 'daemon')) / last['t'] * 100:.0f} % "
+          f"of the machine's {os.cpu_count()} cores x 100 %")
     stale_all = [r["stale_max"] for r in rows]
     insp_all = [r["inspector_max"] for r in rows]
     behind = max(insp_all)

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 256 * 1024 * 1024  # a chunk of 500 entries; far above any room seen, far below memory
 SHIP_EVERY_S = 0.05  # the child coalesces snapshots and log batches to at most 20 per second
-STATUS_EVERY_S = 0.5
+STATUS_EVERY_S = 0.5  # also how long an idle child sleeps between two looks at its status
 WATCH_EVERY_S = 1.0  # the watched views' ages move on while the room is idle
 BATCH = 500  # events, frame records or key-history entries per message
 HIGH_WATER = 8 * 1024 * 1024  # the parent is slow: stop shipping snapshots until it reads
@@ -206,10 +206,13 @@ class Publisher:
         self._watch = Watch(None, None)
         self._watch_at = 0.0
         self._watch_due = True
-        self._unsubs = [session.add_listener(self._on_change), session.log.subscribe(self._events.append)]
+        # set by anything there is to ship: an idle child ships the first change at once, not
+        # at the next tick (a single slider move reached the window 25 ms later on average)
+        self._wake = asyncio.Event()
+        self._unsubs = [session.add_listener(self._on_change), session.log.subscribe(self._on_event)]
         hist = getattr(session, "history", None)
         if hist is not None:
-            hist.history.on_add = self._entries.append
+            hist.history.on_add = self._on_entry
 
     def close(self) -> None:
         for u in self._unsubs:
@@ -220,10 +223,20 @@ class Publisher:
 
     def _on_change(self, _paths: set[str]) -> None:
         self._dirty = True
+        self._wake.set()
+
+    def _on_event(self, e: Event) -> None:
+        self._events.append(e)
+        self._wake.set()
+
+    def _on_entry(self, e: Entry) -> None:
+        self._entries.append(e)
+        self._wake.set()
 
     def watch(self, w: Watch) -> None:
         self._watch = w
         self._watch_due = True
+        self._wake.set()
 
     def send(self, msg: Any) -> None:
         self.writer.write(framed(_safe_encode(self._enc, msg)))
@@ -231,6 +244,7 @@ class Publisher:
     async def run(self) -> None:
         failed = ""
         while True:
+            self._wake.clear()
             try:
                 self.ship()
             except Exception as exc:  # noqa: BLE001 - a bug here must not silence the window
@@ -242,7 +256,11 @@ class Publisher:
                                           {"type": type(exc).__name__})
                 self._dirty = True
             await self.writer.drain()
-            await asyncio.sleep(SHIP_EVERY_S)
+            await asyncio.sleep(SHIP_EVERY_S)  # the least gap between two ships
+            if not (self._wake.is_set() or self._dirty):
+                # idle: until something is to ship, or the status is due again (its ages move)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), STATUS_EVERY_S)
 
     def ship(self, force: bool = False) -> None:
         """Whatever changed since the last call, in the order the parent needs it."""

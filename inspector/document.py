@@ -314,6 +314,26 @@ def apply_changes(doc: am.Document, heads: list[bytes], changes: list[bytes]) ->
 def parse_sync_message(body: bytes) -> SyncSummary:
     """Read the fields of an automerge sync message (types 0x42 and 0x43); counts are checked
     against the bytes left, so nothing is allocated beyond the message's own size."""
+    return _sync_layout(body)[0]
+
+
+def combine_sync_messages(bodies: list[bytes]) -> tuple[bytes, SyncSummary]:
+    """Several sync messages of one document, read together, as the one message that has the
+    same effect: the last one's heads, need and have (and, in a 0x43 message, what follows its
+    changes), carrying every message's changes in order. Automerge walks the document's whole
+    change graph once per message received (`filter_changes`), however few changes it brings:
+    at 80,000 changes of history 7.7 ms for a message of one change, 12.9 ms for one of ten.
+    Raises DocError when any of them is malformed (the caller then takes them one by one)."""
+    layouts = [_sync_layout(b) for b in bodies]
+    last, (summary, start, end) = bodies[-1], layouts[-1]
+    changes = tuple(c for lay in layouts for c in lay[0].changes)
+    combined = b"".join([last[:start], encode_uleb(len(changes)),
+                         *(encode_uleb(len(c)) + c for c in changes), last[end:]])
+    return combined, SyncSummary(summary.heads, summary.need, changes)
+
+
+def _sync_layout(body: bytes) -> tuple[SyncSummary, int, int]:
+    """The message's fields, and where its `changes` field starts (its count) and ends."""
     if not body or body[0] not in (0x42, 0x43):
         raise DocError(f"not an automerge sync message (type byte {body[:1].hex() or 'none'})", data=body)
     pos = 1
@@ -342,13 +362,14 @@ def parse_sync_message(body: bytes) -> SyncSummary:
             _check_bloom(body[pos: pos + n], body)
             pos += n
         changes = []
+        start = pos
         for _ in range(count(1)):
             n = count(1)
             changes.append(body[pos: pos + n])
             pos += n
     except (IndexError, ChangeFormatError):
         raise DocError("sync message is truncated", data=body) from None
-    return SyncSummary(heads, need, tuple(changes))
+    return SyncSummary(heads, need, tuple(changes)), start, pos
 
 
 def _check_bloom(bloom: bytes, body: bytes) -> None:

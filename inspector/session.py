@@ -36,6 +36,7 @@ from .protocol.framing import (
     CONTROL_FRAME_MAX,
     DATA_FRAME_MAX,
     ConnectionClosed,
+    FrameDecoder,
     FrameTooLarge,
     FrameType,
     encode_typed,
@@ -57,6 +58,7 @@ from .snapshot import Snapshot
 # Errors a later attempt may not meet again: the daemon restarting, a connection lost, a
 # garbled frame, a slow answer. Anything else before the first live connection is the user's input.
 RETRYABLE = (Closed, BadFrame, Timeout)
+READ_CHUNK = 1 << 20  # at most this much of what the socket holds is taken in one read
 
 __all__ = ["CLOSED", "CONNECTING", "DISCONNECTED", "ERROR", "LIVE", "SYNCING", "PeerSession", "SessionConfig",
            "unless_ended"]
@@ -279,9 +281,16 @@ class PeerSession(SessionCore):
     async def _read_loop(self) -> None:
         assert self._reader is not None
         reader = self._reader
+        # what the socket holds is taken at once, so frames waiting behind each other (a
+        # session that fell behind) reach the core together and a document's sync messages
+        # are applied as one (SessionCore.receive_batch)
+        decoder = FrameDecoder(DATA_FRAME_MAX)
         while not self._stopping:
             try:
-                payload = await read_frame(reader, DATA_FRAME_MAX)
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    raise ConnectionClosed(decoder.at_boundary())
+                payloads = decoder.feed(data)
             except ConnectionClosed as exc:
                 if self._stopping:
                     return
@@ -300,7 +309,10 @@ class PeerSession(SessionCore):
                 if self._gone:
                     raise Closed("the room was evicted or closed: the daemon no longer lists it") from None
                 raise Closed(f"connection lost: {exc}") from None
-            await self._carry_out(self.receive(payload, time.monotonic()))
+            for step in self.receive_batch(payloads, time.monotonic()):
+                await self._carry_out(step)
+                if self.rejoin is not None:
+                    break
             self._activity.set()
             if self.rejoin is not None:
                 raise _Rejoin

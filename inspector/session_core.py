@@ -30,12 +30,12 @@ fed from the same inputs (see "key history" below), so a replayed recording gets
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from .document import _NOT_OURS, ALL, DocReplica, SyncProblem
+from .document import _NOT_OURS, ALL, DocError, DocReplica, SyncProblem, combine_sync_messages
 from .errors import BadContent, BadFrame, InspectorError
 from .feed import CommFeed
 from .profiles import Profile, profile_for
@@ -140,6 +140,8 @@ class SessionCore:
         self._keepalive_at: float | None = None  # when the next keep-alive frame is due
         self.keepalives_sent = 0
         self.input_errors = 0  # inputs the boundary caught (content and protocol errors)
+        self.batched_frames = 0  # sync frames applied together with others (receive_batch)
+        self._batch_seqs: list[int] | None = None  # the frames of the batch being applied
         # Re-requests (docs/lifecycle.md): change hashes asked for again by a rejoin, over every
         # connection (each at most once); `rejoin` says why the driver should rejoin now.
         self.rerequested: set[str] = set()
@@ -362,6 +364,65 @@ class SessionCore:
 
     def receive(self, payload: bytes, t: float) -> Step:
         """One typed frame from the daemon. Raises BadFrame when the connection cannot go on."""
+        ft, body, rec = self._take_frame(payload, t)
+        step = Step()
+        self._dispatch(ft, body, payload, rec.seq, t, step)
+        return step
+
+    def receive_batch(self, payloads: list[bytes], t: float) -> Iterator[Step]:
+        """Frames read from the socket together, in order, one Step each (the caller carries
+        each out before the next is made). Consecutive sync messages of one document are applied
+        as one (`document.combine_sync_messages`): each is still recorded, logged and counted as
+        a frame of its own, then their changes go into the replica at once and are read once,
+        with one reply. Only a session that fell behind has several frames waiting; automerge's
+        cost per message received grows with the document's history, so this is what lets it
+        catch up. What the batch changed is attributed to its last frame (key history rows,
+        the DOC_CHANGED event, which names every frame)."""
+        i, n = 0, len(payloads)
+        while i < n:
+            j = i + 1
+            doc_ft = self._sync_type(payloads[i])
+            if doc_ft is not None:
+                while j < n and self._sync_type(payloads[j]) == doc_ft:
+                    j += 1
+            if j - i == 1:
+                yield self.receive(payloads[i], t)
+            else:
+                yield self._receive_run(payloads[i:j], t)
+            i = j
+
+    def _sync_type(self, payload: bytes) -> int | None:
+        if self.profile is None or not payload:
+            return None
+        ft = payload[0]
+        return ft if ft in self.profile.doc_types else None
+
+    def _receive_run(self, payloads: list[bytes], t: float) -> Step:
+        bodies = [p[1:] for p in payloads]
+        try:
+            combined, _summary = combine_sync_messages(bodies)
+        except DocError:  # one of them is malformed: each on its own, the bad one reported alone
+            step = Step()
+            for p in payloads:
+                one = self.receive(p, t)
+                step.send += one.send
+                step.changed |= one.changed
+            return step
+        seqs = []
+        for p in payloads:
+            ft, _body, rec = self._take_frame(p, t)
+            seqs.append(rec.seq)
+        self.batched_frames += len(payloads)
+        self._batch_seqs = seqs
+        step = Step()
+        try:
+            self._dispatch(ft, combined, combined, seqs[-1], t, step)
+        finally:
+            self._batch_seqs = None
+        return step
+
+    def _take_frame(self, payload: bytes, t: float) -> tuple[int, bytes, ev.FrameRecord]:
+        """Record and log one frame as it came (recorder, frame record, FRAME event)."""
         assert self.profile is not None, "begin() first"
         if self.recording is not None:
             self.recording.frame_in(payload, t)
@@ -371,8 +432,7 @@ class SessionCore:
             tf = split_typed(payload)
         except FrameError as exc:
             raise BadFrame(f"the daemon sent {exc}") from None
-        ft, body = tf.frame_type, tf.body
-        step = Step()
+        ft = tf.frame_type
         doc_name = self.profile.doc_types.get(ft)
         rec = self.log.frame("in", ft, FrameType.name_of(ft), len(payload), self._body(payload), doc_name, t)
         self.log.emit(ev.FRAME, f"in {FrameType.name_of(ft)}{' ' + doc_name if doc_name else ''} {len(payload)} B",
@@ -380,6 +440,11 @@ class SessionCore:
                        "frame_seq": rec.seq}, t=t)
         if self.history is not None:  # key history: what this frame changes, it carried
             self.history.on_frame(rec.seq)
+        return ft, tf.body, rec
+
+    def _dispatch(self, ft: int, body: bytes, payload: bytes, frame_seq: int, t: float, step: Step) -> None:
+        assert self.profile is not None
+        doc_name = self.profile.doc_types.get(ft)
         # The input boundary: whatever a handler raises on the daemon's bytes ends here, as the
         # project's own error, recorded with the bytes. Content errors skip the frame; protocol
         # errors (and anything unexpected in a document's sync) end the connection (docs/lifecycle.md).
@@ -397,24 +462,23 @@ class SessionCore:
             else:
                 self.profile.unknown_frame(self, ft, body)  # may raise: a later protocol
                 self.log.emit(ev.ERROR, f"unknown frame type 0x{ft:02x} ({len(payload)} B): kept, ignored",
-                              {"frame_type": ft, "size": len(payload), "frame_seq": rec.seq}, t=t)
+                              {"frame_type": ft, "size": len(payload), "frame_seq": frame_seq}, t=t)
         except _NOT_OURS:
             raise
         except BadContent as exc:
-            self.input_error(exc, FrameType.name_of(ft), payload, t, reconnect=False, frame_seq=rec.seq)
+            self.input_error(exc, FrameType.name_of(ft), payload, t, reconnect=False, frame_seq=frame_seq)
         except InspectorError as exc:
             raise self.input_error(exc, FrameType.name_of(ft), payload, t, reconnect=True,
-                                   frame_seq=rec.seq) from None
+                                   frame_seq=frame_seq) from None
         except BaseException as exc:  # noqa: B036 - a Rust panic is a BaseException
             err = _unexpected(exc, f"handling a {FrameType.name_of(ft)} frame")
             # a document's sync state is unknown after it: start over; anything else: skip the frame
             self.input_error(err, FrameType.name_of(ft), payload, t, reconnect=doc_name is not None,
-                             frame_seq=rec.seq)
+                             frame_seq=frame_seq)
             if doc_name is not None:
                 raise err from None
         self._maybe_live(t, step)
         self._finish(step, t)
-        return step
 
     def input_error(self, exc: InspectorError, what: str, data: bytes, t: float, *, reconnect: bool,
                     frame_seq: int | None = None) -> InspectorError:
@@ -567,7 +631,8 @@ class SessionCore:
                 ev.DOC_CHANGED, f"{replica.name}: {len(paths)} path(s) changed"
                 + (f" ({', '.join(paths[:4])}{'…' if len(paths) > 4 else ''})" if paths else ""),
                 {"doc": replica.name, "paths": paths[:200], "n_paths": len(paths),
-                 "heads": list(replica.heads), "full_read": ALL in dirty},
+                 "heads": list(replica.heads), "full_read": ALL in dirty,
+                 **({"frame_seqs": self._batch_seqs} if self._batch_seqs else {})},
                 target=_first_target(paths), t=t)
             self.profile.after_doc_change(self)
             if self.history is not None:  # key history: document rows jump to this event
