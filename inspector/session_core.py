@@ -140,7 +140,6 @@ class SessionCore:
         self._keepalive_at: float | None = None  # when the next keep-alive frame is due
         self.keepalives_sent = 0
         self.input_errors = 0  # inputs the boundary caught (content and protocol errors)
-        self.batched_frames = 0  # sync frames applied together with others (receive_batch)
         self._batch_seqs: list[int] | None = None  # the frames of the batch being applied
         # Re-requests (docs/lifecycle.md): change hashes asked for again by a rejoin, over every
         # connection (each at most once); `rejoin` says why the driver should rejoin now.
@@ -412,7 +411,6 @@ class SessionCore:
         for p in payloads:
             ft, _body, rec = self._take_frame(p, t)
             seqs.append(rec.seq)
-        self.batched_frames += len(payloads)
         self._batch_seqs = seqs
         step = Step()
         try:
@@ -488,11 +486,16 @@ class SessionCore:
 
         self.input_errors += 1
         decision = "reconnecting" if reconnect else "frame skipped, session goes on"
-        self.log.emit(ev.ERROR, f"{what}: {exc} ({len(data)} B, {decision})",
+        # in a batch the bytes are the message built from its frames, not one the daemon sent:
+        # say so, and name every frame (each is in the frame log as it came)
+        batch = self._batch_seqs
+        where = f"the {len(batch)} sync messages of frames {batch[0]}-{batch[-1]} applied as one, " if batch else ""
+        self.log.emit(ev.ERROR, f"{what}: {exc} ({where}{len(data)} B, {decision})",
                       {"input": what, "error": type(exc).__name__, "message": str(exc),
                        "exit_code": exc.exit_code, "decision": "reconnect" if reconnect else "continue",
                        "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                       "hex": data[:INPUT_BYTES_KEPT].hex(), "frame_seq": frame_seq}, t=t)
+                       "hex": data[:INPUT_BYTES_KEPT].hex(), "frame_seq": frame_seq,
+                       **({"frame_seqs": list(batch), "combined": True} if batch else {})}, t=t)
         self.notify({"errors"})
         return exc
 
@@ -652,7 +655,10 @@ class SessionCore:
         self.log.emit(ev.ERROR, f"{replica.name}: {problem.kind} change {h or '?'} ({problem.size} B): {problem.detail}"
                       + ("; again after it was re-requested: the daemon holds it this way" if again else ""),
                       {"input": FrameType.name_of(ft), "problem": problem.to_json(), "size": problem.size,
-                       "sha256": problem.sha256, "decision": decision, "rerequested": again}, t=t)
+                       "sha256": problem.sha256, "decision": decision, "rerequested": again,
+                       # the frame that carried it (in a batch: one of these)
+                       "frame_seq": self.log.frames_in,
+                       **({"frame_seqs": list(self._batch_seqs)} if self._batch_seqs else {})}, t=t)
         if not can_ask:
             return
         assert self.config.rerequest_after_s is not None and h is not None
